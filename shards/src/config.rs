@@ -1,0 +1,77 @@
+//! Engine configuration: every limit is a field with a named default and the
+//! reason for it.
+
+use std::time::Duration;
+
+use crate::codec::FrameLimits;
+use crate::pool::buffer::PoolConfig;
+
+/// Default total connection limit: 10,000, MsgTrans 1.0's own default; well
+/// under the 20,000 open files a process may have on small hosts.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default bytes queued for one session before further sends are refused:
+/// 32 MiB, room for a few maximum-size packets so bulk echo never stalls,
+/// while a consumer that stops reading cannot pin unbounded memory.
+pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 32 * 1024 * 1024;
+/// Default request timeout: 30 s, long enough for a slow handler on a busy
+/// peer, short enough that a lost reply does not wait forever.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default event queue length between the shards and the application:
+/// 65,536 events. When it is full the shards stop reading (backpressure);
+/// no event is ever dropped.
+pub const DEFAULT_EVENT_CAPACITY: usize = 65_536;
+/// Default io_uring registered memory per shard: 1 MiB. msgtrans does no
+/// DMA file I/O, and glommio's 10 MiB default exceeds the 8 MiB memlock limit
+/// many hosts give unprivileged users.
+pub const DEFAULT_IO_MEMORY: usize = 1 << 20;
+/// Bytes read from a socket per read call: 64 KiB amortises the syscall
+/// over many small packets while keeping an active session's buffer small.
+pub const DEFAULT_READ_BUFFER: usize = 64 * 1024;
+
+/// Configuration of an engine (the shards behind one server or client).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Number of shards; 0 means one per usable core.
+    pub shards: usize,
+    /// Pin each shard to its own core (default true).
+    pub pin: bool,
+    /// Thread name prefix; threads are named `{name}-{K}`.
+    pub name: String,
+    /// Frame size limits.
+    pub frame: FrameLimits,
+    /// Open sessions allowed across all shards.
+    pub max_connections: usize,
+    /// Open sessions allowed on each shard (default: `max_connections`).
+    pub max_connections_per_shard: Option<usize>,
+    /// Bytes queued for one session before sends to it are refused.
+    pub max_outbound_bytes: usize,
+    /// Default timeout of a request.
+    pub request_timeout: Duration,
+    /// Events queued for the application before the shards stop reading.
+    pub event_capacity: usize,
+    /// io_uring registered memory per shard.
+    pub io_memory: usize,
+    /// Read size per socket read.
+    pub read_buffer: usize,
+    /// Buffer pool tier sizes.
+    pub pool: PoolConfig,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            shards: 0,
+            pin: true,
+            name: "msgtrans-shard".into(),
+            frame: FrameLimits::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_shard: None,
+            max_outbound_bytes: DEFAULT_MAX_OUTBOUND_BYTES,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            event_capacity: DEFAULT_EVENT_CAPACITY,
+            io_memory: DEFAULT_IO_MEMORY,
+            read_buffer: DEFAULT_READ_BUFFER,
+            pool: PoolConfig::default(),
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Error and close-reason types. Each variant says which side caused it.
+
+use std::fmt;
+use std::io;
+
+use crate::id::SessionId;
+
+/// The peer sent bytes that are not a valid packet. The session that received
+/// them is closed; nothing else is affected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// Peer: the header's version byte is not 1.
+    #[error("unsupported wire version {0} (only 1 is spoken)")]
+    UnsupportedVersion(u8),
+    /// Peer: packet type byte is not 0 (one-way), 1 (request) or 2 (response).
+    #[error("unknown packet type {0}")]
+    UnknownPacketType(u8),
+    /// Peer: compression byte is not 0 (none), 1 (zstd) or 2 (zlib).
+    #[error("unknown compression {0}")]
+    UnknownCompression(u8),
+    /// Peer (or local, when encoding): payload longer than the configured maximum.
+    #[error("payload of {len} bytes exceeds the maximum of {max}")]
+    PayloadTooLarge {
+        /// Declared length.
+        len: u32,
+        /// Configured maximum.
+        max: u32,
+    },
+    /// Peer (or local, when encoding): extension header longer than the configured maximum.
+    #[error("extension header of {len} bytes exceeds the maximum of {max}")]
+    ExtHeaderTooLarge {
+        /// Declared length.
+        len: u16,
+        /// Configured maximum.
+        max: u16,
+    },
+}
+
+/// Why a session ended. Reported once per session in its close event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Peer: closed its side cleanly between packets.
+    PeerClosed,
+    /// Peer: the connection ended inside a packet (EOF or reset mid-frame).
+    PeerResetMidFrame,
+    /// Peer: the connection was reset or failed with an I/O error.
+    Io(io::ErrorKind),
+    /// Peer: sent bytes that are not a valid packet.
+    ProtocolError(CodecError),
+    /// Local: the application closed the session (`close_session`, `disconnect`).
+    LocalClose,
+    /// Local: the server or client was stopped.
+    Shutdown,
+    /// Local: refused because the connection limit was reached.
+    ConnectionLimit,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PeerClosed => f.write_str("peer closed the connection"),
+            Self::PeerResetMidFrame => f.write_str("connection ended in the middle of a packet"),
+            Self::Io(kind) => write!(f, "I/O error: {kind}"),
+            Self::ProtocolError(e) => write!(f, "protocol error: {e}"),
+            Self::LocalClose => f.write_str("closed by the application"),
+            Self::Shutdown => f.write_str("transport shut down"),
+            Self::ConnectionLimit => f.write_str("connection limit reached"),
+        }
+    }
+}
+
+/// A send, request or session operation that did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Local: no open session has this id (never existed, or already closed).
+    #[error("session {0} not found")]
+    SessionNotFound(SessionId),
+    /// Peer or local: the session closed before the request was answered.
+    #[error("connection closed before completion: {0}")]
+    ConnectionClosed(CloseReason),
+    /// Peer: the session's outbound queue is full because its peer reads
+    /// slower than it is sent to.
+    #[error("outbound queue of {0} is full")]
+    Backpressure(SessionId),
+    /// Peer: no response arrived within the request timeout.
+    #[error("request timed out")]
+    Timeout,
+    /// Local: the packet is larger than the configured maximum.
+    #[error(transparent)]
+    Encode(#[from] CodecError),
+    /// Local: the engine has stopped; nothing more can be sent.
+    #[error("transport stopped")]
+    Stopped,
+}
+
+/// Why the engine, a listener or a connection could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Local: io_uring is unavailable (old kernel, seccomp, or
+    /// `kernel.io_uring_disabled`). Run on Linux ≥ 5.8 with io_uring allowed.
+    #[error("io_uring is unavailable ({0}); msgtrans needs Linux >= 5.8 with io_uring enabled (check sysctl kernel.io_uring_disabled and any seccomp profile)")]
+    IoUringUnavailable(io::Error),
+    /// Local: the locked-memory limit is too low for the shards' io_uring
+    /// buffers. Raise `ulimit -l` or lower the configured `io_memory`.
+    #[error("cannot lock memory for io_uring ({0}); raise `ulimit -l` (RLIMIT_MEMLOCK) or lower the shard io_memory setting")]
+    LockedMemory(io::Error),
+    /// Local: zero shards requested, or more than the 65,535 a session id can name.
+    #[error("invalid shard count {0}: must be between 1 and 65535")]
+    InvalidShardCount(usize),
+    /// Local: a shard thread could not be started.
+    #[error("failed to start shard {shard}: {source}")]
+    Shard {
+        /// The shard index.
+        shard: usize,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Local: binding or listening failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Peer or network: the connection could not be established.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Local: the engine has stopped.
+    #[error("transport stopped")]
+    Stopped,
+}

@@ -1,0 +1,84 @@
+//! What the shards tell the application, and what it asks of them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::error::{CloseReason, SendError, StartError};
+use crate::id::SessionId;
+use crate::packet::Packet;
+
+/// An event from the shards to the application side.
+#[derive(Debug, Clone)]
+pub enum EngineEvent {
+    /// A session opened.
+    Opened {
+        /// The session.
+        id: SessionId,
+        /// The peer's address.
+        peer: SocketAddr,
+        /// Our address.
+        local: SocketAddr,
+    },
+    /// A session closed. Sent exactly once per opened session.
+    Closed {
+        /// The session.
+        id: SessionId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A one-way packet or a request arrived (and no inline handler took it).
+    Message {
+        /// The session it came from.
+        id: SessionId,
+        /// The packet.
+        packet: Packet,
+    },
+    /// A listener started (sent by the API layer, after binding).
+    Listening {
+        /// The bound address.
+        addr: SocketAddr,
+    },
+    /// The engine stopped (sent by the API layer, last).
+    Stopped,
+    /// A packet accepted by `send` could not be queued after all.
+    SendFailed {
+        /// The target session.
+        id: SessionId,
+        /// The packet's message id.
+        message_id: u32,
+        /// Why.
+        error: SendError,
+    },
+}
+
+/// The reply channel of a request.
+pub type ReplyTx = flume::Sender<Result<Packet, SendError>>;
+
+/// Commands to a shard, from the API or from another shard.
+pub(crate) enum Command {
+    /// Queue a packet for a session.
+    Send { id: SessionId, packet: Packet },
+    /// Send a request and complete `reply` with its response.
+    Request {
+        id: SessionId,
+        packet: Packet,
+        timeout: Duration,
+        reply: ReplyTx,
+    },
+    /// Queue a packet for every session of this shard; reply with the count.
+    Broadcast { packet: Packet, reply: flume::Sender<usize> },
+    /// Close a session.
+    Close { id: SessionId, reason: CloseReason, reply: flume::Sender<bool> },
+    /// Start accepting on a listening socket.
+    Listen { listener: std::net::TcpListener },
+    /// Open an outgoing connection.
+    Connect {
+        addr: SocketAddr,
+        timeout: Duration,
+        reply: flume::Sender<Result<SessionId, StartError>>,
+    },
+    /// List open sessions.
+    Sessions { reply: flume::Sender<Vec<SessionId>> },
+    /// Stop listening, close every session, then end the shard.
+    Stop { reply: flume::Sender<()> },
+}

@@ -1,0 +1,99 @@
+//! The inline handler: application code that runs on the shard for every
+//! message, so the fast path (echo, request → response, routing) never
+//! leaves the core.
+
+use crate::codec::{self, FrameRef};
+use crate::error::SendError;
+use crate::id::SessionId;
+use crate::packet::{FixedHeader, Packet, PacketType};
+use crate::shard::Shard;
+
+/// Runs on a shard for every one-way packet and request a session receives.
+///
+/// It must not block: it is called between socket reads. Sending from it
+/// never blocks or deadlocks, whether to the session it serves, another
+/// session on this shard, or a session on another shard.
+pub trait InlineHandler: Send + Sync + 'static {
+    /// Handles one packet.
+    fn on_message(&self, ctx: &mut Inline<'_>);
+}
+
+impl<F> InlineHandler for F
+where
+    F: Fn(&mut Inline<'_>) + Send + Sync + 'static,
+{
+    fn on_message(&self, ctx: &mut Inline<'_>) {
+        self(ctx)
+    }
+}
+
+/// What an inline handler sees: the packet, borrowed from the read buffer,
+/// and ways to answer.
+pub struct Inline<'a> {
+    pub(crate) id: SessionId,
+    pub(crate) frame: FrameRef<'a>,
+    pub(crate) out: &'a mut Vec<u8>,
+    pub(crate) shard: &'a Shard,
+}
+
+impl<'a> Inline<'a> {
+    /// The session the packet came from.
+    pub fn session_id(&self) -> SessionId {
+        self.id
+    }
+    /// The packet, borrowed.
+    pub fn frame(&self) -> &FrameRef<'a> {
+        &self.frame
+    }
+    /// The header.
+    pub fn header(&self) -> &FixedHeader {
+        &self.frame.header
+    }
+    /// The payload, borrowed.
+    pub fn payload(&self) -> &'a [u8] {
+        self.frame.payload
+    }
+    /// The extension header, borrowed.
+    pub fn ext_header(&self) -> &'a [u8] {
+        self.frame.ext_header
+    }
+    /// Whether the packet is a request (expects [`Inline::respond`]).
+    pub fn is_request(&self) -> bool {
+        self.frame.header.packet_type == PacketType::Request
+    }
+    /// An owned copy of the packet.
+    pub fn to_packet(&self) -> Packet {
+        self.frame.to_packet()
+    }
+    /// Answers the request with `payload`, keeping its id, biz type and
+    /// extension header.
+    pub fn respond(&mut self, payload: &[u8]) {
+        let mut h = self.frame.header.clone();
+        h.packet_type = PacketType::Response;
+        let ext = self.frame.ext_header;
+        self.write(&h, ext, payload);
+    }
+    /// Writes one frame to this session. Never blocks: the bytes join the
+    /// session's outbound queue, and the session stops reading from its peer
+    /// while that queue is over its limit.
+    pub fn write(&mut self, header: &FixedHeader, ext_header: &[u8], payload: &[u8]) {
+        self.shard.prepare_out(self.out, codec::encoded_len(ext_header.len(), payload.len()));
+        // Lengths come from a decoded frame or from slices the caller owns;
+        // the only failure is a slice over 4 GiB, which no frame can be.
+        let _ = codec::encode_parts(header, ext_header, payload, self.out);
+    }
+    /// Sends `packet` to any session, on this shard or another. Sending to
+    /// the session being served is the same as [`Inline::write`].
+    ///
+    /// # Errors
+    /// [`SendError::SessionNotFound`] if the target is not open (checked at
+    /// once for every shard); a full target queue is reported as a
+    /// `SendFailed` event, since the target may live on another core.
+    pub fn send_to(&mut self, target: SessionId, packet: Packet) -> Result<(), SendError> {
+        if target == self.id {
+            self.write(&packet.header, &packet.ext_header, &packet.payload);
+            return Ok(());
+        }
+        self.shard.route_send(target, packet)
+    }
+}

@@ -1,0 +1,42 @@
+//! `msgtrans-shards`: the thread-per-core engine behind `msgtrans`.
+//!
+//! # Layout
+//!
+//! * [`codec`] and [`packet`] — the MsgTrans wire format, pure functions over bytes.
+//! * [`runtime`] — [`Engine`]: N glommio shards pinned one per core, and the
+//!   handle the public API drives them with.
+//! * `shard` — one core's state: sessions, buffers, listeners, inbox loop.
+//! * `session` — one connection's state and the future that moves its bytes.
+//! * [`pool`] — the connection slab and the tiered buffer pool.
+//! * [`mesh`] — cross-shard inboxes with a once-per-batch doorbell.
+//! * [`proto`] — transport pipelines (TCP).
+//! * [`handler`] — the inline, on-shard message handler.
+//! * [`stats`] — counters readable without stopping a shard.
+//!
+//! Nothing on the per-message path takes a lock or crosses a core unless the
+//! application asks for it (a send to a session on another shard, or the
+//! event stream).
+
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod handler;
+pub mod id;
+pub mod mesh;
+pub mod packet;
+pub mod pool;
+pub mod proto;
+pub mod runtime;
+mod session;
+mod shard;
+pub mod stats;
+
+pub use config::EngineConfig;
+pub use error::{CloseReason, CodecError, SendError, StartError};
+pub use event::EngineEvent;
+pub use handler::{Inline, InlineHandler};
+pub use id::SessionId;
+pub use packet::{CompressionType, FixedHeader, IntoPayload, Packet, PacketType, ReservedFlags};
+pub use runtime::Engine;
+pub use shard::EventSink;

@@ -1,0 +1,5 @@
+//! Per-shard pools that sit on the I/O path: the connection slab and the
+//! tiered buffer pool.
+
+pub mod buffer;
+pub mod slab;

@@ -1,0 +1,326 @@
+//! The engine: N shards, each a glommio executor pinned to its own core on a
+//! thread named `msgtrans-shard-K`, and the handle the API uses to reach them.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::EngineConfig;
+use crate::error::{CloseReason, SendError, StartError};
+use crate::event::Command;
+use crate::handler::InlineHandler;
+use crate::id::SessionId;
+use crate::mesh;
+use crate::packet::Packet;
+use crate::pool::buffer::{set_thread_home, BufferPool};
+use crate::pool::slab::SlotTable;
+use crate::shard::{self, EventSink, Mesh, Shard};
+use crate::stats::{ShardSnapshot, ShardStats};
+
+/// Number of cores this process may run on.
+pub fn usable_cores() -> usize {
+    core_affinity::get_core_ids().map_or(1, |c| c.len().max(1))
+}
+
+/// A running set of shards.
+pub struct Engine {
+    mesh: Arc<Mesh>,
+    stats: Vec<Arc<ShardStats>>,
+    pools: Vec<Arc<BufferPool>>,
+    exits: Mutex<Vec<flume::Receiver<()>>>,
+    stopped: AtomicBool,
+    cfg: Arc<EngineConfig>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("shards", &self.shards()).finish()
+    }
+}
+
+/// Maps an executor start failure to an error that says what to do.
+fn classify(shard: usize, e: glommio::GlommioError<()>) -> StartError {
+    let io: std::io::Error = e.into();
+    match io.raw_os_error() {
+        Some(libc::ENOMEM) | Some(libc::EAGAIN) => StartError::LockedMemory(io),
+        Some(libc::ENOSYS) | Some(libc::EPERM) | Some(libc::EACCES) => StartError::IoUringUnavailable(io),
+        _ => shard::start_error(shard, io),
+    }
+}
+
+impl Engine {
+    /// Starts the shards. Each reports whether its executor came up before
+    /// this returns, so a missing io_uring or memlock limit is an error here,
+    /// never a panic on a shard thread.
+    pub async fn start(cfg: EngineConfig, handler: Option<Arc<dyn InlineHandler>>, sink: EventSink) -> Result<Engine, StartError> {
+        let n = if cfg.shards == 0 { usable_cores() } else { cfg.shards };
+        if n == 0 || n > u16::MAX as usize {
+            return Err(StartError::InvalidShardCount(n));
+        }
+        let per_shard = cfg.max_connections_per_shard.unwrap_or(cfg.max_connections).max(1);
+        let cfg = Arc::new(cfg);
+        let (outboxes, inboxes): (Vec<_>, Vec<_>) = (0..n).map(|_| mesh::inbox::<Command>()).unzip();
+        let mesh = Arc::new(Mesh {
+            outboxes,
+            tables: (0..n).map(|_| SlotTable::new(per_shard)).collect(),
+            open_total: AtomicUsize::new(0),
+        });
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let stats: Vec<_> = (0..n).map(|_| Arc::new(ShardStats::default())).collect();
+        let pools: Vec<_> = (0..n).map(|i| BufferPool::new(i, cfg.pool)).collect();
+        let mut ready = Vec::with_capacity(n);
+        let mut exits = Vec::with_capacity(n);
+        for (i, inbox) in inboxes.into_iter().enumerate() {
+            let placement = match cores.get(i % cores.len().max(1)) {
+                Some(c) if cfg.pin => Placement::Fixed(c.id),
+                _ => Placement::Unbound,
+            };
+            let (ready_tx, ready_rx) = flume::bounded(1);
+            let (exit_tx, exit_rx) = flume::bounded::<()>(1);
+            let (cfg2, mesh2, sink2, handler2) = (Arc::clone(&cfg), Arc::clone(&mesh), sink.clone(), handler.clone());
+            let (stats2, pool2) = (Arc::clone(&stats[i]), Arc::clone(&pools[i]));
+            std::thread::Builder::new()
+                .name(format!("{}-{i}", cfg.name))
+                .spawn(move || {
+                    let ex = match LocalExecutorBuilder::new(placement)
+                        .io_memory(cfg2.io_memory)
+                        .make()
+                    {
+                        Ok(ex) => ex,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(classify(i, e)));
+                            return;
+                        }
+                    };
+                    set_thread_home(i);
+                    let _ = ready_tx.send(Ok(()));
+                    ex.run(async move {
+                        let shard = Shard::new(i, cfg2, pool2, mesh2, sink2, handler2, stats2);
+                        shard::run(shard, inbox).await;
+                    });
+                    drop(exit_tx);
+                })
+                .map_err(|e| shard::start_error(i, e))?;
+            ready.push(ready_rx);
+            exits.push(exit_rx);
+        }
+        let engine = Engine {
+            mesh,
+            stats,
+            pools,
+            exits: Mutex::new(exits),
+            stopped: AtomicBool::new(false),
+            cfg,
+        };
+        for r in ready {
+            match r.recv_async().await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    engine.stop().await;
+                    return Err(e);
+                }
+                Err(_) => {
+                    engine.stop().await;
+                    return Err(StartError::Stopped);
+                }
+            }
+        }
+        Ok(engine)
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.mesh.outboxes.len()
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    fn command(&self, shard: usize, cmd: Command) -> Result<(), SendError> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(SendError::Stopped);
+        }
+        self.mesh.outboxes[shard].send(cmd).map_err(|_| SendError::Stopped)
+    }
+
+    /// Listens for TCP on every shard; returns the bound address.
+    pub fn listen_tcp(&self, addr: SocketAddr) -> Result<SocketAddr, StartError> {
+        let (bound, listeners) = crate::proto::tcp::bind_reuseport(addr, self.shards())?;
+        for (i, listener) in listeners.into_iter().enumerate() {
+            self.command(i, Command::Listen { listener }).map_err(|_| StartError::Stopped)?;
+        }
+        Ok(bound)
+    }
+
+    /// Opens a TCP connection from shard `shard` (modulo the shard count),
+    /// waiting at most `timeout` for the handshake.
+    pub async fn connect_tcp(&self, addr: SocketAddr, timeout: Duration, shard: usize) -> Result<SessionId, StartError> {
+        let (reply, rx) = flume::bounded(1);
+        self.command(shard % self.shards(), Command::Connect { addr, timeout, reply })
+            .map_err(|_| StartError::Stopped)?;
+        rx.recv_async().await.map_err(|_| StartError::Stopped)?
+    }
+
+    /// Whether `id` is open now.
+    pub fn is_live(&self, id: SessionId) -> bool {
+        self.mesh.tables.get(id.shard()).is_some_and(|t| t.is_live(id))
+    }
+
+    /// Queues `packet` for `id`. Fails at once if the session is not open;
+    /// if it closes or its queue fills before the shard takes the packet, a
+    /// `SendFailed` event says so.
+    pub fn send(&self, id: SessionId, packet: Packet) -> Result<(), SendError> {
+        if !self.is_live(id) {
+            return Err(SendError::SessionNotFound(id));
+        }
+        self.command(id.shard(), Command::Send { id, packet })
+    }
+
+    /// Sends a request and waits for its response, at most `timeout`.
+    /// Fails at once when the session closes.
+    pub async fn request(&self, id: SessionId, packet: Packet, timeout: Duration) -> Result<Packet, SendError> {
+        if !self.is_live(id) {
+            return Err(SendError::SessionNotFound(id));
+        }
+        let (reply, rx) = flume::bounded(1);
+        self.command(
+            id.shard(),
+            Command::Request {
+                id,
+                packet,
+                timeout,
+                reply,
+            },
+        )?;
+        rx.recv_async().await.map_err(|_| SendError::Stopped)?
+    }
+
+    /// Queues `packet` for every open session on every shard (in parallel,
+    /// one command per shard); returns how many sessions it reached.
+    pub async fn broadcast(&self, packet: Packet) -> Result<usize, SendError> {
+        let mut waits = Vec::with_capacity(self.shards());
+        for i in 0..self.shards() {
+            let (reply, rx) = flume::bounded(1);
+            self.command(
+                i,
+                Command::Broadcast {
+                    packet: packet.clone(),
+                    reply,
+                },
+            )?;
+            waits.push(rx);
+        }
+        let mut total = 0;
+        for rx in waits {
+            total += rx.recv_async().await.map_err(|_| SendError::Stopped)?;
+        }
+        Ok(total)
+    }
+
+    /// Closes a session; its close event carries `reason`.
+    pub async fn close(&self, id: SessionId, reason: CloseReason) -> Result<(), SendError> {
+        if !self.is_live(id) {
+            return Err(SendError::SessionNotFound(id));
+        }
+        let (reply, rx) = flume::bounded(1);
+        self.command(id.shard(), Command::Close { id, reason, reply })?;
+        match rx.recv_async().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(SendError::SessionNotFound(id)),
+            Err(_) => Err(SendError::Stopped),
+        }
+    }
+
+    /// Every open session.
+    pub async fn sessions(&self) -> Vec<SessionId> {
+        let mut waits = Vec::new();
+        for i in 0..self.shards() {
+            let (reply, rx) = flume::bounded(1);
+            if self.command(i, Command::Sessions { reply }).is_ok() {
+                waits.push(rx);
+            }
+        }
+        let mut all = Vec::new();
+        for rx in waits {
+            all.extend(rx.recv_async().await.unwrap_or_default());
+        }
+        all
+    }
+
+    /// Number of open sessions, read without asking the shards.
+    pub fn session_count(&self) -> usize {
+        self.mesh.tables.iter().map(|t| t.live()).sum()
+    }
+
+    /// Open sessions per shard.
+    pub fn sessions_per_shard(&self) -> Vec<usize> {
+        self.mesh.tables.iter().map(|t| t.live()).collect()
+    }
+
+    /// Counters of every shard.
+    pub fn stats(&self) -> Vec<ShardSnapshot> {
+        (0..self.shards())
+            .map(|i| {
+                let s = &self.stats[i];
+                ShardSnapshot {
+                    shard: i,
+                    sessions_open: self.mesh.tables[i].live(),
+                    sessions_total: s.sessions_total.get(),
+                    refused: s.refused.get(),
+                    msgs_in: s.msgs_in.get(),
+                    bytes_in: s.bytes_in.get(),
+                    bytes_out: s.bytes_out.get(),
+                    request_timeouts: s.request_timeouts.get(),
+                    mesh_in: s.mesh_in.get(),
+                    wakeups: self.mesh.outboxes[i].doorbell().wakeups(),
+                    pool: self.pools[i].snapshot(),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether [`Engine::stop`] has run.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Stops listening, closes every session (each gets its close event),
+    /// and waits until every shard thread has ended, so ports are free when
+    /// this returns. Idempotent.
+    pub async fn stop(&self) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut waits = Vec::new();
+        for o in &self.mesh.outboxes {
+            let (reply, rx) = flume::bounded(1);
+            if o.send(Command::Stop { reply }).is_ok() {
+                waits.push(rx);
+            }
+        }
+        for rx in waits {
+            let _ = rx.recv_async().await;
+        }
+        let exits = std::mem::take(&mut *self.exits.lock().unwrap_or_else(|e| e.into_inner()));
+        for rx in exits {
+            // Resolves with Err when the thread drops its sender on exit.
+            let _ = rx.recv_async().await;
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if !self.stopped.swap(true, Ordering::AcqRel) {
+            for o in &self.mesh.outboxes {
+                let (reply, _) = flume::bounded(1);
+                let _ = o.send(Command::Stop { reply });
+            }
+        }
+    }
+}

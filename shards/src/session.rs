@@ -1,0 +1,373 @@
+//! One connection: its shared state (outbound queue, pending requests, close
+//! request) and the driver future that moves its bytes.
+//!
+//! The driver is a single future per connection that polls the socket for
+//! writing and reading in turn, so a blocked write never stops reading and a
+//! slow read never stops writing (MsgTrans 2.0 shared one `select!` between
+//! them). It reads a batch, decodes every frame in it, dispatches them, and
+//! writes everything they produced with one `send`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_lite::{AsyncRead, AsyncWrite};
+
+use crate::codec::{self, FrameRef};
+use crate::error::{CloseReason, CodecError, SendError};
+use crate::event::{EngineEvent, ReplyTx};
+use crate::handler::Inline;
+use crate::id::SessionId;
+use crate::packet::{Packet, PacketType};
+use crate::shard::Shard;
+
+/// How many read batches a busy session handles before it yields the core
+/// to its neighbours.
+const READS_PER_POLL: usize = 16;
+/// Free space below which the read buffer is compacted before a read.
+const MIN_READ_SPACE: usize = 4096;
+
+/// A request waiting for its response.
+pub(crate) struct PendingRequest {
+    pub reply: ReplyTx,
+    pub deadline: Instant,
+}
+
+/// Session state shared between the slab (for senders) and the driver.
+pub(crate) struct SessionState {
+    pub id: SessionId,
+    /// Encoded frames waiting for the driver to write them.
+    pub out: RefCell<Vec<u8>>,
+    /// Bytes the driver has taken from `out` and not yet written.
+    pub in_flight: Cell<usize>,
+    waker: RefCell<Option<Waker>>,
+    close: RefCell<Option<CloseReason>>,
+    pub pending: RefCell<HashMap<u32, PendingRequest>>,
+    next_request: Cell<u32>,
+}
+
+impl SessionState {
+    pub fn new(id: SessionId) -> Rc<Self> {
+        Rc::new(Self {
+            id,
+            out: RefCell::new(Vec::new()),
+            in_flight: Cell::new(0),
+            waker: RefCell::new(None),
+            close: RefCell::new(None),
+            pending: RefCell::new(HashMap::new()),
+            next_request: Cell::new(1),
+        })
+    }
+
+    /// Bytes accepted for this session and not yet written to the socket.
+    pub fn queued(&self) -> usize {
+        self.out.borrow().len() + self.in_flight.get()
+    }
+
+    pub fn wake(&self) {
+        if let Some(w) = self.waker.borrow().as_ref() {
+            w.wake_by_ref();
+        }
+    }
+
+    /// Asks the driver to end the session. The first reason wins.
+    pub fn request_close(&self, reason: CloseReason) {
+        let mut c = self.close.borrow_mut();
+        if c.is_none() {
+            *c = Some(reason);
+        }
+        drop(c);
+        self.wake();
+    }
+
+    /// Queues `packet`, refusing it if the outbound limit would be passed.
+    pub fn enqueue(&self, shard: &Shard, packet: &Packet) -> Result<(), SendError> {
+        let len = packet.wire_len();
+        if self.queued() + len > shard.cfg.max_outbound_bytes && self.queued() > 0 {
+            return Err(SendError::Backpressure(self.id));
+        }
+        let mut out = self.out.borrow_mut();
+        shard.prepare_out(&mut out, len);
+        codec::encode_parts(&packet.header, &packet.ext_header, &packet.payload, &mut *out)?;
+        drop(out);
+        self.wake();
+        Ok(())
+    }
+
+    /// A fresh request id for this session: wraps at `u32::MAX`, skips 0 and
+    /// any id still waiting for its response.
+    pub fn next_request_id(&self) -> u32 {
+        let pending = self.pending.borrow();
+        loop {
+            let id = self.next_request.get();
+            self.next_request.set(id.wrapping_add(1).max(1));
+            if id != 0 && !pending.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Fails every pending request with `reason`.
+    pub fn fail_pending(&self, reason: &CloseReason) {
+        for (_, p) in self.pending.borrow_mut().drain() {
+            let _ = p.reply.send(Err(SendError::ConnectionClosed(reason.clone())));
+        }
+    }
+}
+
+/// Drives one stream until the session ends; resolves to the reason.
+pub(crate) struct Driver<S> {
+    shard: Rc<Shard>,
+    st: Rc<SessionState>,
+    stream: S,
+    rbuf: Vec<u8>,
+    rpos: usize,
+    rlen: usize,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    stalled: Option<flume::r#async::SendFut<'static, EngineEvent>>,
+    eof: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
+    pub fn new(shard: Rc<Shard>, st: Rc<SessionState>, stream: S) -> Self {
+        Self {
+            shard,
+            st,
+            stream,
+            rbuf: Vec::new(),
+            rpos: 0,
+            rlen: 0,
+            wbuf: Vec::new(),
+            wpos: 0,
+            stalled: None,
+            eof: false,
+        }
+    }
+
+    /// Writes until everything queued is out (`Ready(Ok)`), or the socket is full.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if self.wpos == self.wbuf.len() {
+                let mut out = self.st.out.borrow_mut();
+                if out.is_empty() {
+                    self.st.in_flight.set(0);
+                    // Idle sessions hold no write buffers.
+                    for b in [std::mem::take(&mut self.wbuf), std::mem::take(&mut *out)] {
+                        if b.capacity() > 0 {
+                            self.shard.pool.put(b);
+                        }
+                    }
+                    self.wpos = 0;
+                    return Poll::Ready(Ok(()));
+                }
+                self.wbuf.clear();
+                self.wpos = 0;
+                std::mem::swap(&mut self.wbuf, &mut *out);
+                self.st.in_flight.set(self.wbuf.len());
+            }
+            match Pin::new(&mut self.stream).poll_write(cx, &self.wbuf[self.wpos..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.wpos += n;
+                    self.st.in_flight.set(self.wbuf.len() - self.wpos);
+                    self.shard.stats.bytes_out.add(n as u64);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn over_limit(&self) -> bool {
+        self.st.queued() >= self.shard.cfg.max_outbound_bytes
+    }
+
+    /// Makes room to read: reuses, compacts or grows the read buffer so the
+    /// partial frame at its head fits whole.
+    fn prepare_read(&mut self) -> Result<(), CodecError> {
+        if self.rpos == self.rlen {
+            self.rpos = 0;
+            self.rlen = 0;
+        }
+        if self.rbuf.is_empty() {
+            let mut b = self.shard.pool.get(self.shard.cfg.read_buffer);
+            b.resize(b.capacity(), 0);
+            self.rbuf = b;
+        }
+        let need = match codec::decode_header(&self.rbuf[self.rpos..self.rlen], &self.shard.cfg.frame)? {
+            Some((_, frame_len)) => frame_len,
+            None => codec::HEADER_LEN,
+        };
+        if self.rbuf.len() - self.rpos < need || self.rbuf.len() - self.rlen < MIN_READ_SPACE {
+            self.rbuf.copy_within(self.rpos..self.rlen, 0);
+            self.rlen -= self.rpos;
+            self.rpos = 0;
+        }
+        if self.rbuf.len() < need {
+            // The frame's length passed the limit check in decode_header.
+            self.rbuf.resize(need, 0);
+        }
+        Ok(())
+    }
+
+    fn release_read_buffer(&mut self) {
+        if self.rpos == self.rlen && !self.rbuf.is_empty() {
+            self.shard.pool.put(std::mem::take(&mut self.rbuf));
+            self.rpos = 0;
+            self.rlen = 0;
+        }
+    }
+
+    /// Decodes and dispatches every complete frame in the read buffer.
+    fn process(&mut self) -> Result<usize, CodecError> {
+        let shard = Rc::clone(&self.shard);
+        let limits = shard.cfg.frame;
+        let mut frames = 0;
+        let mut out = self.st.out.borrow_mut();
+        while self.rpos < self.rlen && self.stalled.is_none() {
+            let Some((frame, n)) = codec::decode_ref(&self.rbuf[self.rpos..self.rlen], &limits)? else {
+                break;
+            };
+            frames += 1;
+            if let Some(ev) = dispatch(&shard, &self.st, frame, &mut out) {
+                if let Err(flume::TrySendError::Full(ev)) = shard.sink.tx.try_send(ev) {
+                    self.stalled = Some(shard.sink.tx.clone().into_send_async(ev));
+                }
+            }
+            self.rpos += n;
+            if out.len() + self.st.in_flight.get() >= shard.cfg.max_outbound_bytes {
+                break;
+            }
+        }
+        drop(out);
+        shard.stats.msgs_in.add(frames as u64);
+        shard.flush_outgoing();
+        Ok(frames)
+    }
+}
+
+/// Routes one decoded frame. Returns the event to deliver, if any.
+fn dispatch(shard: &Shard, st: &SessionState, frame: FrameRef<'_>, out: &mut Vec<u8>) -> Option<EngineEvent> {
+    if frame.header.packet_type == PacketType::Response {
+        let waiting = st.pending.borrow_mut().remove(&frame.header.message_id);
+        if let Some(p) = waiting {
+            let _ = p.reply.send(Ok(shard.to_packet(&frame)));
+            return None;
+        }
+        // An unmatched response (late, or unsolicited) is still delivered.
+    }
+    if let Some(h) = &shard.handler {
+        h.on_message(&mut Inline {
+            id: st.id,
+            frame,
+            out,
+            shard,
+        });
+        return None;
+    }
+    Some(EngineEvent::Message {
+        id: st.id,
+        packet: shard.to_packet(&frame),
+    })
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
+    type Output = CloseReason;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        let this = self.get_mut();
+        let mut reads = 0;
+        loop {
+            let close = this.st.close.borrow_mut().take();
+            if let Some(reason) = close {
+                // Best effort: whatever the socket takes now goes out.
+                let _ = this.poll_flush(cx);
+                return Poll::Ready(reason);
+            }
+            let mut progress = false;
+
+            match this.poll_flush(cx) {
+                Poll::Ready(Err(e)) => return Poll::Ready(CloseReason::Io(e.kind())),
+                Poll::Ready(Ok(())) if this.eof => {
+                    return Poll::Ready(if this.rpos < this.rlen {
+                        CloseReason::PeerResetMidFrame
+                    } else {
+                        CloseReason::PeerClosed
+                    })
+                }
+                _ => {}
+            }
+
+            if let Some(fut) = this.stalled.as_mut() {
+                if Pin::new(fut).poll(cx).is_ready() {
+                    // Err means the application dropped its receiver: nobody
+                    // is left to deliver to.
+                    this.stalled = None;
+                    progress = true;
+                }
+            }
+
+            if this.stalled.is_none() && !this.over_limit() && this.rpos < this.rlen {
+                match this.process() {
+                    Ok(n) => progress |= n > 0,
+                    Err(e) => return Poll::Ready(CloseReason::ProtocolError(e)),
+                }
+            }
+
+            if !this.eof && this.stalled.is_none() && !this.over_limit() && reads < READS_PER_POLL {
+                if let Err(e) = this.prepare_read() {
+                    return Poll::Ready(CloseReason::ProtocolError(e));
+                }
+                match Pin::new(&mut this.stream).poll_read(cx, &mut this.rbuf[this.rlen..]) {
+                    Poll::Ready(Ok(0)) => {
+                        this.eof = true;
+                        progress = true;
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        this.rlen += n;
+                        reads += 1;
+                        this.shard.stats.bytes_in.add(n as u64);
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        return Poll::Ready(match e.kind() {
+                            io::ErrorKind::ConnectionReset if this.rpos < this.rlen => CloseReason::PeerResetMidFrame,
+                            kind => CloseReason::Io(kind),
+                        })
+                    }
+                    Poll::Pending => this.release_read_buffer(),
+                }
+            } else if reads >= READS_PER_POLL {
+                // Busy session: let the others on this core run.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+
+            if !progress {
+                let mut w = this.st.waker.borrow_mut();
+                if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *w = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// Owned copy of a frame for delivery off the fast path (events, replies),
+/// in pooled buffers that return to this shard when dropped.
+pub(crate) fn pooled_packet(pool: &std::sync::Arc<crate::pool::buffer::BufferPool>, frame: &FrameRef<'_>) -> Packet {
+    let copy = |b: &[u8]| if b.is_empty() { Bytes::new() } else { pool.copy_to_bytes(b) };
+    Packet {
+        header: frame.header.clone(),
+        ext_header: copy(frame.ext_header),
+        payload: copy(frame.payload),
+    }
+}

@@ -1,0 +1,363 @@
+//! One shard: everything a pinned core owns — its sessions, its buffers,
+//! its listeners — and the loop that serves its inbox.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::Task;
+
+use crate::codec::FrameRef;
+use crate::config::EngineConfig;
+use crate::error::{CloseReason, SendError, StartError};
+use crate::event::{Command, EngineEvent, ReplyTx};
+use crate::handler::InlineHandler;
+use crate::id::SessionId;
+use crate::mesh::{Inbox, Outbox};
+use crate::packet::{Packet, PacketType};
+use crate::pool::buffer::{BufferPool, MEDIUM};
+use crate::pool::slab::{Slab, SlotTable};
+use crate::session::{pooled_packet, PendingRequest, SessionState};
+use crate::stats::ShardStats;
+
+/// How often pending requests are checked for their deadline while any are
+/// pending. Timeouts fire at most this late.
+const REQUEST_SWEEP: Duration = Duration::from_millis(20);
+/// Inbox messages handled per batch before the shard lets sessions run.
+const INBOX_BATCH: usize = 256;
+
+/// Where the shards deliver events.
+#[derive(Clone, Debug)]
+pub struct EventSink {
+    /// The bounded queue to the application.
+    pub tx: flume::Sender<EngineEvent>,
+    /// Whether connection open/close events are wanted. With an inline
+    /// handler they are sent only once someone subscribes.
+    pub lifecycle: Arc<AtomicBool>,
+}
+
+/// What every shard of an engine shares.
+pub(crate) struct Mesh {
+    pub outboxes: Vec<Outbox<Command>>,
+    pub tables: Vec<Arc<SlotTable>>,
+    pub open_total: AtomicUsize,
+}
+
+/// The state of one shard, owned by its thread.
+pub struct Shard {
+    pub(crate) index: usize,
+    pub(crate) cfg: Arc<EngineConfig>,
+    pub(crate) pool: Arc<BufferPool>,
+    pub(crate) slab: RefCell<Slab<Rc<SessionState>>>,
+    pub(crate) mesh: Arc<Mesh>,
+    outgoing: RefCell<Vec<Vec<Command>>>,
+    pub(crate) sink: EventSink,
+    pub(crate) handler: Option<Arc<dyn InlineHandler>>,
+    pub(crate) stats: Arc<ShardStats>,
+    listeners: RefCell<Vec<Task<()>>>,
+    pending_requests: Cell<usize>,
+    sweeper: RefCell<Option<std::task::Waker>>,
+    stopping: Cell<bool>,
+}
+
+impl Shard {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        index: usize,
+        cfg: Arc<EngineConfig>,
+        pool: Arc<BufferPool>,
+        mesh: Arc<Mesh>,
+        sink: EventSink,
+        handler: Option<Arc<dyn InlineHandler>>,
+        stats: Arc<ShardStats>,
+    ) -> Rc<Self> {
+        let table = Arc::clone(&mesh.tables[index]);
+        let shards = mesh.outboxes.len();
+        Rc::new(Self {
+            index,
+            cfg,
+            pool,
+            slab: RefCell::new(Slab::new(index as u16, table)),
+            mesh,
+            outgoing: RefCell::new((0..shards).map(|_| Vec::new()).collect()),
+            sink,
+            handler,
+            stats,
+            listeners: RefCell::new(Vec::new()),
+            pending_requests: Cell::new(0),
+            sweeper: RefCell::new(None),
+            stopping: Cell::new(false),
+        })
+    }
+
+    /// Makes `out` ready to take `extra` more bytes, taking a pooled buffer
+    /// if it has none (idle sessions hold no write buffer).
+    pub(crate) fn prepare_out(&self, out: &mut Vec<u8>, extra: usize) {
+        if out.capacity() == 0 {
+            *out = self.pool.get(extra.max(MEDIUM));
+            out.clear();
+        }
+        out.reserve(extra);
+    }
+
+    pub(crate) fn to_packet(&self, frame: &FrameRef<'_>) -> Packet {
+        pooled_packet(&self.pool, frame)
+    }
+
+    /// Sends `packet` to `target` from code running on this shard.
+    pub(crate) fn route_send(&self, target: SessionId, packet: Packet) -> Result<(), SendError> {
+        let dest = target.shard();
+        if dest == self.index {
+            let s = self.slab.borrow().get(target).cloned();
+            return match s {
+                Some(s) => s.enqueue(self, &packet),
+                None => Err(SendError::SessionNotFound(target)),
+            };
+        }
+        match self.mesh.tables.get(dest) {
+            Some(t) if t.is_live(target) => {
+                self.outgoing.borrow_mut()[dest].push(Command::Send { id: target, packet });
+                Ok(())
+            }
+            _ => Err(SendError::SessionNotFound(target)),
+        }
+    }
+
+    /// Hands the cross-shard messages gathered during a batch to their
+    /// shards: one ring per destination per batch.
+    pub(crate) fn flush_outgoing(&self) {
+        let mut outgoing = self.outgoing.borrow_mut();
+        for (dest, cmds) in outgoing.iter_mut().enumerate() {
+            if !cmds.is_empty() {
+                let _ = self.mesh.outboxes[dest].send_batch(cmds.drain(..));
+            }
+        }
+    }
+
+    /// Reports a packet that was accepted but could not be queued.
+    fn send_failed(&self, id: SessionId, packet: &Packet, error: SendError) {
+        let _ = self.sink.tx.try_send(EngineEvent::SendFailed {
+            id,
+            message_id: packet.header.message_id,
+            error,
+        });
+    }
+
+    fn session(&self, id: SessionId) -> Option<Rc<SessionState>> {
+        self.slab.borrow().get(id).cloned()
+    }
+
+    fn handle(self: &Rc<Self>, cmd: Command) {
+        self.stats.mesh_in.add(1);
+        match cmd {
+            Command::Send { id, packet } => {
+                let result = match self.session(id) {
+                    Some(s) => s.enqueue(self, &packet),
+                    None => Err(SendError::SessionNotFound(id)),
+                };
+                if let Err(e) = result {
+                    self.send_failed(id, &packet, e);
+                }
+            }
+            Command::Request {
+                id,
+                mut packet,
+                timeout,
+                reply,
+            } => self.start_request(id, &mut packet, timeout, reply),
+            Command::Broadcast { packet, reply } => {
+                let sessions: Vec<_> = self.slab.borrow().iter().cloned().collect();
+                let mut reached = 0;
+                for s in sessions {
+                    match s.enqueue(self, &packet) {
+                        Ok(()) => reached += 1,
+                        Err(e) => self.send_failed(s.id, &packet, e),
+                    }
+                }
+                let _ = reply.send(reached);
+            }
+            Command::Close { id, reason, reply } => {
+                let found = self.session(id).map(|s| s.request_close(reason)).is_some();
+                let _ = reply.send(found);
+            }
+            Command::Listen { listener } => self.listen(listener),
+            Command::Connect { addr, timeout, reply } => {
+                let shard = Rc::clone(self);
+                glommio::spawn_local(async move {
+                    let r = crate::proto::tcp::connect(&shard, addr, timeout).await;
+                    let _ = reply.send(r);
+                })
+                .detach();
+            }
+            Command::Sessions { reply } => {
+                let _ = reply.send(self.slab.borrow().iter().map(|s| s.id).collect());
+            }
+            Command::Stop { reply } => {
+                self.stopping.set(true);
+                self.listeners.borrow_mut().clear();
+                for s in self.slab.borrow().iter() {
+                    s.request_close(CloseReason::Shutdown);
+                }
+                let shard = Rc::clone(self);
+                glommio::spawn_local(async move {
+                    // Sessions end at their next poll; give their close events
+                    // a bounded time to be taken by the application.
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while !shard.slab.borrow().is_empty() && Instant::now() < deadline {
+                        glommio::timer::sleep(Duration::from_millis(1)).await;
+                    }
+                    let _ = reply.send(());
+                })
+                .detach();
+            }
+        }
+    }
+
+    fn start_request(&self, id: SessionId, packet: &mut Packet, timeout: Duration, reply: ReplyTx) {
+        let Some(s) = self.session(id) else {
+            let _ = reply.send(Err(SendError::SessionNotFound(id)));
+            return;
+        };
+        packet.header.packet_type = PacketType::Request;
+        let mid = s.next_request_id();
+        packet.header.message_id = mid;
+        if let Err(e) = s.enqueue(self, packet) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        s.pending.borrow_mut().insert(
+            mid,
+            PendingRequest {
+                reply,
+                deadline: Instant::now() + timeout,
+            },
+        );
+        self.pending_requests.set(self.pending_requests.get() + 1);
+        if let Some(w) = self.sweeper.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Fails requests past their deadline. Runs only while some are pending.
+    async fn sweep_requests(self: Rc<Self>) {
+        loop {
+            if self.pending_requests.get() == 0 {
+                let shard = Rc::clone(&self);
+                std::future::poll_fn(|cx| {
+                    if shard.pending_requests.get() > 0 {
+                        std::task::Poll::Ready(())
+                    } else {
+                        *shard.sweeper.borrow_mut() = Some(cx.waker().clone());
+                        std::task::Poll::Pending
+                    }
+                })
+                .await;
+            }
+            glommio::timer::sleep(REQUEST_SWEEP).await;
+            let now = Instant::now();
+            let mut left = 0;
+            let sessions: Vec<_> = self.slab.borrow().iter().cloned().collect();
+            for s in sessions {
+                let mut pending = s.pending.borrow_mut();
+                pending.retain(|_, p| {
+                    if p.deadline <= now {
+                        let _ = p.reply.send(Err(SendError::Timeout));
+                        self.stats.request_timeouts.add(1);
+                        false
+                    } else {
+                        true
+                    }
+                });
+                left += pending.len();
+            }
+            self.pending_requests.set(left);
+        }
+    }
+
+    fn listen(self: &Rc<Self>, listener: std::net::TcpListener) {
+        use std::os::fd::IntoRawFd;
+        // SAFETY: the fd is a bound, listening TCP socket we own.
+        let l = unsafe {
+            <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(listener.into_raw_fd())
+        };
+        let shard = Rc::clone(self);
+        let task = glommio::spawn_local(crate::proto::tcp::accept_loop(shard, l));
+        self.listeners.borrow_mut().push(task);
+    }
+
+    /// Registers a new connection, or `None` when a limit refuses it.
+    pub(crate) fn admit(&self) -> Option<Rc<SessionState>> {
+        let total = self.mesh.open_total.fetch_add(1, Ordering::AcqRel);
+        if total >= self.cfg.max_connections || self.stopping.get() {
+            self.mesh.open_total.fetch_sub(1, Ordering::AcqRel);
+            self.stats.refused.add(1);
+            return None;
+        }
+        let mut slab = self.slab.borrow_mut();
+        let mut state = None;
+        let id = slab.insert_with(|id| {
+            let s = SessionState::new(id);
+            state = Some(Rc::clone(&s));
+            s
+        });
+        if id.is_none() {
+            self.mesh.open_total.fetch_sub(1, Ordering::AcqRel);
+            self.stats.refused.add(1);
+            return None;
+        }
+        self.stats.sessions_total.add(1);
+        state
+    }
+
+    /// Removes a finished session and tells everyone who waits on it.
+    pub(crate) async fn finish(&self, st: &SessionState, reason: CloseReason) {
+        self.slab.borrow_mut().remove(st.id);
+        self.mesh.open_total.fetch_sub(1, Ordering::AcqRel);
+        st.fail_pending(&reason);
+        let out = std::mem::take(&mut *st.out.borrow_mut());
+        if out.capacity() > 0 {
+            self.pool.put(out);
+        }
+        tracing::debug!(shard = self.index, session = %st.id, %reason, "session closed");
+        self.lifecycle(EngineEvent::Closed { id: st.id, reason }).await;
+    }
+
+    /// Sends a connection open/close event if anyone wants them.
+    pub(crate) async fn lifecycle(&self, ev: EngineEvent) {
+        if self.sink.lifecycle.load(Ordering::Relaxed) {
+            let _ = self.sink.tx.send_async(ev).await;
+        }
+    }
+}
+
+/// Runs a shard until it is told to stop.
+pub(crate) async fn run(shard: Rc<Shard>, inbox: Inbox<Command>) {
+    glommio::spawn_local(Rc::clone(&shard).sweep_requests()).detach();
+    let mut batch = Vec::with_capacity(INBOX_BATCH);
+    while inbox.recv_batch(&mut batch, INBOX_BATCH).await {
+        let mut stop_reply = None;
+        for cmd in batch.drain(..) {
+            match cmd {
+                Command::Stop { reply } => {
+                    // Let the shard close its sessions first, then answer.
+                    let (tx, rx) = flume::bounded(1);
+                    shard.handle(Command::Stop { reply: tx });
+                    stop_reply = Some((reply, rx));
+                }
+                cmd => shard.handle(cmd),
+            }
+        }
+        shard.flush_outgoing();
+        if let Some((reply, done)) = stop_reply {
+            let _ = done.recv_async().await;
+            let _ = reply.send(());
+            return;
+        }
+    }
+}
+
+pub(crate) fn start_error(shard: usize, e: std::io::Error) -> StartError {
+    StartError::Shard { shard, source: e }
+}

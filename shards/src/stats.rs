@@ -1,0 +1,66 @@
+//! Per-shard counters, written by the shard once per batch and read from
+//! any thread without stopping it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A relaxed counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Reads the value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Live counters of one shard.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    /// Sessions ever opened.
+    pub sessions_total: Counter,
+    /// Connections refused by a connection limit.
+    pub refused: Counter,
+    /// Packets received.
+    pub msgs_in: Counter,
+    /// Bytes received.
+    pub bytes_in: Counter,
+    /// Bytes written.
+    pub bytes_out: Counter,
+    /// Requests that timed out.
+    pub request_timeouts: Counter,
+    /// Messages received from other shards or the application.
+    pub mesh_in: Counter,
+}
+
+/// A point-in-time copy of one shard's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardSnapshot {
+    /// Shard index.
+    pub shard: usize,
+    /// Sessions open now.
+    pub sessions_open: usize,
+    /// Sessions ever opened.
+    pub sessions_total: u64,
+    /// Connections refused by a limit.
+    pub refused: u64,
+    /// Packets received.
+    pub msgs_in: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+    /// Requests that timed out.
+    pub request_timeouts: u64,
+    /// Mesh messages received.
+    pub mesh_in: u64,
+    /// Times a mesh doorbell woke this shard.
+    pub wakeups: u64,
+    /// Buffer pool counters.
+    pub pool: crate::pool::buffer::PoolSnapshot,
+}

@@ -1,0 +1,79 @@
+//! The API's error type. One variant per cause; each says which side caused it.
+
+use std::time::Duration;
+
+pub use msgtrans_shards::{CloseReason, CodecError, SendError, StartError};
+
+use crate::protocol::ConfigError;
+use crate::SessionId;
+
+/// What went wrong with a transport operation.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    /// Local: no open session has this id (never existed, or already closed).
+    #[error("session {0} not found")]
+    SessionNotFound(SessionId),
+    /// Peer or local: the connection closed before the operation completed.
+    #[error("connection closed: {0}")]
+    ConnectionClosed(CloseReason),
+    /// Peer: no response within the request timeout.
+    #[error("{operation} timed out after {duration:?}")]
+    Timeout {
+        /// What timed out.
+        operation: &'static str,
+        /// The timeout that applied.
+        duration: Duration,
+    },
+    /// Peer: the session's outbound queue is full (its peer reads too slowly).
+    #[error("outbound queue of {0} is full")]
+    Backpressure(SessionId),
+    /// Local: the packet breaks a size limit.
+    #[error("packet rejected: {0}")]
+    Packet(#[from] CodecError),
+    /// Local: the client has no open connection (call `connect()` first).
+    #[error("not connected")]
+    NotConnected,
+    /// Local: the server or client has been stopped.
+    #[error("transport stopped")]
+    Stopped,
+    /// Local: invalid configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Local or network: a listener, shard or connection could not start.
+    #[error("{0}")]
+    Start(String),
+}
+
+impl TransportError {
+    pub(crate) fn from_send(e: SendError, timeout: Duration) -> Self {
+        match e {
+            SendError::SessionNotFound(id) => Self::SessionNotFound(id),
+            SendError::ConnectionClosed(r) => Self::ConnectionClosed(r),
+            SendError::Backpressure(id) => Self::Backpressure(id),
+            SendError::Timeout => Self::Timeout {
+                operation: "request",
+                duration: timeout,
+            },
+            SendError::Encode(c) => Self::Packet(c),
+            SendError::Stopped => Self::Stopped,
+        }
+    }
+}
+
+impl From<SendError> for TransportError {
+    fn from(e: SendError) -> Self {
+        Self::from_send(e, Duration::ZERO)
+    }
+}
+
+impl From<StartError> for TransportError {
+    fn from(e: StartError) -> Self {
+        match e {
+            StartError::Stopped => Self::Stopped,
+            other => Self::Start(other.to_string()),
+        }
+    }
+}
+
+/// The result type of this crate (MsgTrans 1.0's `msgtrans::Result`).
+pub type Result<T, E = TransportError> = std::result::Result<T, E>;

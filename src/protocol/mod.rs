@@ -1,0 +1,75 @@
+//! Per-protocol configuration, with MsgTrans 1.0's names. Only options that
+//! take effect are offered.
+
+mod tcp;
+
+pub use tcp::{TcpClientConfig, TcpServerConfig};
+
+use std::net::SocketAddr;
+
+/// An invalid configuration value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The address is not `IP:PORT`.
+    #[error("invalid address {address:?}: {reason}")]
+    InvalidAddress {
+        /// What was given.
+        address: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A value is out of range.
+    #[error("invalid value for {field}: {reason}")]
+    InvalidValue {
+        /// The option.
+        field: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+pub(crate) fn parse_addr(s: &str) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    // Unlike 1.0, host names ("localhost:8001") resolve too.
+    s.to_socket_addrs()
+        .map_err(|e| ConfigError::InvalidAddress {
+            address: s.into(),
+            reason: e.to_string(),
+        })?
+        .next()
+        .ok_or_else(|| ConfigError::InvalidAddress {
+            address: s.into(),
+            reason: "resolves to no address".into(),
+        })
+}
+
+/// A server-side protocol configuration accepted by
+/// [`crate::transport::TransportServerBuilder::with_protocol`].
+pub trait ServerProtocolConfig: Send + 'static {
+    /// Turns the config into what the builder stores.
+    fn into_listener(self) -> ListenerConfig;
+}
+
+/// A client-side protocol configuration accepted by
+/// [`crate::transport::TransportClientBuilder::with_protocol`].
+pub trait ClientProtocolConfig: Send + 'static {
+    /// Turns the config into what the builder stores.
+    fn into_target(self) -> TargetConfig;
+}
+
+/// A listener the server will open.
+#[derive(Debug, Clone)]
+pub enum ListenerConfig {
+    /// TCP.
+    Tcp(TcpServerConfig),
+}
+
+/// Where and how a client connects.
+#[derive(Debug, Clone)]
+pub enum TargetConfig {
+    /// TCP.
+    Tcp(TcpClientConfig),
+}

@@ -1,0 +1,62 @@
+//! Limits shared by the server and client builders.
+
+use std::time::Duration;
+
+use msgtrans_shards::codec::FrameLimits;
+use msgtrans_shards::config::EngineConfig;
+
+/// Every limit a server or client enforces, with its default. See each
+/// `DEFAULT_*` constant in `msgtrans_shards::config` for the reason behind it.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest payload accepted or sent (default 16 MiB).
+    pub max_payload: u32,
+    /// Largest extension header accepted or sent (default 65,535 bytes).
+    pub max_ext_header: u16,
+    /// Open sessions allowed in total (default 10,000).
+    pub max_connections: usize,
+    /// Open sessions allowed per shard (default: `max_connections`).
+    pub max_connections_per_shard: Option<usize>,
+    /// Bytes queued per session before sends are refused (default 32 MiB).
+    pub max_outbound_bytes: usize,
+    /// Request timeout (default 30 s).
+    pub request_timeout: Duration,
+    /// Events queued for the application before reading pauses (default 65,536).
+    pub event_capacity: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let d = EngineConfig::default();
+        Self {
+            max_payload: d.frame.max_payload,
+            max_ext_header: d.frame.max_ext_header,
+            max_connections: d.max_connections,
+            max_connections_per_shard: d.max_connections_per_shard,
+            max_outbound_bytes: d.max_outbound_bytes,
+            request_timeout: d.request_timeout,
+            event_capacity: d.event_capacity,
+        }
+    }
+}
+
+impl Limits {
+    pub(crate) fn engine_config(&self, shards: usize, pin: bool, name: &str) -> EngineConfig {
+        EngineConfig {
+            shards,
+            pin,
+            name: name.into(),
+            frame: FrameLimits {
+                max_payload: self.max_payload,
+                max_ext_header: self.max_ext_header,
+            },
+            max_connections: self.max_connections,
+            max_connections_per_shard: self.max_connections_per_shard,
+            max_outbound_bytes: self.max_outbound_bytes,
+            request_timeout: self.request_timeout,
+            event_capacity: self.event_capacity.max(1),
+            ..EngineConfig::default()
+        }
+    }
+}
+

@@ -1,0 +1,387 @@
+//! The server: builder, handle and event stream.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use msgtrans_shards::stats::ShardSnapshot;
+use msgtrans_shards::{CloseReason, Engine, EngineEvent, EventSink, InlineHandler, Packet, PacketType};
+
+use super::config::Limits;
+use crate::error::{Result, TransportError};
+use crate::event::{ConnectionInfo, EventStreamClosed, RawEvents, ServerEvent, TransportContext, TransportResult};
+use crate::protocol::{ListenerConfig, ServerProtocolConfig};
+use crate::SessionId;
+
+/// Builds a [`TransportServer`].
+pub struct TransportServerBuilder {
+    listeners: Vec<ListenerConfig>,
+    shards: usize,
+    pin: bool,
+    limits: Limits,
+    handler: Option<Arc<dyn InlineHandler>>,
+}
+
+impl Default for TransportServerBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TransportServerBuilder {
+    /// A server with no listeners, one shard per core and default limits.
+    pub fn new() -> Self {
+        Self {
+            listeners: Vec::new(),
+            shards: 0,
+            pin: true,
+            limits: Limits::default(),
+            handler: None,
+        }
+    }
+    /// Adds a listener. Several of the same protocol may be added.
+    pub fn with_protocol<C: ServerProtocolConfig>(mut self, config: C) -> Self {
+        self.listeners.push(config.into_listener());
+        self
+    }
+    /// Number of shards (default: one per usable core).
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = n;
+        self
+    }
+    /// Pin each shard to its own core (default true).
+    pub fn pin_shards(mut self, pin: bool) -> Self {
+        self.pin = pin;
+        self
+    }
+    /// Open sessions allowed in total; further connections are refused.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.limits.max_connections = n;
+        self
+    }
+    /// Open sessions allowed per shard.
+    pub fn max_connections_per_shard(mut self, n: usize) -> Self {
+        self.limits.max_connections_per_shard = Some(n);
+        self
+    }
+    /// Largest payload accepted or sent; a peer that declares more is
+    /// closed with a protocol error.
+    pub fn max_payload(mut self, bytes: u32) -> Self {
+        self.limits.max_payload = bytes;
+        self
+    }
+    /// Largest extension header accepted or sent.
+    pub fn max_ext_header(mut self, bytes: u16) -> Self {
+        self.limits.max_ext_header = bytes;
+        self
+    }
+    /// Bytes queued per session before sends to it are refused.
+    pub fn max_outbound_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_outbound_bytes = bytes;
+        self
+    }
+    /// Default timeout of [`TransportServer::request`].
+    pub fn request_timeout(mut self, t: Duration) -> Self {
+        self.limits.request_timeout = t;
+        self
+    }
+    /// Events queued before the shards stop reading (nothing is dropped).
+    pub fn event_capacity(mut self, n: usize) -> Self {
+        self.limits.event_capacity = n;
+        self
+    }
+    /// All limits at once.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+    /// Serves every one-way packet and request with `handler`, inline on the
+    /// shard that owns the session: the fast path. Messages then no longer
+    /// arrive as [`ServerEvent::MessageReceived`]; connection events are
+    /// delivered once someone calls [`TransportServer::subscribe_events`].
+    pub fn handler(mut self, handler: impl InlineHandler) -> Self {
+        self.handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// Starts the shards and every listener. The server accepts connections
+    /// when this returns; [`TransportServer::serve`] is not needed (it waits
+    /// for the server to stop, as in MsgTrans 1.0).
+    pub async fn build(self) -> Result<TransportServer> {
+        let cfg = self.limits.engine_config(self.shards, self.pin, "msgtrans-shard");
+        let (tx, rx) = flume::bounded(cfg.event_capacity);
+        let lifecycle = Arc::new(AtomicBool::new(self.handler.is_none()));
+        let sink = EventSink {
+            tx: tx.clone(),
+            lifecycle: Arc::clone(&lifecycle),
+        };
+        let engine = Arc::new(Engine::start(cfg, self.handler, sink).await?);
+        let mut addrs = Vec::new();
+        for l in &self.listeners {
+            let bound = match l {
+                ListenerConfig::Tcp(c) => engine.listen_tcp(c.bind_address),
+            };
+            match bound {
+                Ok(a) => addrs.push(("tcp", a)),
+                Err(e) => {
+                    engine.stop().await;
+                    return Err(e.into());
+                }
+            }
+        }
+        if lifecycle.load(Ordering::Relaxed) {
+            for (_, a) in &addrs {
+                let _ = tx.send_async(EngineEvent::Listening { addr: *a }).await;
+            }
+        }
+        let (stopped_tx, stopped_rx) = flume::bounded(0);
+        Ok(TransportServer {
+            inner: Arc::new(Inner {
+                engine,
+                events: RawEvents { rx },
+                events_tx: tx,
+                lifecycle,
+                addrs,
+                next_id: AtomicU32::new(1),
+                request_timeout: self.limits.request_timeout,
+                stopped_tx: std::sync::Mutex::new(Some(stopped_tx)),
+                stopped_rx,
+            }),
+        })
+    }
+}
+
+struct Inner {
+    engine: Arc<Engine>,
+    events: RawEvents,
+    events_tx: flume::Sender<EngineEvent>,
+    lifecycle: Arc<AtomicBool>,
+    addrs: Vec<(&'static str, SocketAddr)>,
+    /// One counter for every clone, so message ids stay unique (MsgTrans 1.0
+    /// reset them on clone).
+    next_id: AtomicU32,
+    request_timeout: Duration,
+    stopped_tx: std::sync::Mutex<Option<flume::Sender<()>>>,
+    stopped_rx: flume::Receiver<()>,
+}
+
+/// A running server. Clones share it.
+#[derive(Clone)]
+pub struct TransportServer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TransportServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportServer")
+            .field("addrs", &self.inner.addrs)
+            .field("shards", &self.inner.engine.shards())
+            .finish()
+    }
+}
+
+impl TransportServer {
+    fn next_id(&self) -> u32 {
+        // Wraps past u32::MAX and skips 0, which 1.0 peers treat as "no id".
+        loop {
+            let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
+    /// The addresses the server listens on, with their protocol names.
+    pub fn local_addrs(&self) -> &[(&'static str, SocketAddr)] {
+        &self.inner.addrs
+    }
+
+    /// The first TCP address, if any.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.inner.addrs.iter().find(|(p, _)| *p == "tcp").map(|(_, a)| *a)
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.inner.engine.shards()
+    }
+
+    /// The server's events. Every event goes to exactly one receiver: clones
+    /// of the stream share it, so nothing is duplicated and nothing is
+    /// dropped. Events that arrive before anyone subscribes wait in the
+    /// queue (up to the event capacity, after which reading pauses).
+    pub fn subscribe_events(&self) -> ServerEventStream {
+        if !self.inner.lifecycle.swap(true, Ordering::Relaxed) {
+            for (_, a) in &self.inner.addrs {
+                let _ = self.inner.events_tx.try_send(EngineEvent::Listening { addr: *a });
+            }
+        }
+        ServerEventStream {
+            server: self.clone(),
+        }
+    }
+
+    /// Same as [`TransportServer::subscribe_events`].
+    pub fn events(&self) -> ServerEventStream {
+        self.subscribe_events()
+    }
+
+    /// Sends `data` as a one-way packet.
+    ///
+    /// Returns once the packet is queued on the session's shard: `Ok` means
+    /// the session was open. If it closes before the packet is written, a
+    /// [`ServerEvent::TransportError`] reports it.
+    pub async fn send(&self, session_id: SessionId, data: &[u8]) -> Result<TransportResult> {
+        let id = self.next_id();
+        self.inner.engine.send(session_id, Packet::one_way(id, data))?;
+        Ok(TransportResult::sent(session_id, id))
+    }
+
+    /// Sends a whole packet (any type, biz type, extension header) as is.
+    pub async fn send_to_session(&self, session_id: SessionId, packet: Packet) -> Result<()> {
+        Ok(self.inner.engine.send(session_id, packet)?)
+    }
+
+    /// Sends `data` as a request and waits for the response, up to the
+    /// configured request timeout. Fails at once if the session closes.
+    pub async fn request(&self, session_id: SessionId, data: &[u8]) -> Result<TransportResult> {
+        self.request_with_timeout(session_id, data, self.inner.request_timeout).await
+    }
+
+    /// [`TransportServer::request`] with an explicit timeout.
+    pub async fn request_with_timeout(&self, session_id: SessionId, data: &[u8], timeout: Duration) -> Result<TransportResult> {
+        let p = self.request_packet(session_id, Packet::request(0, data), timeout).await?;
+        Ok(TransportResult::completed(session_id, p))
+    }
+
+    /// Sends a request packet (its biz type and extension header are kept;
+    /// its message id is assigned by the session) and returns the response.
+    pub async fn request_to_session(&self, session_id: SessionId, packet: Packet) -> Result<Packet> {
+        self.request_packet(session_id, packet, self.inner.request_timeout).await
+    }
+
+    async fn request_packet(&self, session_id: SessionId, mut packet: Packet, timeout: Duration) -> Result<Packet> {
+        packet.header.packet_type = PacketType::Request;
+        self.inner
+            .engine
+            .request(session_id, packet, timeout)
+            .await
+            .map_err(|e| TransportError::from_send(e, timeout))
+    }
+
+    /// Queues `packet` for every open session on every shard, all shards at
+    /// once. Returns how many sessions it reached.
+    pub async fn broadcast(&self, packet: Packet) -> Result<usize> {
+        Ok(self.inner.engine.broadcast(packet).await?)
+    }
+
+    /// Closes a session. Its `ConnectionClosed` event says `LocalClose`.
+    pub async fn close_session(&self, session_id: SessionId) -> Result<()> {
+        Ok(self.inner.engine.close(session_id, CloseReason::LocalClose).await?)
+    }
+
+    /// Every open session.
+    pub async fn active_sessions(&self) -> Vec<SessionId> {
+        self.inner.engine.sessions().await
+    }
+
+    /// Number of open sessions.
+    pub async fn session_count(&self) -> usize {
+        self.inner.engine.session_count()
+    }
+
+    /// Open sessions per shard.
+    pub fn sessions_per_shard(&self) -> Vec<usize> {
+        self.inner.engine.sessions_per_shard()
+    }
+
+    /// Counters of every shard.
+    pub fn stats(&self) -> Vec<ShardSnapshot> {
+        self.inner.engine.stats()
+    }
+
+    /// Waits until the server is stopped (MsgTrans 1.0's `serve`; the server
+    /// already accepts connections once built).
+    pub async fn serve(&self) -> Result<()> {
+        let _ = self.inner.stopped_rx.recv_async().await;
+        Ok(())
+    }
+
+    /// Stops the server: closes the listeners (their ports are free when this
+    /// returns), closes every session (each reports `ConnectionClosed` with
+    /// `Shutdown`) and fails their pending requests. Idempotent.
+    pub async fn stop(&self) {
+        self.inner.engine.stop().await;
+        if self.inner.lifecycle.load(Ordering::Relaxed) {
+            let _ = self.inner.events_tx.try_send(EngineEvent::Stopped);
+        }
+        self.inner.stopped_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// The server's event stream.
+pub struct ServerEventStream {
+    server: TransportServer,
+}
+
+impl ServerEventStream {
+    fn convert(&self, ev: EngineEvent) -> ServerEvent {
+        let engine = &self.server.inner.engine;
+        match ev {
+            EngineEvent::Opened { id, peer, local } => ServerEvent::ConnectionEstablished {
+                session_id: id,
+                info: ConnectionInfo {
+                    session_id: id,
+                    local_addr: local,
+                    peer_addr: peer,
+                    protocol: "tcp".into(),
+                    established_at: SystemTime::now(),
+                },
+            },
+            EngineEvent::Closed { id, reason } => ServerEvent::ConnectionClosed { session_id: id, reason },
+            EngineEvent::Message { id, packet } => ServerEvent::MessageReceived {
+                session_id: id,
+                context: TransportContext::new(id, packet, engine),
+            },
+            EngineEvent::SendFailed { id, error, .. } => ServerEvent::TransportError {
+                session_id: Some(id),
+                error: error.into(),
+            },
+            EngineEvent::Listening { addr } => ServerEvent::ServerStarted { address: addr },
+            EngineEvent::Stopped => ServerEvent::ServerStopped,
+        }
+    }
+
+    /// The next event; `Err` once the server has stopped and every event
+    /// has been taken.
+    pub async fn recv(&mut self) -> std::result::Result<ServerEvent, EventStreamClosed> {
+        loop {
+            if let Some(ev) = self.server.inner.events.try_recv() {
+                return Ok(self.convert(ev));
+            }
+            if self.server.inner.stopped_rx.is_disconnected() {
+                return Err(EventStreamClosed);
+            }
+            let stopped = self.server.inner.stopped_rx.clone();
+            let next = self.server.inner.events.recv();
+            let stop = async {
+                let _ = stopped.recv_async().await;
+                None
+            };
+            if let Some(ev) = futures_lite::future::or(next, stop).await {
+                return Ok(self.convert(ev));
+            }
+        }
+    }
+
+    /// The next event, or `None` once the stream has ended.
+    pub async fn next(&mut self) -> Option<ServerEvent> {
+        self.recv().await.ok()
+    }
+
+    /// An event if one is ready now.
+    pub fn try_recv(&mut self) -> Option<ServerEvent> {
+        self.server.inner.events.try_recv().map(|ev| self.convert(ev))
+    }
+}
