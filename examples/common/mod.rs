@@ -1,0 +1,56 @@
+//! Shared bits of the baseline servers: argument parsing and frame scanning.
+#![allow(dead_code)]
+
+/// Parses `--addr ADDR` and `--shards N` (and `--help`) for a baseline.
+pub fn args(name: &str, about: &str) -> (String, usize) {
+    let help = format!(
+        "{name}: {about}\n\nUSAGE:\n    {name} [--addr ADDR] [--shards N]\n\nOPTIONS:\n    --addr ADDR   listen address  [default: 127.0.0.1:8001]\n    --shards N    threads, each with its own SO_REUSEPORT listener [default: 1]\n    -h, --help    print this help\n"
+    );
+    let mut addr = "127.0.0.1:8001".to_string();
+    let mut shards = 1;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match (a.as_str(), it.next()) {
+            ("-h" | "--help", _) => {
+                print!("{help}");
+                std::process::exit(0);
+            }
+            ("--addr", Some(v)) => addr = v,
+            ("--shards", Some(v)) => shards = v.parse().unwrap_or(1),
+            (other, _) => {
+                eprintln!("error: bad argument {other:?}\n\n{help}");
+                std::process::exit(2);
+            }
+        }
+    }
+    (addr, shards.max(1))
+}
+
+/// Length of the complete frames at the start of `buf` (MsgTrans header:
+/// ext_header_len at 8..10, payload_len at 10..14).
+pub fn complete_frames(buf: &[u8]) -> usize {
+    let mut off = 0;
+    while buf.len() - off >= 16 {
+        let h = &buf[off..];
+        let ext = u16::from_be_bytes([h[8], h[9]]) as usize;
+        let payload = u32::from_be_bytes([h[10], h[11], h[12], h[13]]) as usize;
+        let len = 16 + ext + payload;
+        if buf.len() - off < len {
+            break;
+        }
+        off += len;
+    }
+    off
+}
+
+/// A std listener with SO_REUSEPORT, for one shard of a baseline.
+pub fn reuseport_listener(addr: &str) -> std::net::TcpListener {
+    use socket2::{Domain, Socket, Type};
+    let addr: std::net::SocketAddr = addr.parse().expect("address");
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+    s.set_reuse_address(true).unwrap();
+    s.set_reuse_port(true).unwrap();
+    s.bind(&addr.into()).expect("bind");
+    s.listen(1024).unwrap();
+    s.into()
+}
