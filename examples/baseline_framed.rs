@@ -36,12 +36,18 @@ impl Encoder<BytesMut> for FrameCodec {
 }
 
 fn main() {
-    let (addr, shards) = common::args("baseline_framed", "tokio-util Framed echo, one send per message (baseline 2)");
+    let (addr, shards) = common::args(
+        "baseline_framed",
+        "tokio-util Framed echo, one send per message (baseline 2)",
+    );
     let threads: Vec<_> = (0..shards)
         .map(|_| {
             let std_listener = common::reuseport_listener(&addr);
             std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async move {
                     std_listener.set_nonblocking(true).unwrap();
                     let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();

@@ -12,12 +12,17 @@ fn main() {
         .map(|_| {
             let std_listener = common::reuseport_listener(&addr);
             std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async move {
                     std_listener.set_nonblocking(true).unwrap();
                     let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
                     loop {
-                        let Ok((mut s, _)) = listener.accept().await else { continue };
+                        let Ok((mut s, _)) = listener.accept().await else {
+                            continue;
+                        };
                         let _ = s.set_nodelay(true);
                         tokio::spawn(async move {
                             let mut buf = vec![0u8; 64 * 1024];

@@ -34,7 +34,9 @@ fn main() {
     let mut conns: HashMap<u64, Conn> = HashMap::new();
     let mut next_key = 0u64;
     println!("listening tcp {addr} shards=1 path=baseline_uring");
-    let accept = opcode::Accept::new(types::Fd(lfd), std::ptr::null_mut(), std::ptr::null_mut()).build().user_data(ACCEPT);
+    let accept = opcode::Accept::new(types::Fd(lfd), std::ptr::null_mut(), std::ptr::null_mut())
+        .build()
+        .user_data(ACCEPT);
     unsafe { ring.submission().push(&accept).unwrap() };
     let recv = |c: &mut Conn, key: u64| {
         let spare = &mut c.rbuf[c.have..];
@@ -62,7 +64,14 @@ fn main() {
                     let fd = s.into_raw_fd();
                     let key = next_key;
                     next_key += 1;
-                    let mut c = Conn { fd, rbuf: vec![0; BUF], have: 0, wbuf: Vec::new(), pending: Vec::new(), sending: false };
+                    let mut c = Conn {
+                        fd,
+                        rbuf: vec![0; BUF],
+                        have: 0,
+                        wbuf: Vec::new(),
+                        pending: Vec::new(),
+                        sending: false,
+                    };
                     sqes.push(recv(&mut c, key));
                     conns.insert(key, c);
                 }

@@ -59,7 +59,11 @@ async fn run(addr: &str, message: &str) -> Result<(), Box<dyn std::error::Error>
     println!("sent one-way message id={}", sent.message_id);
     let reply = client.request(message.as_bytes()).await?;
     let data = reply.data.unwrap_or_default();
-    println!("request id={} reply={:?}", reply.message_id, String::from_utf8_lossy(&data));
+    println!(
+        "request id={} reply={:?}",
+        reply.message_id,
+        String::from_utf8_lossy(&data)
+    );
     let echo = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(ev) = events.next().await {
             if let ClientEvent::MessageReceived(ctx) = ev {

@@ -220,7 +220,9 @@ fn main() -> ExitCode {
             .name("load")
             .io_memory(1 << 20)
             .spawn(move || async move {
-                let hist = Rc::new(RefCell::new(Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap()));
+                let hist = Rc::new(RefCell::new(
+                    Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap(),
+                ));
                 let tasks: Vec<_> = (0..conns)
                     .map(|_| {
                         let (a, sh, h) = (a.clone(), Arc::clone(&sh), Rc::clone(&hist));
@@ -237,7 +239,9 @@ fn main() -> ExitCode {
                 for t in tasks {
                     t.await;
                 }
-                Rc::try_unwrap(hist).map(RefCell::into_inner).unwrap_or_else(|h| h.borrow().clone())
+                Rc::try_unwrap(hist)
+                    .map(RefCell::into_inner)
+                    .unwrap_or_else(|h| h.borrow().clone())
             });
         match h {
             Ok(h) => threads.push(h),
@@ -290,11 +294,22 @@ fn main() -> ExitCode {
             args.conns, args.inflight, args.size, elapsed, msgs, rate, mbps, q(0.5), q(0.99), q(0.999), opt(server_ns), opt(load_ns), errors
         );
     } else {
-        println!("{} conns x {} in flight, {} B payload, {:.1} s", args.conns, args.inflight, args.size, elapsed);
+        println!(
+            "{} conns x {} in flight, {} B payload, {:.1} s",
+            args.conns, args.inflight, args.size, elapsed
+        );
         println!("  {:.0} msg/s, {:.1} MB/s, {} errors", rate, mbps, errors);
-        println!("  latency p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us", q(0.5), q(0.99), q(0.999));
+        println!(
+            "  latency p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us",
+            q(0.5),
+            q(0.99),
+            q(0.999)
+        );
         if let Some(ns) = server_ns {
-            println!("  server CPU {ns:.0} ns/msg (capacity per core ~{:.2}M msg/s)", 1e3 / ns);
+            println!(
+                "  server CPU {ns:.0} ns/msg (capacity per core ~{:.2}M msg/s)",
+                1e3 / ns
+            );
         }
         if let Some(ns) = load_ns {
             println!("  load generator CPU {ns:.0} ns/msg");

@@ -105,7 +105,11 @@ async fn main() -> ExitCode {
         }
     };
     for (proto, addr) in server.local_addrs() {
-        println!("listening {proto} {addr} shards={} path={}", server.shards(), if args.events { "events" } else { "inline" });
+        println!(
+            "listening {proto} {addr} shards={} path={}",
+            server.shards(),
+            if args.events { "events" } else { "inline" }
+        );
     }
     let stopper = server.clone();
     tokio::spawn(async move {

@@ -6,3 +6,6 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 cargo test --workspace --all-targets --locked "$@"
 cargo test --workspace --doc --locked
+# MsgTrans 1.0.10's own client against our server: its own workspace, so
+# the main build never compiles the 1.0 dependency tree.
+./compat/msgtrans1/run.sh

@@ -46,7 +46,9 @@ pub mod transport;
 /// The MsgTrans packet and its header types.
 pub mod packet {
     pub use msgtrans_shards::codec::{FrameLimits, FrameRef};
-    pub use msgtrans_shards::{CodecError as PacketError, CompressionType, FixedHeader, IntoPayload, Packet, PacketType, ReservedFlags};
+    pub use msgtrans_shards::{
+        CodecError as PacketError, CompressionType, FixedHeader, IntoPayload, Packet, PacketType, ReservedFlags,
+    };
 }
 
 pub use error::{CloseReason, Result, TransportError};

@@ -16,9 +16,7 @@ fn os_shard_threads() -> usize {
     std::fs::read_dir("/proc/self/task")
         .unwrap()
         .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("msgtrans-shard"))
-        })
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("msgtrans-shard")))
         .count()
 }
 
@@ -68,7 +66,15 @@ async fn handlers_run_on_their_shards_named_thread_and_threads_end_on_stop() {
     for (shard, name) in seen.lock().unwrap().iter() {
         assert_eq!(name, &format!("msgtrans-shard-{shard}"));
     }
-    assert_eq!(seen.lock().unwrap().iter().map(|(s, _)| *s).collect::<std::collections::HashSet<_>>().len(), 2);
+    assert_eq!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .map(|(s, _)| *s)
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        2
+    );
 
     server.stop().await;
     // stop() returns once each shard has finished; the OS thread exits a
@@ -82,7 +88,12 @@ async fn handlers_run_on_their_shards_named_thread_and_threads_end_on_stop() {
     assert_eq!(os_shard_threads(), 0);
 
     // Zero shards means one per usable core.
-    let server = TransportServerBuilder::new().shards(0).pin_shards(false).build().await.unwrap();
+    let server = TransportServerBuilder::new()
+        .shards(0)
+        .pin_shards(false)
+        .build()
+        .await
+        .unwrap();
     assert_eq!(server.shards(), msgtrans_shards::runtime::usable_cores());
     server.stop().await;
 }

@@ -160,7 +160,12 @@ pub fn encoded_len(ext_header: usize, payload: usize) -> usize {
 /// # Errors
 /// [`CodecError::PayloadTooLarge`] / [`CodecError::ExtHeaderTooLarge`] when a
 /// slice does not fit its length field.
-pub fn encode_parts<B: BufMut>(header: &FixedHeader, ext_header: &[u8], payload: &[u8], out: &mut B) -> Result<(), CodecError> {
+pub fn encode_parts<B: BufMut>(
+    header: &FixedHeader,
+    ext_header: &[u8],
+    payload: &[u8],
+    out: &mut B,
+) -> Result<(), CodecError> {
     let ext_len = u16::try_from(ext_header.len()).map_err(|_| CodecError::ExtHeaderTooLarge {
         len: u16::MAX,
         max: u16::MAX,

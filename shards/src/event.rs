@@ -38,8 +38,6 @@ pub enum EngineEvent {
         /// The bound address.
         addr: SocketAddr,
     },
-    /// The engine stopped (sent by the API layer, last).
-    Stopped,
     /// A packet accepted by `send` could not be queued after all.
     SendFailed {
         /// The target session.
@@ -66,9 +64,16 @@ pub(crate) enum Command {
         reply: ReplyTx,
     },
     /// Queue a packet for every session of this shard; reply with the count.
-    Broadcast { packet: Packet, reply: flume::Sender<usize> },
+    Broadcast {
+        packet: Packet,
+        reply: flume::Sender<usize>,
+    },
     /// Close a session.
-    Close { id: SessionId, reason: CloseReason, reply: flume::Sender<bool> },
+    Close {
+        id: SessionId,
+        reason: CloseReason,
+        reply: flume::Sender<bool>,
+    },
     /// Start accepting on a listening socket.
     Listen { listener: std::net::TcpListener },
     /// Open an outgoing connection.

@@ -77,7 +77,8 @@ impl<'a> Inline<'a> {
     /// session's outbound queue, and the session stops reading from its peer
     /// while that queue is over its limit.
     pub fn write(&mut self, header: &FixedHeader, ext_header: &[u8], payload: &[u8]) {
-        self.shard.prepare_out(self.out, codec::encoded_len(ext_header.len(), payload.len()));
+        self.shard
+            .prepare_out(self.out, codec::encoded_len(ext_header.len(), payload.len()));
         // Lengths come from a decoded frame or from slices the caller owns;
         // the only failure is a slice over 4 GiB, which no frame can be.
         let _ = codec::encode_parts(header, ext_header, payload, self.out);

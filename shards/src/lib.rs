@@ -27,6 +27,7 @@ pub mod mesh;
 pub mod packet;
 pub mod pool;
 pub mod proto;
+mod pump;
 pub mod runtime;
 mod session;
 mod shard;

@@ -40,7 +40,9 @@ impl Doorbell {
 /// The sending side of one shard's inbox. Cloneable, usable from any thread.
 #[derive(Debug)]
 pub struct Outbox<T> {
-    tx: Sender<T>,
+    /// Always `Some` until drop, which must let go of the sender before it
+    /// rings, so the woken inbox sees the disconnection.
+    tx: Option<Sender<T>>,
     bell: Arc<Doorbell>,
 }
 
@@ -53,17 +55,28 @@ impl<T> Clone for Outbox<T> {
     }
 }
 
+impl<T> Drop for Outbox<T> {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        // The last outbox gone ends the inbox: wake it so it notices.
+        self.bell.ring();
+    }
+}
+
 impl<T> Outbox<T> {
+    fn tx(&self) -> &Sender<T> {
+        self.tx.as_ref().expect("sender lives until drop")
+    }
     /// Queues one message and rings. Fails only if the shard has stopped.
     pub fn send(&self, msg: T) -> Result<(), T> {
-        self.tx.send(msg).map_err(|e| e.0)?;
+        self.tx().send(msg).map_err(|e| e.0)?;
         self.bell.ring();
         Ok(())
     }
     /// Queues many messages with a single ring.
     pub fn send_batch(&self, msgs: impl IntoIterator<Item = T>) -> Result<(), T> {
         for m in msgs {
-            self.tx.send(m).map_err(|e| e.0)?;
+            self.tx().send(m).map_err(|e| e.0)?;
         }
         self.bell.ring();
         Ok(())
@@ -86,14 +99,24 @@ pub struct Inbox<T> {
 pub fn inbox<T>() -> (Outbox<T>, Inbox<T>) {
     let (tx, rx) = crossbeam_channel::unbounded();
     let bell = Arc::new(Doorbell::default());
-    (Outbox { tx, bell: Arc::clone(&bell) }, Inbox { rx, bell })
+    (
+        Outbox {
+            tx: Some(tx),
+            bell: Arc::clone(&bell),
+        },
+        Inbox { rx, bell },
+    )
 }
 
 impl<T> Inbox<T> {
     /// Waits until at least one message is queued, then moves up to `max`
     /// of them into `batch`. Resolves to `false` once every outbox is gone.
     pub fn recv_batch<'a>(&'a self, batch: &'a mut Vec<T>, max: usize) -> RecvBatch<'a, T> {
-        RecvBatch { inbox: self, batch, max }
+        RecvBatch {
+            inbox: self,
+            batch,
+            max,
+        }
     }
 
     fn drain(&self, batch: &mut Vec<T>, max: usize) -> Result<usize, TryRecvError> {
@@ -173,6 +196,20 @@ mod tests {
         let mut fut = inbox.recv_batch(&mut batch, 64);
         assert_eq!(Pin::new(&mut fut).poll(&mut cx), Poll::Ready(true));
         assert_eq!(batch.len(), 64);
+    }
+
+    #[test]
+    fn a_sleeping_inbox_wakes_and_ends_when_the_last_sender_goes() {
+        let (out, inbox) = inbox::<u32>();
+        let count = Arc::new(Count(AtomicU64::new(0)));
+        let waker = std::task::Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let mut batch = Vec::new();
+        let mut fut = inbox.recv_batch(&mut batch, 8);
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+        drop(out);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "woken by the drop");
+        assert_eq!(Pin::new(&mut fut).poll(&mut cx), Poll::Ready(false));
     }
 
     #[test]

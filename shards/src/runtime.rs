@@ -55,7 +55,11 @@ impl Engine {
     /// Starts the shards. Each reports whether its executor came up before
     /// this returns, so a missing io_uring or memlock limit is an error here,
     /// never a panic on a shard thread.
-    pub async fn start(cfg: EngineConfig, handler: Option<Arc<dyn InlineHandler>>, sink: EventSink) -> Result<Engine, StartError> {
+    pub async fn start(
+        cfg: EngineConfig,
+        handler: Option<Arc<dyn InlineHandler>>,
+        sink: EventSink,
+    ) -> Result<Engine, StartError> {
         let n = if cfg.shards == 0 { usable_cores() } else { cfg.shards };
         if n == 0 || n > u16::MAX as usize {
             return Err(StartError::InvalidShardCount(n));
@@ -85,10 +89,7 @@ impl Engine {
             std::thread::Builder::new()
                 .name(format!("{}-{i}", cfg.name))
                 .spawn(move || {
-                    let ex = match LocalExecutorBuilder::new(placement)
-                        .io_memory(cfg2.io_memory)
-                        .make()
-                    {
+                    let ex = match LocalExecutorBuilder::new(placement).io_memory(cfg2.io_memory).make() {
                         Ok(ex) => ex,
                         Err(e) => {
                             let _ = ready_tx.send(Err(classify(i, e)));
@@ -101,6 +102,9 @@ impl Engine {
                         let shard = Shard::new(i, cfg2, pool2, mesh2, sink2, handler2, stats2);
                         shard::run(shard, inbox).await;
                     });
+                    // The ring goes first, so every socket it held is
+                    // released before `stop()` is told the shard is gone.
+                    drop(ex);
                     drop(exit_tx);
                 })
                 .map_err(|e| shard::start_error(i, e))?;
@@ -152,14 +156,20 @@ impl Engine {
     pub fn listen_tcp(&self, addr: SocketAddr) -> Result<SocketAddr, StartError> {
         let (bound, listeners) = crate::proto::tcp::bind_reuseport(addr, self.shards())?;
         for (i, listener) in listeners.into_iter().enumerate() {
-            self.command(i, Command::Listen { listener }).map_err(|_| StartError::Stopped)?;
+            self.command(i, Command::Listen { listener })
+                .map_err(|_| StartError::Stopped)?;
         }
         Ok(bound)
     }
 
     /// Opens a TCP connection from shard `shard` (modulo the shard count),
     /// waiting at most `timeout` for the handshake.
-    pub async fn connect_tcp(&self, addr: SocketAddr, timeout: Duration, shard: usize) -> Result<SessionId, StartError> {
+    pub async fn connect_tcp(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        shard: usize,
+    ) -> Result<SessionId, StartError> {
         let (reply, rx) = flume::bounded(1);
         self.command(shard % self.shards(), Command::Connect { addr, timeout, reply })
             .map_err(|_| StartError::Stopped)?;
@@ -277,6 +287,7 @@ impl Engine {
                     bytes_out: s.bytes_out.get(),
                     request_timeouts: s.request_timeouts.get(),
                     mesh_in: s.mesh_in.get(),
+                    events_abandoned: s.events_abandoned.get(),
                     wakeups: self.mesh.outboxes[i].doorbell().wakeups(),
                     pool: self.pools[i].snapshot(),
                 }
@@ -322,5 +333,35 @@ impl Drop for Engine {
                 let _ = o.send(Command::Stop { reply });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(code: i32) -> glommio::GlommioError<()> {
+        glommio::GlommioError::IoError(std::io::Error::from_raw_os_error(code))
+    }
+
+    #[test]
+    fn startup_errors_say_which_resource_is_missing() {
+        assert!(matches!(classify(0, os(libc::ENOMEM)), StartError::LockedMemory(_)));
+        assert!(matches!(
+            classify(0, os(libc::ENOSYS)),
+            StartError::IoUringUnavailable(_)
+        ));
+        assert!(matches!(
+            classify(0, os(libc::EPERM)),
+            StartError::IoUringUnavailable(_)
+        ));
+        assert!(matches!(
+            classify(3, os(libc::EBADF)),
+            StartError::Shard { shard: 3, .. }
+        ));
+        let msg = classify(0, os(libc::ENOMEM)).to_string();
+        assert!(msg.contains("ulimit -l"), "{msg}");
+        let msg = classify(0, os(libc::ENOSYS)).to_string();
+        assert!(msg.contains("io_uring_disabled"), "{msg}");
     }
 }

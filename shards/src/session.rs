@@ -25,6 +25,7 @@ use crate::event::{EngineEvent, ReplyTx};
 use crate::handler::Inline;
 use crate::id::SessionId;
 use crate::packet::{Packet, PacketType};
+use crate::pump::Announce;
 use crate::shard::Shard;
 
 /// How many read batches a busy session handles before it yields the core
@@ -50,6 +51,11 @@ pub(crate) struct SessionState {
     close: RefCell<Option<CloseReason>>,
     pub pending: RefCell<HashMap<u32, PendingRequest>>,
     next_request: Cell<u32>,
+    /// Whether the application was told this session opened; only then is
+    /// it told that it closed.
+    pub announce: Cell<Announce>,
+    /// Callers of `close` waiting for the session to be gone.
+    pub close_waiters: RefCell<Vec<flume::Sender<bool>>>,
 }
 
 impl SessionState {
@@ -62,7 +68,15 @@ impl SessionState {
             close: RefCell::new(None),
             pending: RefCell::new(HashMap::new()),
             next_request: Cell::new(1),
+            announce: Cell::new(Announce::Silent),
+            close_waiters: RefCell::new(Vec::new()),
         })
+    }
+
+    /// Called by the event pump once the open event is out.
+    pub fn announce_done(&self) {
+        self.announce.set(Announce::Done);
+        self.wake();
     }
 
     /// Bytes accepted for this session and not yet written to the socket.
@@ -131,6 +145,8 @@ pub(crate) struct Driver<S> {
     rlen: usize,
     wbuf: Vec<u8>,
     wpos: usize,
+    /// An event waiting for room in the application's queue; while it
+    /// waits, the session reads nothing more (backpressure, never loss).
     stalled: Option<flume::r#async::SendFut<'static, EngineEvent>>,
     eof: bool,
 }
@@ -149,6 +165,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             stalled: None,
             eof: false,
         }
+    }
+
+    /// Whether the session may hand packets to the application: not while
+    /// an event waits for room, nor before its open event is out.
+    fn may_dispatch(&self) -> bool {
+        self.stalled.is_none() && self.st.announce.get() != Announce::Pending
     }
 
     /// Writes until everything queued is out (`Ready(Ok)`), or the socket is full.
@@ -306,23 +328,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
             }
 
             if let Some(fut) = this.stalled.as_mut() {
+                // Err means the application dropped its receiver: nobody is
+                // left to deliver to.
                 if Pin::new(fut).poll(cx).is_ready() {
-                    // Err means the application dropped its receiver: nobody
-                    // is left to deliver to.
                     this.stalled = None;
                     progress = true;
                 }
             }
 
-            if this.stalled.is_none() && !this.over_limit() && this.rpos < this.rlen {
+            if this.may_dispatch() && !this.over_limit() && this.rpos < this.rlen {
                 match this.process() {
                     Ok(n) => progress |= n > 0,
-                    Err(e) => return Poll::Ready(CloseReason::ProtocolError(e)),
+                    Err(e) => {
+                        // Answers to the valid frames before the bad one
+                        // still go out, as far as the socket takes them now.
+                        let _ = this.poll_flush(cx);
+                        return Poll::Ready(CloseReason::ProtocolError(e));
+                    }
                 }
             }
 
-            if !this.eof && this.stalled.is_none() && !this.over_limit() && reads < READS_PER_POLL {
+            if !this.eof && this.may_dispatch() && !this.over_limit() && reads < READS_PER_POLL {
                 if let Err(e) = this.prepare_read() {
+                    let _ = this.poll_flush(cx);
                     return Poll::Ready(CloseReason::ProtocolError(e));
                 }
                 match Pin::new(&mut this.stream).poll_read(cx, &mut this.rbuf[this.rlen..]) {
@@ -364,7 +392,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
 /// Owned copy of a frame for delivery off the fast path (events, replies),
 /// in pooled buffers that return to this shard when dropped.
 pub(crate) fn pooled_packet(pool: &std::sync::Arc<crate::pool::buffer::BufferPool>, frame: &FrameRef<'_>) -> Packet {
-    let copy = |b: &[u8]| if b.is_empty() { Bytes::new() } else { pool.copy_to_bytes(b) };
+    let copy = |b: &[u8]| {
+        if b.is_empty() {
+            Bytes::new()
+        } else {
+            pool.copy_to_bytes(b)
+        }
+    };
     Packet {
         header: frame.header.clone(),
         ext_header: copy(frame.ext_header),

@@ -2,6 +2,7 @@
 //! its listeners — and the loop that serves its inbox.
 
 use std::cell::{Cell, RefCell};
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,12 +20,16 @@ use crate::mesh::{Inbox, Outbox};
 use crate::packet::{Packet, PacketType};
 use crate::pool::buffer::{BufferPool, MEDIUM};
 use crate::pool::slab::{Slab, SlotTable};
+use crate::pump::{Announce, EventPump};
 use crate::session::{pooled_packet, PendingRequest, SessionState};
 use crate::stats::ShardStats;
 
 /// How often pending requests are checked for their deadline while any are
 /// pending. Timeouts fire at most this late.
 const REQUEST_SWEEP: Duration = Duration::from_millis(20);
+/// How long a stop waits for the application to take the close events
+/// before it gives up on the ones that do not fit its queue.
+const STOP_EVENT_GRACE: Duration = Duration::from_secs(5);
 /// Inbox messages handled per batch before the shard lets sessions run.
 const INBOX_BATCH: usize = 256;
 
@@ -56,10 +61,12 @@ pub struct Shard {
     pub(crate) sink: EventSink,
     pub(crate) handler: Option<Arc<dyn InlineHandler>>,
     pub(crate) stats: Arc<ShardStats>,
-    listeners: RefCell<Vec<Task<()>>>,
+    listeners: RefCell<Vec<(Task<()>, RawFd)>>,
     pending_requests: Cell<usize>,
     sweeper: RefCell<Option<std::task::Waker>>,
     stopping: Cell<bool>,
+    /// Lifecycle events waiting for room in the application's queue.
+    pub(crate) pump: Rc<EventPump>,
 }
 
 impl Shard {
@@ -82,13 +89,14 @@ impl Shard {
             slab: RefCell::new(Slab::new(index as u16, table)),
             mesh,
             outgoing: RefCell::new((0..shards).map(|_| Vec::new()).collect()),
-            sink,
             handler,
             stats,
             listeners: RefCell::new(Vec::new()),
             pending_requests: Cell::new(0),
             sweeper: RefCell::new(None),
             stopping: Cell::new(false),
+            pump: EventPump::new(sink.tx.clone()),
+            sink,
         })
     }
 
@@ -138,11 +146,16 @@ impl Shard {
 
     /// Reports a packet that was accepted but could not be queued.
     fn send_failed(&self, id: SessionId, packet: &Packet, error: SendError) {
-        let _ = self.sink.tx.try_send(EngineEvent::SendFailed {
+        let ev = EngineEvent::SendFailed {
             id,
             message_id: packet.header.message_id,
             error,
-        });
+        };
+        self.pump.emit(ev, None);
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.get()
     }
 
     fn session(&self, id: SessionId) -> Option<Rc<SessionState>> {
@@ -178,10 +191,16 @@ impl Shard {
                 }
                 let _ = reply.send(reached);
             }
-            Command::Close { id, reason, reply } => {
-                let found = self.session(id).map(|s| s.request_close(reason)).is_some();
-                let _ = reply.send(found);
-            }
+            Command::Close { id, reason, reply } => match self.session(id) {
+                // Answered by `finish`, once the session is really gone.
+                Some(s) => {
+                    s.close_waiters.borrow_mut().push(reply);
+                    s.request_close(reason);
+                }
+                None => {
+                    let _ = reply.send(false);
+                }
+            },
             Command::Listen { listener } => self.listen(listener),
             Command::Connect { addr, timeout, reply } => {
                 let shard = Rc::clone(self);
@@ -196,16 +215,27 @@ impl Shard {
             }
             Command::Stop { reply } => {
                 self.stopping.set(true);
-                self.listeners.borrow_mut().clear();
+                for (task, fd) in self.listeners.borrow_mut().drain(..) {
+                    // shutdown() takes a listening socket out of the kernel's
+                    // table at once; merely closing it would leave it there
+                    // until the ring lets go of its pending accept, and new
+                    // connections could still land on it.
+                    // SAFETY: fd is the listener the task still owns.
+                    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+                    drop(task);
+                }
                 for s in self.slab.borrow().iter() {
                     s.request_close(CloseReason::Shutdown);
                 }
                 let shard = Rc::clone(self);
                 glommio::spawn_local(async move {
-                    // Sessions end at their next poll; give their close events
+                    // Sessions end at their next poll; their close events get
                     // a bounded time to be taken by the application.
-                    let deadline = Instant::now() + Duration::from_secs(5);
-                    while !shard.slab.borrow().is_empty() && Instant::now() < deadline {
+                    let deadline = Instant::now() + STOP_EVENT_GRACE;
+                    while !shard.slab.borrow().is_empty() || !shard.pump.is_idle() {
+                        if Instant::now() >= deadline {
+                            shard.pump.abandon.set(true);
+                        }
                         glommio::timer::sleep(Duration::from_millis(1)).await;
                     }
                     let _ = reply.send(());
@@ -278,13 +308,12 @@ impl Shard {
 
     fn listen(self: &Rc<Self>, listener: std::net::TcpListener) {
         use std::os::fd::IntoRawFd;
+        let fd = listener.into_raw_fd();
         // SAFETY: the fd is a bound, listening TCP socket we own.
-        let l = unsafe {
-            <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(listener.into_raw_fd())
-        };
+        let l = unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         let shard = Rc::clone(self);
         let task = glommio::spawn_local(crate::proto::tcp::accept_loop(shard, l));
-        self.listeners.borrow_mut().push(task);
+        self.listeners.borrow_mut().push((task, fd));
     }
 
     /// Registers a new connection, or `None` when a limit refuses it.
@@ -312,22 +341,31 @@ impl Shard {
     }
 
     /// Removes a finished session and tells everyone who waits on it.
-    pub(crate) async fn finish(&self, st: &SessionState, reason: CloseReason) {
+    pub(crate) fn finish(&self, st: &SessionState, reason: CloseReason) {
         self.slab.borrow_mut().remove(st.id);
         self.mesh.open_total.fetch_sub(1, Ordering::AcqRel);
         st.fail_pending(&reason);
+        for w in st.close_waiters.borrow_mut().drain(..) {
+            let _ = w.send(true);
+        }
         let out = std::mem::take(&mut *st.out.borrow_mut());
         if out.capacity() > 0 {
             self.pool.put(out);
         }
         tracing::debug!(shard = self.index, session = %st.id, %reason, "session closed");
-        self.lifecycle(EngineEvent::Closed { id: st.id, reason }).await;
+        if st.announce.get() != Announce::Silent {
+            self.pump.emit(EngineEvent::Closed { id: st.id, reason }, None);
+        }
     }
 
-    /// Sends a connection open/close event if anyone wants them.
-    pub(crate) async fn lifecycle(&self, ev: EngineEvent) {
-        if self.sink.lifecycle.load(Ordering::Relaxed) {
-            let _ = self.sink.tx.send_async(ev).await;
+    /// Tells the application that `st` opened, if it wants lifecycle events.
+    pub(crate) fn announce_open(&self, st: &Rc<SessionState>, ev: EngineEvent) {
+        if !self.sink.lifecycle.load(Ordering::Relaxed) {
+            return;
+        }
+        st.announce.set(Announce::Pending);
+        if self.pump.emit(ev, Some(st)) {
+            st.announce.set(Announce::Done);
         }
     }
 }
@@ -335,6 +373,7 @@ impl Shard {
 /// Runs a shard until it is told to stop.
 pub(crate) async fn run(shard: Rc<Shard>, inbox: Inbox<Command>) {
     glommio::spawn_local(Rc::clone(&shard).sweep_requests()).detach();
+    glommio::spawn_local(Rc::clone(&shard.pump).run(shard.index, Arc::clone(&shard.stats))).detach();
     let mut batch = Vec::with_capacity(INBOX_BATCH);
     while inbox.recv_batch(&mut batch, INBOX_BATCH).await {
         let mut stop_reply = None;

@@ -36,6 +36,8 @@ pub struct ShardStats {
     pub request_timeouts: Counter,
     /// Messages received from other shards or the application.
     pub mesh_in: Counter,
+    /// Events given up at shutdown because the application's queue stayed full.
+    pub events_abandoned: Counter,
 }
 
 /// A point-in-time copy of one shard's counters.
@@ -59,6 +61,8 @@ pub struct ShardSnapshot {
     pub request_timeouts: u64,
     /// Mesh messages received.
     pub mesh_in: u64,
+    /// Events given up at shutdown because the application's queue stayed full.
+    pub events_abandoned: u64,
     /// Times a mesh doorbell woke this shard.
     pub wakeups: u64,
     /// Buffer pool counters.

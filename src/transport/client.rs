@@ -127,10 +127,12 @@ impl TransportClientBuilder {
     /// Starts the client's shard. It does not connect: call
     /// [`TransportClient::connect`].
     pub async fn build(self) -> Result<TransportClient> {
-        let target = self.target.ok_or(TransportError::Config(crate::protocol::ConfigError::InvalidValue {
-            field: "protocol",
-            reason: "no protocol configured; call with_protocol()".into(),
-        }))?;
+        let target = self
+            .target
+            .ok_or(TransportError::Config(crate::protocol::ConfigError::InvalidValue {
+                field: "protocol",
+                reason: "no protocol configured; call with_protocol()".into(),
+            }))?;
         let cfg = self.limits.engine_config(self.shards, false, "msgtrans-client");
         let (tx, rx) = flume::bounded(cfg.event_capacity);
         let sink = EventSink {
@@ -224,7 +226,9 @@ impl TransportClient {
     /// request timeout. Fails at once if the connection drops.
     pub async fn request(&self, data: &[u8]) -> Result<TransportResult> {
         let id = self.session()?;
-        let p = self.request_packet(id, Packet::request(0, data), self.request_timeout).await?;
+        let p = self
+            .request_packet(id, Packet::request(0, data), self.request_timeout)
+            .await?;
         Ok(TransportResult::completed(id, p))
     }
 
@@ -303,9 +307,11 @@ impl ClientEventStream {
                 },
             },
             EngineEvent::Closed { reason, .. } => ClientEvent::Disconnected { reason },
-            EngineEvent::Message { id, packet } => ClientEvent::MessageReceived(TransportContext::new(id, packet, &self.engine)),
+            EngineEvent::Message { id, packet } => {
+                ClientEvent::MessageReceived(TransportContext::new(id, packet, &self.engine))
+            }
             EngineEvent::SendFailed { error, .. } => ClientEvent::Error { error: error.into() },
-            EngineEvent::Listening { .. } | EngineEvent::Stopped => return None,
+            EngineEvent::Listening { .. } => return None,
         })
     }
 

@@ -147,6 +147,7 @@ impl TransportServerBuilder {
                 request_timeout: self.limits.request_timeout,
                 stopped_tx: std::sync::Mutex::new(Some(stopped_tx)),
                 stopped_rx,
+                stopped_reported: AtomicBool::new(false),
             }),
         })
     }
@@ -164,6 +165,7 @@ struct Inner {
     request_timeout: Duration,
     stopped_tx: std::sync::Mutex<Option<flume::Sender<()>>>,
     stopped_rx: flume::Receiver<()>,
+    stopped_reported: AtomicBool,
 }
 
 /// A running server. Clones share it.
@@ -217,9 +219,7 @@ impl TransportServer {
                 let _ = self.inner.events_tx.try_send(EngineEvent::Listening { addr: *a });
             }
         }
-        ServerEventStream {
-            server: self.clone(),
-        }
+        ServerEventStream { server: self.clone() }
     }
 
     /// Same as [`TransportServer::subscribe_events`].
@@ -246,19 +246,28 @@ impl TransportServer {
     /// Sends `data` as a request and waits for the response, up to the
     /// configured request timeout. Fails at once if the session closes.
     pub async fn request(&self, session_id: SessionId, data: &[u8]) -> Result<TransportResult> {
-        self.request_with_timeout(session_id, data, self.inner.request_timeout).await
+        self.request_with_timeout(session_id, data, self.inner.request_timeout)
+            .await
     }
 
     /// [`TransportServer::request`] with an explicit timeout.
-    pub async fn request_with_timeout(&self, session_id: SessionId, data: &[u8], timeout: Duration) -> Result<TransportResult> {
-        let p = self.request_packet(session_id, Packet::request(0, data), timeout).await?;
+    pub async fn request_with_timeout(
+        &self,
+        session_id: SessionId,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<TransportResult> {
+        let p = self
+            .request_packet(session_id, Packet::request(0, data), timeout)
+            .await?;
         Ok(TransportResult::completed(session_id, p))
     }
 
     /// Sends a request packet (its biz type and extension header are kept;
     /// its message id is assigned by the session) and returns the response.
     pub async fn request_to_session(&self, session_id: SessionId, packet: Packet) -> Result<Packet> {
-        self.request_packet(session_id, packet, self.inner.request_timeout).await
+        self.request_packet(session_id, packet, self.inner.request_timeout)
+            .await
     }
 
     async fn request_packet(&self, session_id: SessionId, mut packet: Packet, timeout: Duration) -> Result<Packet> {
@@ -311,11 +320,13 @@ impl TransportServer {
     /// Stops the server: closes the listeners (their ports are free when this
     /// returns), closes every session (each reports `ConnectionClosed` with
     /// `Shutdown`) and fails their pending requests. Idempotent.
+    ///
+    /// Close events wait for room in the event queue for up to 5 s; keep
+    /// draining the stream while this runs. Events still without room then
+    /// are given up, logged, and counted in `stats()` (`events_abandoned`).
+    /// `ServerStopped` always arrives, last.
     pub async fn stop(&self) {
         self.inner.engine.stop().await;
-        if self.inner.lifecycle.load(Ordering::Relaxed) {
-            let _ = self.inner.events_tx.try_send(EngineEvent::Stopped);
-        }
         self.inner.stopped_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
@@ -349,7 +360,6 @@ impl ServerEventStream {
                 error: error.into(),
             },
             EngineEvent::Listening { addr } => ServerEvent::ServerStarted { address: addr },
-            EngineEvent::Stopped => ServerEvent::ServerStopped,
         }
     }
 
@@ -361,6 +371,12 @@ impl ServerEventStream {
                 return Ok(self.convert(ev));
             }
             if self.server.inner.stopped_rx.is_disconnected() {
+                // Every event is out; `ServerStopped` is the last one, made
+                // here so a full queue at stop time cannot crowd it out.
+                let inner = &self.server.inner;
+                if inner.lifecycle.load(Ordering::Relaxed) && !inner.stopped_reported.swap(true, Ordering::AcqRel) {
+                    return Ok(ServerEvent::ServerStopped);
+                }
                 return Err(EventStreamClosed);
             }
             let stopped = self.server.inner.stopped_rx.clone();

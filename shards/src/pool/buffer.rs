@@ -212,7 +212,14 @@ mod tests {
 
     #[test]
     fn tier_is_bounded() {
-        let pool = BufferPool::new(0, PoolConfig { small: 1, medium: 1, large: 1 });
+        let pool = BufferPool::new(
+            0,
+            PoolConfig {
+                small: 1,
+                medium: 1,
+                large: 1,
+            },
+        );
         pool.put(Vec::with_capacity(SMALL));
         pool.put(Vec::with_capacity(SMALL));
         assert_eq!(pool.snapshot().dropped, 1);

@@ -23,8 +23,7 @@ impl SlotTable {
     /// A table for a shard of `capacity` slots (at most 16,777,215).
     pub fn new(capacity: usize) -> Arc<Self> {
         let capacity = capacity.min(MAX_SLOTS as usize);
-        Arc::new(
-Self {
+        Arc::new(Self {
             words: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
             live: AtomicUsize::new(0),
         })

@@ -45,6 +45,7 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             Ok(stream) => {
                 start_session(&shard, stream);
             }
+            Err(_) if shard.is_stopping() => return,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning; the
                 // listener stays open and accepting resumes when fds free up.
@@ -66,10 +67,10 @@ fn start_session(shard: &Rc<Shard>, stream: TcpStream) -> Option<SessionId> {
     let peer = stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
     let local = stream.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
     let shard = Rc::clone(shard);
+    shard.announce_open(&st, EngineEvent::Opened { id, peer, local });
     glommio::spawn_local(async move {
-        shard.lifecycle(EngineEvent::Opened { id, peer, local }).await;
         let reason = Driver::new(Rc::clone(&shard), Rc::clone(&st), stream).await;
-        shard.finish(&st, reason).await;
+        shard.finish(&st, reason);
     })
     .detach();
     Some(id)
