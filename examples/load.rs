@@ -3,21 +3,19 @@
 //! HDR histogram and, given the server's pid, server CPU time per message
 //! (utime+stime from /proc), the honest per-core figure on a small machine.
 //!
-//! It runs on its own glommio executors (`--threads`, pinned with `--cpus`)
-//! and batches like the server: one read, then one write of as many new
-//! packets as came back, so it is not the bottleneck it measures.
+//! Each load thread (`--threads`, pinned with `--cpus`) drives its
+//! connections on one io_uring set up with DEFER_TASKRUN: the server's
+//! wake-ups never interrupt it, and one `io_uring_enter` per loop turn
+//! submits every connection's sends and receives. For each batch of echoes
+//! that comes back it sends as many new packets, so P stay in flight. It has
+//! to cost less per message than the servers it measures.
 
-use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
-use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 
 const HELP: &str = "\
@@ -34,7 +32,7 @@ OPTIONS:
     -s, --size B         payload bytes (min 8)               [default: 64]
     -d, --duration S     measured seconds                    [default: 10]
     -w, --warmup S       warm-up seconds, not measured       [default: 2]
-    -t, --threads T      load generator threads (shards)     [default: 1]
+    -t, --threads T      load generator threads, one ring each [default: 1]
     --cpus LIST          pin threads to these cpus, e.g. 1 or 1,2
     --server-pid PID     report the server's CPU time per message
     --json               print one JSON line instead of text
@@ -140,53 +138,163 @@ fn frame(buf: &mut Vec<u8>, size: usize, stamp_ns: u64) {
     buf.resize(buf.len() + size - 8, 0xAB);
 }
 
-async fn connection(args: Args, shared: Arc<Shared>, hist: Rc<RefCell<Histogram<u64>>>) -> std::io::Result<()> {
-    let mut s = TcpStream::connect(args.addr).await?;
-    s.set_nodelay(true)?;
+/// One connection of a load thread.
+struct Conn {
+    sock: std::net::TcpStream,
+    rbuf: Vec<u8>,
+    have: usize,
+    /// Bytes being sent (a SEND is in flight while non-empty).
+    wbuf: Vec<u8>,
+    wpos: usize,
+    /// New frames waiting for the SEND in flight to finish.
+    next: Vec<u8>,
+}
+
+const RECV: u64 = 0;
+const SEND: u64 = 1;
+
+fn recv_sqe(c: &mut Conn, key: usize) -> io_uring::squeue::Entry {
+    use std::os::fd::AsRawFd;
+    let spare = &mut c.rbuf[c.have..];
+    io_uring::opcode::Recv::new(
+        io_uring::types::Fd(c.sock.as_raw_fd()),
+        spare.as_mut_ptr(),
+        spare.len() as u32,
+    )
+    .build()
+    .user_data((key as u64) << 1 | RECV)
+}
+
+fn send_sqe(c: &Conn, key: usize) -> io_uring::squeue::Entry {
+    use std::os::fd::AsRawFd;
+    let rest = &c.wbuf[c.wpos..];
+    io_uring::opcode::Send::new(
+        io_uring::types::Fd(c.sock.as_raw_fd()),
+        rest.as_ptr(),
+        rest.len() as u32,
+    )
+    .build()
+    .user_data((key as u64) << 1 | SEND)
+}
+
+/// Drives `conns` connections from this thread on one io_uring with
+/// DEFER_TASKRUN: completions are processed only when this thread asks, so
+/// the server's wake-ups never interrupt it, and every turn of the loop
+/// submits all connections' sends and receives with one `io_uring_enter`.
+fn drive(args: &Args, conns: usize, shared: &Shared) -> std::io::Result<Histogram<u64>> {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
     let frame_len = HEADER + args.size;
-    let mut wbuf = Vec::with_capacity(frame_len * args.inflight);
-    let now = |shared: &Shared| shared.epoch.elapsed().as_nanos() as u64;
-    for _ in 0..args.inflight {
-        frame(&mut wbuf, args.size, now(&shared));
+    let now = || shared.epoch.elapsed().as_nanos() as u64;
+    let mut ring: io_uring::IoUring = io_uring::IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build((conns * 2).next_power_of_two().max(64) as u32)?;
+    let mut cs = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        let sock = std::net::TcpStream::connect(args.addr)?;
+        sock.set_nodelay(true)?;
+        let mut wbuf = Vec::with_capacity(frame_len * args.inflight);
+        for _ in 0..args.inflight {
+            frame(&mut wbuf, args.size, now());
+        }
+        cs.push(Conn {
+            sock,
+            rbuf: vec![0; (frame_len * args.inflight).max(64 * 1024)],
+            have: 0,
+            wbuf,
+            wpos: 0,
+            next: Vec::new(),
+        });
     }
-    s.write_all(&wbuf).await?;
-    let mut rbuf = vec![0u8; (frame_len * args.inflight).max(64 * 1024)];
-    let mut have = 0;
+    let mut sqes: Vec<io_uring::squeue::Entry> = Vec::with_capacity(conns * 2);
+    for (k, c) in cs.iter_mut().enumerate() {
+        sqes.push(recv_sqe(c, k));
+        sqes.push(send_sqe(c, k));
+    }
+    let wait = io_uring::types::Timespec::new().nsec(50_000_000);
+    let mut cqes = Vec::with_capacity(conns * 2);
     loop {
-        let phase = shared.phase.load(Ordering::Relaxed);
-        if phase == DONE {
-            return Ok(());
-        }
-        let n = s.read(&mut rbuf[have..]).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        have += n;
-        let t = now(&shared);
-        let mut off = 0;
-        let mut done = 0u64;
         {
-            let mut h = hist.borrow_mut();
-            while have - off >= frame_len {
-                let p = &rbuf[off + HEADER..off + HEADER + 8];
-                let sent = u64::from_le_bytes(p.try_into().unwrap());
-                if phase == MEASURE {
-                    let _ = h.record(t.saturating_sub(sent).max(1));
-                }
-                off += frame_len;
-                done += 1;
+            let mut sq = ring.submission();
+            for e in sqes.drain(..) {
+                // SAFETY: every buffer an entry points to lives in `cs`,
+                // which outlives the ring's use of it.
+                unsafe { sq.push(&e).expect("ring sized for two entries per connection") };
             }
         }
-        rbuf.copy_within(off..have, 0);
-        have -= off;
-        if phase == MEASURE {
-            shared.msgs.fetch_add(done, Ordering::Relaxed);
+        let args_ = io_uring::types::SubmitArgs::new().timespec(&wait);
+        match ring.submitter().submit_with_args(1, &args_) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) || e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) => return Err(e),
         }
-        wbuf.clear();
-        for _ in 0..done {
-            frame(&mut wbuf, args.size, t);
+        let phase = shared.phase.load(Ordering::Relaxed);
+        if phase == DONE {
+            return Ok(hist);
         }
-        s.write_all(&wbuf).await?;
+        cqes.clear();
+        cqes.extend(ring.completion().map(|c| (c.user_data(), c.result())));
+        let t = now();
+        for &(ud, res) in &cqes {
+            let key = (ud >> 1) as usize;
+            let c = &mut cs[key];
+            if res < 0 {
+                return Err(std::io::Error::from_raw_os_error(-res));
+            }
+            if ud & 1 == RECV {
+                if res == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                c.have += res as usize;
+                let mut off = 0;
+                let mut done = 0u64;
+                while c.have - off >= frame_len {
+                    let p = &c.rbuf[off + HEADER..off + HEADER + 8];
+                    let sent = u64::from_le_bytes(p.try_into().unwrap());
+                    if phase == MEASURE {
+                        let _ = hist.record(t.saturating_sub(sent).max(1));
+                    }
+                    off += frame_len;
+                    done += 1;
+                }
+                c.rbuf.copy_within(off..c.have, 0);
+                c.have -= off;
+                if phase == MEASURE {
+                    shared.msgs.fetch_add(done, Ordering::Relaxed);
+                }
+                for _ in 0..done {
+                    frame(&mut c.next, args.size, t);
+                }
+                sqes.push(recv_sqe(c, key));
+                if c.wpos == c.wbuf.len() && !c.next.is_empty() {
+                    c.wbuf.clear();
+                    c.wpos = 0;
+                    std::mem::swap(&mut c.wbuf, &mut c.next);
+                    sqes.push(send_sqe(c, key));
+                }
+            } else {
+                c.wpos += res as usize;
+                if c.wpos < c.wbuf.len() {
+                    sqes.push(send_sqe(c, key));
+                } else if !c.next.is_empty() {
+                    c.wbuf.clear();
+                    c.wpos = 0;
+                    std::mem::swap(&mut c.wbuf, &mut c.next);
+                    sqes.push(send_sqe(c, key));
+                }
+            }
+        }
+    }
+}
+
+fn pin(cpu: Option<usize>) {
+    if let Some(cpu) = cpu {
+        // SAFETY: a zeroed cpu_set_t with one bit set, passed with its size.
+        unsafe {
+            let mut set = std::mem::zeroed::<libc::cpu_set_t>();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
     }
 }
 
@@ -211,38 +319,17 @@ fn main() -> ExitCode {
     let mut threads = Vec::new();
     for t in 0..args.threads {
         let conns = args.conns / args.threads + usize::from(t < args.conns % args.threads);
-        let placement = match args.cpus.get(t % args.cpus.len().max(1)) {
-            Some(c) => Placement::Fixed(*c),
-            None => Placement::Unbound,
-        };
+        let cpu = args.cpus.get(t % args.cpus.len().max(1)).copied();
         let (a, sh) = (args.clone(), Arc::clone(&shared));
-        let h = LocalExecutorBuilder::new(placement)
-            .name("load")
-            .io_memory(1 << 20)
-            .spawn(move || async move {
-                let hist = Rc::new(RefCell::new(
-                    Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap(),
-                ));
-                let tasks: Vec<_> = (0..conns)
-                    .map(|_| {
-                        let (a, sh, h) = (a.clone(), Arc::clone(&sh), Rc::clone(&hist));
-                        glommio::spawn_local(async move {
-                            if let Err(e) = connection(a, Arc::clone(&sh), h).await {
-                                if sh.phase.load(Ordering::Relaxed) != DONE {
-                                    sh.errors.fetch_add(1, Ordering::Relaxed);
-                                    eprintln!("connection error: {e}");
-                                }
-                            }
-                        })
-                    })
-                    .collect();
-                for t in tasks {
-                    t.await;
+        let h = std::thread::Builder::new().name(format!("load-{t}")).spawn(move || {
+            pin(cpu);
+            drive(&a, conns, &sh).inspect_err(|e| {
+                if sh.phase.load(Ordering::Relaxed) != DONE {
+                    sh.errors.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("load thread {t}: {e}");
                 }
-                Rc::try_unwrap(hist)
-                    .map(RefCell::into_inner)
-                    .unwrap_or_else(|h| h.borrow().clone())
-            });
+            })
+        });
         match h {
             Ok(h) => threads.push(h),
             Err(e) => {
@@ -266,13 +353,9 @@ fn main() -> ExitCode {
     // Connections end at their next read; closing the sockets is enough.
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
     for h in threads {
-        // A connection still blocked in read stops when the server echoes
-        // its last batch; detach after a grace period rather than hang.
-        match h.join() {
-            Ok(part) => {
-                let _ = hist.add(part);
-            }
-            Err(e) => eprintln!("load thread failed: {e}"),
+        // Each thread notices DONE within one ring wait (50 ms).
+        if let Ok(Ok(part)) = h.join() {
+            let _ = hist.add(part);
         }
     }
     let rate = msgs as f64 / elapsed;
