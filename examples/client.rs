@@ -78,6 +78,6 @@ async fn run(addr: &str, message: &str) -> Result<(), Box<dyn std::error::Error>
         _ => println!("no echo within 5 s"),
     }
     client.disconnect().await?;
-    client.shutdown().await;
+    client.shutdown(Duration::from_secs(1)).await;
     Ok(())
 }

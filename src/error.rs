@@ -27,6 +27,10 @@ pub enum TransportError {
     /// Peer: the session's outbound queue is full (its peer reads too slowly).
     #[error("outbound queue of {0} is full")]
     Backpressure(SessionId),
+    /// Peer: the session already has the maximum number of requests waiting
+    /// for responses (`max_inflight_requests`).
+    #[error("{0} has too many requests in flight")]
+    TooManyRequests(SessionId),
     /// Local: the packet breaks a size limit.
     #[error("packet rejected: {0}")]
     Packet(#[from] CodecError),
@@ -56,6 +60,7 @@ impl TransportError {
             },
             SendError::Encode(c) => Self::Packet(c),
             SendError::Stopped => Self::Stopped,
+            SendError::TooManyRequests(id) => Self::TooManyRequests(id),
         }
     }
 }

@@ -43,7 +43,7 @@ async fn everything_before_connect_fails_with_not_connected() {
     assert!(matches!(client.send(b"x").await, Err(TransportError::NotConnected)));
     assert!(matches!(client.request(b"x").await, Err(TransportError::NotConnected)));
     assert!(matches!(client.disconnect().await, Err(TransportError::NotConnected)));
-    client.shutdown().await;
+    client.stop().await;
     server.stop().await;
 }
 
@@ -63,7 +63,7 @@ async fn connecting_to_a_closed_port_fails() {
     let r = within(GUARD, "connect to closed port", client.connect()).await;
     assert!(matches!(r, Err(TransportError::Start(_))), "{r:?}");
     assert!(!client.is_connected().await);
-    client.shutdown().await;
+    client.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +110,7 @@ async fn connect_send_and_disconnect_drive_is_connected_and_the_client_events() 
     }
     assert!(!client.is_connected().await);
     assert!(matches!(client.send(b"x").await, Err(TransportError::NotConnected)));
-    client.shutdown().await;
+    client.stop().await;
     server.stop().await;
 }
 
@@ -133,7 +133,7 @@ async fn is_connected_is_false_as_soon_as_disconnect_returns() {
             "round {round}: send accepted after disconnect() returned"
         );
     }
-    client.shutdown().await;
+    client.stop().await;
     server.stop().await;
 }
 
@@ -162,7 +162,7 @@ async fn connect_right_after_disconnect_opens_a_new_working_connection() {
             .await
             .expect("disconnect");
     }
-    client.shutdown().await;
+    client.stop().await;
     server.stop().await;
 }
 
@@ -189,7 +189,7 @@ async fn a_request_the_server_never_answers_times_out_with_the_configured_durati
     // A timeout fails the request, not the connection.
     assert!(client.is_connected().await);
     client.send(b"still here").await.expect("send after timeout");
-    client.shutdown().await;
+    client.stop().await;
     sink.abort();
 }
 
@@ -215,6 +215,6 @@ async fn request_with_options_timeout_overrides_the_client_default() {
         Err(TransportError::Timeout { duration, .. }) => assert_eq!(duration, Duration::from_millis(200)),
         other => panic!("expected Err(Timeout), got {other:?}"),
     }
-    client.shutdown().await;
+    client.stop().await;
     sink.abort();
 }

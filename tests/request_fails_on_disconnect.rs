@@ -101,7 +101,7 @@ async fn client_request_fails_with_connection_closed_when_the_server_closes() {
         other => panic!("expected Err(ConnectionClosed), got {other:?}"),
     }
     assert!(!client.is_connected().await);
-    client.shutdown().await;
+    client.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,5 +183,5 @@ async fn pending_client_requests_fail_when_the_client_disconnects() {
         Err(TransportError::ConnectionClosed(msgtrans::CloseReason::LocalClose)) => {}
         other => panic!("expected Err(ConnectionClosed(LocalClose)), got {other:?}"),
     }
-    client.shutdown().await;
+    client.stop().await;
 }

@@ -35,7 +35,7 @@ async fn client_request_is_answered_by_the_server_event_loop() {
         .expect("request");
     assert_eq!(r.status, TransportStatus::Completed);
     assert_eq!(r.data.as_deref(), Some(&b"what time is it?"[..]));
-    client.shutdown().await;
+    client.stop().await;
     server.stop().await;
 }
 
@@ -70,7 +70,7 @@ async fn server_request_is_answered_by_the_client_event_loop() {
         assert_eq!(r.peer, Some(id));
         assert_eq!(r.data.as_deref(), Some(format!("answer to {q}").as_bytes()));
     }
-    client.shutdown().await;
+    client.stop().await;
     answerer.abort();
     server.stop().await;
 }
@@ -126,7 +126,7 @@ async fn a_hundred_concurrent_client_requests_each_get_their_own_response_even_a
     .await;
     assert_eq!(seen.len(), N);
     within(GUARD, "responder", responder).await.unwrap();
-    client.shutdown().await;
+    client.stop().await;
     server.stop().await;
 }
 
@@ -175,7 +175,7 @@ async fn a_hundred_concurrent_server_requests_to_one_client_each_get_their_own_r
         }
     })
     .await;
-    client.shutdown().await;
+    client.stop().await;
     answerer.abort();
     server.stop().await;
 }

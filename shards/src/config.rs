@@ -24,6 +24,17 @@ pub const DEFAULT_EVENT_CAPACITY: usize = 65_536;
 /// DMA file I/O, and glommio's 10 MiB default exceeds the 8 MiB memlock limit
 /// many hosts give unprivileged users.
 pub const DEFAULT_IO_MEMORY: usize = 1 << 20;
+/// Default idle timeout: 300 s without a byte in either direction, MsgTrans
+/// 1.0's TCP default; long enough for chatty-but-slow clients, short enough
+/// that vanished peers do not hold slots for long.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default TCP keepalive: first probe after 60 s idle (MsgTrans 1.0's), so
+/// the kernel notices a peer that vanished without a FIN.
+pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// Default requests one session may have waiting for responses: 4,096 —
+/// far above what a pipelining client needs, low enough that a peer that
+/// never answers cannot grow the pending table without bound.
+pub const DEFAULT_MAX_INFLIGHT_REQUESTS: usize = 4096;
 /// Bytes read from a socket per read call: 64 KiB amortises the syscall
 /// over many small packets while keeping an active session's buffer small.
 pub const DEFAULT_READ_BUFFER: usize = 64 * 1024;
@@ -47,6 +58,14 @@ pub struct EngineConfig {
     pub max_outbound_bytes: usize,
     /// Default timeout of a request.
     pub request_timeout: Duration,
+    /// Requests one session may have waiting for a response; more fail at
+    /// once with `SendError::TooManyRequests`.
+    pub max_inflight_requests: usize,
+    /// Close a session that has sent and received nothing for this long
+    /// (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// TCP keepalive idle time (`None`: off).
+    pub tcp_keepalive: Option<Duration>,
     /// Events queued for the application before the shards stop reading.
     pub event_capacity: usize,
     /// io_uring registered memory per shard.
@@ -68,6 +87,9 @@ impl Default for EngineConfig {
             max_connections_per_shard: None,
             max_outbound_bytes: DEFAULT_MAX_OUTBOUND_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_inflight_requests: DEFAULT_MAX_INFLIGHT_REQUESTS,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
             event_capacity: DEFAULT_EVENT_CAPACITY,
             io_memory: DEFAULT_IO_MEMORY,
             read_buffer: DEFAULT_READ_BUFFER,

@@ -51,6 +51,8 @@ pub enum CloseReason {
     LocalClose,
     /// Local: the server or client was stopped.
     Shutdown,
+    /// Peer: nothing was sent or received for the idle timeout.
+    IdleTimeout,
     /// Local: refused because the connection limit was reached.
     ConnectionLimit,
 }
@@ -64,6 +66,7 @@ impl fmt::Display for CloseReason {
             Self::ProtocolError(e) => write!(f, "protocol error: {e}"),
             Self::LocalClose => f.write_str("closed by the application"),
             Self::Shutdown => f.write_str("transport shut down"),
+            Self::IdleTimeout => f.write_str("idle timeout"),
             Self::ConnectionLimit => f.write_str("connection limit reached"),
         }
     }
@@ -85,6 +88,10 @@ pub enum SendError {
     /// Peer: no response arrived within the request timeout.
     #[error("request timed out")]
     Timeout,
+    /// Peer: the session already has the maximum number of requests waiting
+    /// for a response.
+    #[error("{0} has too many requests in flight")]
+    TooManyRequests(SessionId),
     /// Local: the packet is larger than the configured maximum.
     #[error(transparent)]
     Encode(#[from] CodecError),

@@ -84,6 +84,12 @@ pub(crate) enum Command {
     },
     /// List open sessions.
     Sessions { reply: flume::Sender<Vec<SessionId>> },
-    /// Stop listening, close every session, then end the shard.
-    Stop { reply: flume::Sender<()> },
+    /// Stop listening, close every session, then end the shard. With a
+    /// drain deadline, sessions first finish what is in flight (pending
+    /// requests, queued output, packets already read) and close as they go
+    /// quiet; whatever is still open at the deadline is closed then.
+    Stop {
+        drain_until: Option<std::time::Instant>,
+        reply: flume::Sender<()>,
+    },
 }

@@ -6,6 +6,7 @@ use crate::codec::{self, FrameRef};
 use crate::error::SendError;
 use crate::id::SessionId;
 use crate::packet::{FixedHeader, Packet, PacketType};
+use crate::session::SessionState;
 use crate::shard::Shard;
 
 /// Runs on a shard for every one-way packet and request a session receives.
@@ -34,6 +35,7 @@ pub struct Inline<'a> {
     pub(crate) frame: FrameRef<'a>,
     pub(crate) out: &'a mut Vec<u8>,
     pub(crate) shard: &'a Shard,
+    pub(crate) st: &'a SessionState,
 }
 
 impl<'a> Inline<'a> {
@@ -79,6 +81,7 @@ impl<'a> Inline<'a> {
     pub fn write(&mut self, header: &FixedHeader, ext_header: &[u8], payload: &[u8]) {
         self.shard
             .prepare_out(self.out, codec::encoded_len(ext_header.len(), payload.len()));
+        self.st.note_sent(header);
         // Lengths come from a decoded frame or from slices the caller owns;
         // the only failure is a slice over 4 GiB, which no frame can be.
         let _ = codec::encode_parts(header, ext_header, payload, self.out);

@@ -181,10 +181,30 @@ impl Engine {
         self.mesh.tables.get(id.shard()).is_some_and(|t| t.is_live(id))
     }
 
+    /// Refuses a packet larger than the configured limits, before it costs
+    /// the shard anything (the peer would refuse it anyway).
+    fn check_size(&self, packet: &Packet) -> Result<(), SendError> {
+        let f = &self.cfg.frame;
+        if packet.payload.len() > f.max_payload as usize {
+            return Err(SendError::Encode(crate::CodecError::PayloadTooLarge {
+                len: u32::try_from(packet.payload.len()).unwrap_or(u32::MAX),
+                max: f.max_payload,
+            }));
+        }
+        if packet.ext_header.len() > f.max_ext_header as usize {
+            return Err(SendError::Encode(crate::CodecError::ExtHeaderTooLarge {
+                len: u16::try_from(packet.ext_header.len()).unwrap_or(u16::MAX),
+                max: f.max_ext_header,
+            }));
+        }
+        Ok(())
+    }
+
     /// Queues `packet` for `id`. Fails at once if the session is not open;
     /// if it closes or its queue fills before the shard takes the packet, a
     /// `SendFailed` event says so.
     pub fn send(&self, id: SessionId, packet: Packet) -> Result<(), SendError> {
+        self.check_size(&packet)?;
         if !self.is_live(id) {
             return Err(SendError::SessionNotFound(id));
         }
@@ -194,6 +214,7 @@ impl Engine {
     /// Sends a request and waits for its response, at most `timeout`.
     /// Fails at once when the session closes.
     pub async fn request(&self, id: SessionId, packet: Packet, timeout: Duration) -> Result<Packet, SendError> {
+        self.check_size(&packet)?;
         if !self.is_live(id) {
             return Err(SendError::SessionNotFound(id));
         }
@@ -213,6 +234,7 @@ impl Engine {
     /// Queues `packet` for every open session on every shard (in parallel,
     /// one command per shard); returns how many sessions it reached.
     pub async fn broadcast(&self, packet: Packet) -> Result<usize, SendError> {
+        self.check_size(&packet)?;
         let mut waits = Vec::with_capacity(self.shards());
         for i in 0..self.shards() {
             let (reply, rx) = flume::bounded(1);
@@ -304,13 +326,22 @@ impl Engine {
     /// and waits until every shard thread has ended, so ports are free when
     /// this returns. Idempotent.
     pub async fn stop(&self) {
+        self.shutdown(None).await
+    }
+
+    /// Graceful shutdown: stops accepting at once, lets every session finish
+    /// its pending requests and queued output (closing each as it goes
+    /// quiet), closes what is still open when `drain` has passed, then stops
+    /// like [`Engine::stop`]. `None` closes at once.
+    pub async fn shutdown(&self, drain: Option<Duration>) {
         if self.stopped.swap(true, Ordering::AcqRel) {
             return;
         }
+        let drain_until = drain.map(|d| std::time::Instant::now() + d);
         let mut waits = Vec::new();
         for o in &self.mesh.outboxes {
             let (reply, rx) = flume::bounded(1);
-            if o.send(Command::Stop { reply }).is_ok() {
+            if o.send(Command::Stop { drain_until, reply }).is_ok() {
                 waits.push(rx);
             }
         }
@@ -330,7 +361,10 @@ impl Drop for Engine {
         if !self.stopped.swap(true, Ordering::AcqRel) {
             for o in &self.mesh.outboxes {
                 let (reply, _) = flume::bounded(1);
-                let _ = o.send(Command::Stop { reply });
+                let _ = o.send(Command::Stop {
+                    drain_until: None,
+                    reply,
+                });
             }
         }
     }

@@ -56,6 +56,12 @@ pub(crate) struct SessionState {
     pub announce: Cell<Announce>,
     /// Callers of `close` waiting for the session to be gone.
     pub close_waiters: RefCell<Vec<flume::Sender<bool>>>,
+    /// The shard's idle tick when bytes last moved.
+    pub last_active: Cell<u64>,
+    /// Requests from the peer handed to the application and not yet answered.
+    unanswered: Cell<usize>,
+    /// Set by a graceful shutdown: close once nothing is in flight.
+    draining: Cell<bool>,
 }
 
 impl SessionState {
@@ -70,7 +76,36 @@ impl SessionState {
             next_request: Cell::new(1),
             announce: Cell::new(Announce::Silent),
             close_waiters: RefCell::new(Vec::new()),
+            last_active: Cell::new(0),
+            unanswered: Cell::new(0),
+            draining: Cell::new(false),
         })
+    }
+
+    /// Counts a request from the peer handed to the application.
+    pub fn note_received(&self, header: &crate::packet::FixedHeader) {
+        if header.packet_type == PacketType::Request {
+            self.unanswered.set(self.unanswered.get() + 1);
+        }
+    }
+
+    /// Counts an answer to one of the peer's requests.
+    pub fn note_sent(&self, header: &crate::packet::FixedHeader) {
+        if header.packet_type == PacketType::Response {
+            self.unanswered.set(self.unanswered.get().saturating_sub(1));
+        }
+    }
+
+    /// Starts a graceful close: the session keeps serving until nothing is
+    /// in flight, then closes with `Shutdown`.
+    pub fn start_draining(&self) {
+        self.draining.set(true);
+        self.wake();
+    }
+
+    /// Whether a draining session has nothing left in flight.
+    fn drained(&self) -> bool {
+        self.draining.get() && self.pending.borrow().is_empty() && self.unanswered.get() == 0 && self.queued() == 0
     }
 
     /// Called by the event pump once the open event is out.
@@ -110,6 +145,7 @@ impl SessionState {
         shard.prepare_out(&mut out, len);
         codec::encode_parts(&packet.header, &packet.ext_header, &packet.payload, &mut *out)?;
         drop(out);
+        self.note_sent(&packet.header);
         self.wake();
         Ok(())
     }
@@ -199,6 +235,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Poll::Ready(Ok(n)) => {
                     self.wpos += n;
                     self.st.in_flight.set(self.wbuf.len() - self.wpos);
+                    self.st.last_active.set(self.shard.idle_tick());
                     self.shard.stats.bytes_out.add(n as u64);
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -258,6 +295,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 break;
             };
             frames += 1;
+            self.st.note_received(&frame.header);
             if let Some(ev) = dispatch(&shard, &self.st, frame, &mut out) {
                 if let Err(flume::TrySendError::Full(ev)) = shard.sink.tx.try_send(ev) {
                     self.stalled = Some(shard.sink.tx.clone().into_send_async(ev));
@@ -291,6 +329,7 @@ fn dispatch(shard: &Shard, st: &SessionState, frame: FrameRef<'_>, out: &mut Vec
             frame,
             out,
             shard,
+            st,
         });
         return None;
     }
@@ -361,6 +400,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
                     Poll::Ready(Ok(n)) => {
                         this.rlen += n;
                         reads += 1;
+                        this.st.last_active.set(this.shard.idle_tick());
                         this.shard.stats.bytes_in.add(n as u64);
                         progress = true;
                     }
@@ -378,6 +418,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
                 return Poll::Pending;
             }
 
+            if !progress && this.st.drained() && this.stalled.is_none() && this.rpos == this.rlen {
+                return Poll::Ready(CloseReason::Shutdown);
+            }
             if !progress {
                 let mut w = this.st.waker.borrow_mut();
                 if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {

@@ -67,6 +67,8 @@ pub struct Shard {
     stopping: Cell<bool>,
     /// Lifecycle events waiting for room in the application's queue.
     pub(crate) pump: Rc<EventPump>,
+    /// A coarse clock for idle timeouts: advanced by the idle sweeper.
+    idle_tick: Cell<u64>,
 }
 
 impl Shard {
@@ -96,6 +98,7 @@ impl Shard {
             sweeper: RefCell::new(None),
             stopping: Cell::new(false),
             pump: EventPump::new(sink.tx.clone()),
+            idle_tick: Cell::new(0),
             sink,
         })
     }
@@ -213,7 +216,7 @@ impl Shard {
             Command::Sessions { reply } => {
                 let _ = reply.send(self.slab.borrow().iter().map(|s| s.id).collect());
             }
-            Command::Stop { reply } => {
+            Command::Stop { drain_until, reply } => {
                 self.stopping.set(true);
                 for (task, fd) in self.listeners.borrow_mut().drain(..) {
                     // shutdown() takes a listening socket out of the kernel's
@@ -225,10 +228,23 @@ impl Shard {
                     drop(task);
                 }
                 for s in self.slab.borrow().iter() {
-                    s.request_close(CloseReason::Shutdown);
+                    match drain_until {
+                        Some(_) => s.start_draining(),
+                        None => s.request_close(CloseReason::Shutdown),
+                    }
                 }
                 let shard = Rc::clone(self);
                 glommio::spawn_local(async move {
+                    if let Some(deadline) = drain_until {
+                        // Sessions close themselves as they go quiet; the
+                        // deadline closes the rest.
+                        while !shard.slab.borrow().is_empty() && Instant::now() < deadline {
+                            glommio::timer::sleep(Duration::from_millis(1)).await;
+                        }
+                        for s in shard.slab.borrow().iter() {
+                            s.request_close(CloseReason::Shutdown);
+                        }
+                    }
                     // Sessions end at their next poll; their close events get
                     // a bounded time to be taken by the application.
                     let deadline = Instant::now() + STOP_EVENT_GRACE;
@@ -250,6 +266,10 @@ impl Shard {
             let _ = reply.send(Err(SendError::SessionNotFound(id)));
             return;
         };
+        if s.pending.borrow().len() >= self.cfg.max_inflight_requests {
+            let _ = reply.send(Err(SendError::TooManyRequests(id)));
+            return;
+        }
         packet.header.packet_type = PacketType::Request;
         let mid = s.next_request_id();
         packet.header.message_id = mid;
@@ -267,6 +287,31 @@ impl Shard {
         self.pending_requests.set(self.pending_requests.get() + 1);
         if let Some(w) = self.sweeper.borrow_mut().take() {
             w.wake();
+        }
+    }
+
+    pub(crate) fn idle_tick(&self) -> u64 {
+        self.idle_tick.get()
+    }
+
+    /// Closes sessions that moved no bytes for the idle timeout. The clock
+    /// ticks four times per timeout, so a silent session is closed between
+    /// 1× and 1.25× the timeout after its last byte.
+    async fn sweep_idle(self: Rc<Self>) {
+        let Some(timeout) = self.cfg.idle_timeout else {
+            return;
+        };
+        const TICKS: u64 = 4;
+        let period = (timeout / TICKS as u32).max(Duration::from_millis(5));
+        loop {
+            glommio::timer::sleep(period).await;
+            let now = self.idle_tick.get() + 1;
+            self.idle_tick.set(now);
+            for s in self.slab.borrow().iter() {
+                if now.saturating_sub(s.last_active.get()) > TICKS {
+                    s.request_close(CloseReason::IdleTimeout);
+                }
+            }
         }
     }
 
@@ -328,6 +373,7 @@ impl Shard {
         let mut state = None;
         let id = slab.insert_with(|id| {
             let s = SessionState::new(id);
+            s.last_active.set(self.idle_tick.get());
             state = Some(Rc::clone(&s));
             s
         });
@@ -373,16 +419,17 @@ impl Shard {
 /// Runs a shard until it is told to stop.
 pub(crate) async fn run(shard: Rc<Shard>, inbox: Inbox<Command>) {
     glommio::spawn_local(Rc::clone(&shard).sweep_requests()).detach();
+    glommio::spawn_local(Rc::clone(&shard).sweep_idle()).detach();
     glommio::spawn_local(Rc::clone(&shard.pump).run(shard.index, Arc::clone(&shard.stats))).detach();
     let mut batch = Vec::with_capacity(INBOX_BATCH);
     while inbox.recv_batch(&mut batch, INBOX_BATCH).await {
         let mut stop_reply = None;
         for cmd in batch.drain(..) {
             match cmd {
-                Command::Stop { reply } => {
+                Command::Stop { drain_until, reply } => {
                     // Let the shard close its sessions first, then answer.
                     let (tx, rx) = flume::bounded(1);
-                    shard.handle(Command::Stop { reply: tx });
+                    shard.handle(Command::Stop { drain_until, reply: tx });
                     stop_reply = Some((reply, rx));
                 }
                 cmd => shard.handle(cmd),

@@ -118,6 +118,23 @@ impl TransportClientBuilder {
         self.limits.event_capacity = n;
         self
     }
+    /// Requests one session may have waiting for responses; more fail at
+    /// once with [`TransportError::TooManyRequests`].
+    pub fn max_inflight_requests(mut self, n: usize) -> Self {
+        self.limits.max_inflight_requests = n;
+        self
+    }
+    /// Closes a session after `timeout` without a byte in either direction
+    /// (`None`: never). Its close reason is `IdleTimeout`.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.limits.idle_timeout = timeout;
+        self
+    }
+    /// TCP keepalive idle time (`None`: off).
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.limits.tcp_keepalive = idle;
+        self
+    }
     /// All limits at once.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -282,9 +299,16 @@ impl TransportClient {
         Ok(self.subscribe_events())
     }
 
-    /// Closes the connection and stops the client's shard.
-    pub async fn shutdown(&self) {
+    /// Closes the connection at once (pending requests fail) and stops the
+    /// client's shard.
+    pub async fn stop(&self) {
         self.engine.stop().await;
+    }
+
+    /// Finishes requests in flight and queued sends (up to `deadline`),
+    /// then closes the connection and stops the client's shard.
+    pub async fn shutdown(&self, deadline: Duration) {
+        self.engine.shutdown(Some(deadline)).await;
     }
 }
 

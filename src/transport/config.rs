@@ -21,6 +21,14 @@ pub struct Limits {
     pub max_outbound_bytes: usize,
     /// Request timeout (default 30 s).
     pub request_timeout: Duration,
+    /// Requests one session may have waiting for responses (default 4,096);
+    /// more fail at once with `TooManyRequests`.
+    pub max_inflight_requests: usize,
+    /// Close a session after this long without a byte in either direction
+    /// (default 300 s; `None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// TCP keepalive idle time (default 60 s; `None`: off).
+    pub tcp_keepalive: Option<Duration>,
     /// Events queued for the application before reading pauses (default 65,536).
     pub event_capacity: usize,
 }
@@ -35,6 +43,9 @@ impl Default for Limits {
             max_connections_per_shard: d.max_connections_per_shard,
             max_outbound_bytes: d.max_outbound_bytes,
             request_timeout: d.request_timeout,
+            max_inflight_requests: d.max_inflight_requests,
+            idle_timeout: d.idle_timeout,
+            tcp_keepalive: d.tcp_keepalive,
             event_capacity: d.event_capacity,
         }
     }
@@ -54,6 +65,9 @@ impl Limits {
             max_connections_per_shard: self.max_connections_per_shard,
             max_outbound_bytes: self.max_outbound_bytes,
             request_timeout: self.request_timeout,
+            max_inflight_requests: self.max_inflight_requests.max(1),
+            idle_timeout: self.idle_timeout,
+            tcp_keepalive: self.tcp_keepalive,
             event_capacity: self.event_capacity.max(1),
             ..EngineConfig::default()
         }

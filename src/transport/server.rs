@@ -91,6 +91,23 @@ impl TransportServerBuilder {
         self.limits.event_capacity = n;
         self
     }
+    /// Requests one session may have waiting for responses; more fail at
+    /// once with [`TransportError::TooManyRequests`].
+    pub fn max_inflight_requests(mut self, n: usize) -> Self {
+        self.limits.max_inflight_requests = n;
+        self
+    }
+    /// Closes a session after `timeout` without a byte in either direction
+    /// (`None`: never). Its close reason is `IdleTimeout`.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.limits.idle_timeout = timeout;
+        self
+    }
+    /// TCP keepalive idle time (`None`: off).
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.limits.tcp_keepalive = idle;
+        self
+    }
     /// All limits at once.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -326,7 +343,21 @@ impl TransportServer {
     /// are given up, logged, and counted in `stats()` (`events_abandoned`).
     /// `ServerStopped` always arrives, last.
     pub async fn stop(&self) {
-        self.inner.engine.stop().await;
+        self.finish(None).await
+    }
+
+    /// Graceful shutdown: stops accepting at once (new connections are
+    /// refused), lets every session finish its pending requests (both ways)
+    /// and flush its queued output, closing each as it goes quiet, and closes
+    /// whatever is still open when `deadline` has passed. Sessions keep
+    /// reading while they drain, so a peer's responses arrive and everything
+    /// the server reads is delivered, in order, exactly once.
+    pub async fn shutdown(&self, deadline: Duration) {
+        self.finish(Some(deadline)).await
+    }
+
+    async fn finish(&self, drain: Option<Duration>) {
+        self.inner.engine.shutdown(drain).await;
         self.inner.stopped_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }

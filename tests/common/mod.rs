@@ -142,6 +142,15 @@ impl RawClient {
 
     /// Reads until the server ends the connection (EOF or reset). Returns
     /// the bytes that arrived before the end.
+    /// The next packet, or `None` if the server closes the connection first.
+    pub async fn recv_or_eof(&mut self) -> Option<Packet> {
+        match read_packet_from(&mut self.stream, &mut self.buf).await {
+            Ok(p) => p,
+            Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe) => None,
+            Err(e) => panic!("read error: {e}"),
+        }
+    }
+
     pub async fn expect_closed(&mut self) -> Vec<u8> {
         let mut got = self.buf.split().to_vec();
         let mut chunk = vec![0u8; 64 * 1024];

@@ -63,6 +63,9 @@ fn start_session(shard: &Rc<Shard>, stream: TcpStream) -> Option<SessionId> {
         return None;
     };
     let _ = stream.set_nodelay(true);
+    if let Some(idle) = shard.cfg.tcp_keepalive {
+        set_keepalive(&stream, idle);
+    }
     let id = st.id;
     let peer = stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
     let local = stream.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
@@ -74,6 +77,19 @@ fn start_session(shard: &Rc<Shard>, stream: TcpStream) -> Option<SessionId> {
     })
     .detach();
     Some(id)
+}
+
+/// Turns on TCP keepalive: first probe after `idle`, then every `idle / 4`,
+/// giving up after 4 unanswered probes.
+fn set_keepalive(stream: &TcpStream, idle: Duration) {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the fd belongs to `stream`, which outlives this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval((idle / 4).max(Duration::from_secs(1)))
+        .with_retries(4);
+    let _ = socket2::SockRef::from(&fd).set_tcp_keepalive(&ka);
 }
 
 /// Opens an outgoing connection on this shard.
