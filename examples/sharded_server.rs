@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use msgtrans::event::ServerEvent;
 use msgtrans::packet::{Packet, PacketType};
-use msgtrans::protocol::TcpServerConfig;
+use msgtrans::protocol::{TcpServerConfig, WebSocketServerConfig};
 use msgtrans::transport::TransportServerBuilder;
 use msgtrans::Inline;
 
@@ -22,6 +22,9 @@ USAGE:
 
 OPTIONS:
     --tcp ADDR       TCP listen address            [default: 127.0.0.1:8001]
+    --ws ADDR        WebSocket listen address      [default: 127.0.0.1:8002]
+    --ws-path PATH   WebSocket path to upgrade     [default: /ws]
+    --no-ws          no WebSocket listener
     --shards N       number of shards (0 = one per core) [default: 0]
     --events         echo through the Tokio event stream instead of the
                      inline on-shard handler
@@ -31,6 +34,8 @@ OPTIONS:
 
 struct Args {
     tcp: String,
+    ws: Option<String>,
+    ws_path: String,
     shards: usize,
     events: bool,
     pin: bool,
@@ -39,6 +44,8 @@ struct Args {
 fn parse() -> Result<Option<Args>, String> {
     let mut a = Args {
         tcp: "127.0.0.1:8001".into(),
+        ws: Some("127.0.0.1:8002".into()),
+        ws_path: "/ws".into(),
         shards: 0,
         events: false,
         pin: true,
@@ -49,6 +56,9 @@ fn parse() -> Result<Option<Args>, String> {
         match arg.as_str() {
             "-h" | "--help" => return Ok(None),
             "--tcp" => a.tcp = value("--tcp")?,
+            "--ws" => a.ws = Some(value("--ws")?),
+            "--ws-path" => a.ws_path = value("--ws-path")?,
+            "--no-ws" => a.ws = None,
             "--shards" => a.shards = value("--shards")?.parse().map_err(|e| format!("--shards: {e}"))?,
             "--events" => a.events = true,
             "--no-pin" => a.pin = false,
@@ -90,10 +100,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut builder = TransportServerBuilder::new()
-        .with_protocol(tcp)
-        .shards(args.shards)
-        .pin_shards(args.pin);
+    let mut builder = TransportServerBuilder::new().with_protocol(tcp);
+    if let Some(ws) = &args.ws {
+        match WebSocketServerConfig::new(ws) {
+            Ok(c) => builder = builder.with_protocol(c.with_path(args.ws_path.clone())),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let mut builder = builder.shards(args.shards).pin_shards(args.pin);
     if !args.events {
         builder = builder.handler(echo);
     }

@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+# Third-party protocol peers (python websockets) into .venv.
+./scripts/setup-peers.sh
 cargo test --workspace --all-targets --locked "$@"
 cargo test --workspace --doc --locked
 # MsgTrans 1.0.10's own client against our server: its own workspace, so

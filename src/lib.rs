@@ -56,7 +56,7 @@ pub use event::{ClientEvent, ServerEvent, TransportContext};
 pub use msgtrans_shards::stats::ShardSnapshot;
 pub use msgtrans_shards::{Inline, InlineHandler, SessionId};
 pub use packet::{CompressionType, Packet, PacketType};
-pub use protocol::{TcpClientConfig, TcpServerConfig};
+pub use protocol::{TcpClientConfig, TcpServerConfig, WebSocketClientConfig, WebSocketServerConfig};
 pub use transport::{TransportClient, TransportClientBuilder, TransportServer, TransportServerBuilder};
 
 /// Every message id is a u32 (MsgTrans 1.0's alias).

@@ -35,6 +35,9 @@ pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// far above what a pipelining client needs, low enough that a peer that
 /// never answers cannot grow the pending table without bound.
 pub const DEFAULT_MAX_INFLIGHT_REQUESTS: usize = 4096;
+/// Default handshake timeout (WebSocket upgrade, TLS): 10 s; a peer that
+/// connects and says nothing is dropped, never held.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes read from a socket per read call: 64 KiB amortises the syscall
 /// over many small packets while keeping an active session's buffer small.
 pub const DEFAULT_READ_BUFFER: usize = 64 * 1024;
@@ -66,6 +69,8 @@ pub struct EngineConfig {
     pub idle_timeout: Option<Duration>,
     /// TCP keepalive idle time (`None`: off).
     pub tcp_keepalive: Option<Duration>,
+    /// How long a WebSocket (or TLS) handshake may take.
+    pub handshake_timeout: Duration,
     /// Events queued for the application before the shards stop reading.
     pub event_capacity: usize,
     /// io_uring registered memory per shard.
@@ -90,6 +95,7 @@ impl Default for EngineConfig {
             max_inflight_requests: DEFAULT_MAX_INFLIGHT_REQUESTS,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             io_memory: DEFAULT_IO_MEMORY,
             read_buffer: DEFAULT_READ_BUFFER,

@@ -18,6 +18,12 @@ pub enum CodecError {
     /// Peer: compression byte is not 0 (none), 1 (zstd) or 2 (zlib).
     #[error("unknown compression {0}")]
     UnknownCompression(u8),
+    /// Peer: a WebSocket binary message that does not hold exactly one packet.
+    #[error("a WebSocket message of {message} bytes does not hold exactly one packet")]
+    NotOnePacket {
+        /// The message's length.
+        message: u32,
+    },
     /// Peer (or local, when encoding): payload longer than the configured maximum.
     #[error("payload of {len} bytes exceeds the maximum of {max}")]
     PayloadTooLarge {
@@ -53,6 +59,12 @@ pub enum CloseReason {
     Shutdown,
     /// Peer: nothing was sent or received for the idle timeout.
     IdleTimeout,
+    /// Peer: broke the WebSocket protocol; the session was closed with this
+    /// code (1002 protocol error, 1007 invalid text, 1009 message too big;
+    /// see `proto::ws::close_code`).
+    WebSocket(u16),
+    /// Peer: the handshake (WebSocket upgrade, TLS) did not finish in time.
+    HandshakeTimeout,
     /// Local: refused because the connection limit was reached.
     ConnectionLimit,
 }
@@ -67,6 +79,8 @@ impl fmt::Display for CloseReason {
             Self::LocalClose => f.write_str("closed by the application"),
             Self::Shutdown => f.write_str("transport shut down"),
             Self::IdleTimeout => f.write_str("idle timeout"),
+            Self::WebSocket(code) => write!(f, "websocket closed with code {code}"),
+            Self::HandshakeTimeout => f.write_str("handshake timeout"),
             Self::ConnectionLimit => f.write_str("connection limit reached"),
         }
     }

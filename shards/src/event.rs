@@ -18,6 +18,8 @@ pub enum EngineEvent {
         peer: SocketAddr,
         /// Our address.
         local: SocketAddr,
+        /// `"tcp"` or `"websocket"`.
+        protocol: &'static str,
     },
     /// A session closed. Sent exactly once per opened session.
     Closed {
@@ -74,12 +76,17 @@ pub(crate) enum Command {
         reason: CloseReason,
         reply: flume::Sender<bool>,
     },
-    /// Start accepting on a listening socket.
-    Listen { listener: std::net::TcpListener },
+    /// Start accepting on a listening socket (WebSocket upgrades if `ws`).
+    Listen {
+        listener: std::net::TcpListener,
+        ws: Option<crate::proto::ws::handshake::WsListenConfig>,
+    },
     /// Open an outgoing connection.
     Connect {
         addr: SocketAddr,
         timeout: Duration,
+        /// Upgrade to WebSocket after connecting.
+        ws: Option<crate::proto::ws::handshake::WsTarget>,
         reply: flume::Sender<Result<SessionId, StartError>>,
     },
     /// List open sessions.

@@ -32,6 +32,7 @@ pub mod runtime;
 mod session;
 mod shard;
 pub mod stats;
+mod wire;
 
 pub use config::EngineConfig;
 pub use error::{CloseReason, CodecError, SendError, StartError};

@@ -17,6 +17,7 @@ use crate::mesh;
 use crate::packet::Packet;
 use crate::pool::buffer::{set_thread_home, BufferPool};
 use crate::pool::slab::SlotTable;
+use crate::proto::ws::handshake::{WsListenConfig, WsTarget};
 use crate::shard::{self, EventSink, Mesh, Shard};
 use crate::stats::{ShardSnapshot, ShardStats};
 
@@ -154,9 +155,19 @@ impl Engine {
 
     /// Listens for TCP on every shard; returns the bound address.
     pub fn listen_tcp(&self, addr: SocketAddr) -> Result<SocketAddr, StartError> {
+        self.listen(addr, None)
+    }
+
+    /// Listens for WebSocket upgrades on every shard; returns the bound address.
+    pub fn listen_ws(&self, addr: SocketAddr, cfg: WsListenConfig) -> Result<SocketAddr, StartError> {
+        self.listen(addr, Some(cfg))
+    }
+
+    fn listen(&self, addr: SocketAddr, ws: Option<WsListenConfig>) -> Result<SocketAddr, StartError> {
         let (bound, listeners) = crate::proto::tcp::bind_reuseport(addr, self.shards())?;
         for (i, listener) in listeners.into_iter().enumerate() {
-            self.command(i, Command::Listen { listener })
+            let ws = ws.clone();
+            self.command(i, Command::Listen { listener, ws })
                 .map_err(|_| StartError::Stopped)?;
         }
         Ok(bound)
@@ -170,8 +181,36 @@ impl Engine {
         timeout: Duration,
         shard: usize,
     ) -> Result<SessionId, StartError> {
+        self.connect(addr, timeout, None, shard).await
+    }
+
+    /// Opens a WebSocket connection from shard `shard`: TCP, then the
+    /// upgrade, both within `timeout`.
+    pub async fn connect_ws(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        target: WsTarget,
+        shard: usize,
+    ) -> Result<SessionId, StartError> {
+        self.connect(addr, timeout, Some(target), shard).await
+    }
+
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        ws: Option<WsTarget>,
+        shard: usize,
+    ) -> Result<SessionId, StartError> {
         let (reply, rx) = flume::bounded(1);
-        self.command(shard % self.shards(), Command::Connect { addr, timeout, reply })
+        let cmd = Command::Connect {
+            addr,
+            timeout,
+            ws,
+            reply,
+        };
+        self.command(shard % self.shards(), cmd)
             .map_err(|_| StartError::Stopped)?;
         rx.recv_async().await.map_err(|_| StartError::Stopped)?
     }
@@ -310,6 +349,7 @@ impl Engine {
                     request_timeouts: s.request_timeouts.get(),
                     mesh_in: s.mesh_in.get(),
                     events_abandoned: s.events_abandoned.get(),
+                    handshake_failures: s.handshake_failures.get(),
                     wakeups: self.mesh.outboxes[i].doorbell().wakeups(),
                     pool: self.pools[i].snapshot(),
                 }

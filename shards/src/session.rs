@@ -20,13 +20,15 @@ use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncWrite};
 
 use crate::codec::{self, FrameRef};
-use crate::error::{CloseReason, CodecError, SendError};
+use crate::error::{CloseReason, SendError};
 use crate::event::{EngineEvent, ReplyTx};
 use crate::handler::Inline;
 use crate::id::SessionId;
 use crate::packet::{Packet, PacketType};
+use crate::proto::ws;
 use crate::pump::Announce;
 use crate::shard::Shard;
+use crate::wire::Wire;
 
 /// How many read batches a busy session handles before it yields the core
 /// to its neighbours.
@@ -43,6 +45,8 @@ pub(crate) struct PendingRequest {
 /// Session state shared between the slab (for senders) and the driver.
 pub(crate) struct SessionState {
     pub id: SessionId,
+    /// How packets are framed on this session's stream.
+    pub wire: Wire,
     /// Encoded frames waiting for the driver to write them.
     pub out: RefCell<Vec<u8>>,
     /// Bytes the driver has taken from `out` and not yet written.
@@ -65,9 +69,10 @@ pub(crate) struct SessionState {
 }
 
 impl SessionState {
-    pub fn new(id: SessionId) -> Rc<Self> {
+    pub fn new(id: SessionId, wire: Wire) -> Rc<Self> {
         Rc::new(Self {
             id,
+            wire,
             out: RefCell::new(Vec::new()),
             in_flight: Cell::new(0),
             waker: RefCell::new(None),
@@ -143,7 +148,8 @@ impl SessionState {
         }
         let mut out = self.out.borrow_mut();
         shard.prepare_out(&mut out, len);
-        codec::encode_parts(&packet.header, &packet.ext_header, &packet.payload, &mut *out)?;
+        self.wire
+            .write(&mut out, &packet.header, &packet.ext_header, &packet.payload)?;
         drop(out);
         self.note_sent(&packet.header);
         self.wake();
@@ -185,11 +191,16 @@ pub(crate) struct Driver<S> {
     /// waits, the session reads nothing more (backpressure, never loss).
     stalled: Option<flume::r#async::SendFut<'static, EngineEvent>>,
     eof: bool,
+    /// A fragmented WebSocket message being reassembled, and whether it
+    /// is text.
+    frag: Option<(Vec<u8>, bool)>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
-    pub fn new(shard: Rc<Shard>, st: Rc<SessionState>, stream: S) -> Self {
-        Self {
+    /// A driver for `stream`; `initial` holds bytes a handshake already
+    /// read past its end (the first packets of the session).
+    pub fn new(shard: Rc<Shard>, st: Rc<SessionState>, stream: S, initial: &[u8]) -> Self {
+        let mut d = Self {
             shard,
             st,
             stream,
@@ -200,7 +211,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             wpos: 0,
             stalled: None,
             eof: false,
+            frag: None,
+        };
+        if !initial.is_empty() {
+            let mut b = d.shard.pool.get(d.shard.cfg.read_buffer.max(initial.len()));
+            b.clear();
+            b.extend_from_slice(initial);
+            b.resize(b.capacity(), 0);
+            d.rbuf = b;
+            d.rlen = initial.len();
         }
+        d
     }
 
     /// Whether the session may hand packets to the application: not while
@@ -250,7 +271,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Makes room to read: reuses, compacts or grows the read buffer so the
     /// partial frame at its head fits whole.
-    fn prepare_read(&mut self) -> Result<(), CodecError> {
+    fn prepare_read(&mut self) -> Result<(), CloseReason> {
         if self.rpos == self.rlen {
             self.rpos = 0;
             self.rlen = 0;
@@ -260,20 +281,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             b.resize(b.capacity(), 0);
             self.rbuf = b;
         }
-        let need = match codec::decode_header(&self.rbuf[self.rpos..self.rlen], &self.shard.cfg.frame)? {
-            Some((_, frame_len)) => frame_len,
-            None => codec::HEADER_LEN,
-        };
+        let need = self.need()?;
         if self.rbuf.len() - self.rpos < need || self.rbuf.len() - self.rlen < MIN_READ_SPACE {
             self.rbuf.copy_within(self.rpos..self.rlen, 0);
             self.rlen -= self.rpos;
             self.rpos = 0;
         }
         if self.rbuf.len() < need {
-            // The frame's length passed the limit check in decode_header.
+            // The frame's length passed its limit check in `need`.
             self.rbuf.resize(need, 0);
         }
         Ok(())
+    }
+
+    /// Bytes the frame at the head of the read buffer needs in all, once
+    /// its header is known and within the limits.
+    fn need(&mut self) -> Result<usize, CloseReason> {
+        let buf = &self.rbuf[self.rpos..self.rlen];
+        if self.st.wire == Wire::Tcp {
+            return match codec::decode_header(buf, &self.shard.cfg.frame) {
+                Ok(Some((_, frame_len))) => Ok(frame_len),
+                Ok(None) => Ok(codec::HEADER_LEN),
+                Err(e) => Err(CloseReason::ProtocolError(e)),
+            };
+        }
+        let mut out = self.st.out.borrow_mut();
+        match ws::frame_header(
+            buf,
+            self.st.wire,
+            &self.shard.cfg,
+            self.frag.as_ref().map_or(0, |f| f.0.len()),
+        ) {
+            Ok(Some((hlen, len, _))) => Ok(hlen + len),
+            Ok(None) => Ok(ws::MAX_HEADER),
+            Err(code) => Err(ws::fail(&mut out, self.st.wire, code)),
+        }
     }
 
     fn release_read_buffer(&mut self) {
@@ -285,31 +327,103 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Decodes and dispatches every complete frame in the read buffer.
-    fn process(&mut self) -> Result<usize, CodecError> {
+    fn process(&mut self) -> Result<usize, CloseReason> {
         let shard = Rc::clone(&self.shard);
+        let frames = if self.st.wire == Wire::Tcp {
+            self.process_tcp(&shard)
+        } else {
+            self.process_ws(&shard)
+        };
+        shard.flush_outgoing();
+        let frames = frames?;
+        shard.stats.msgs_in.add(frames as u64);
+        Ok(frames)
+    }
+
+    /// Packets back to back: decoded where they lie in the read buffer.
+    fn process_tcp(&mut self, shard: &Rc<Shard>) -> Result<usize, CloseReason> {
         let limits = shard.cfg.frame;
         let mut frames = 0;
         let mut out = self.st.out.borrow_mut();
         while self.rpos < self.rlen && self.stalled.is_none() {
-            let Some((frame, n)) = codec::decode_ref(&self.rbuf[self.rpos..self.rlen], &limits)? else {
+            let Some((frame, n)) =
+                codec::decode_ref(&self.rbuf[self.rpos..self.rlen], &limits).map_err(CloseReason::ProtocolError)?
+            else {
                 break;
             };
             frames += 1;
-            self.st.note_received(&frame.header);
-            if let Some(ev) = dispatch(&shard, &self.st, frame, &mut out) {
-                if let Err(flume::TrySendError::Full(ev)) = shard.sink.tx.try_send(ev) {
-                    self.stalled = Some(shard.sink.tx.clone().into_send_async(ev));
-                }
-            }
+            deliver(shard, &self.st, &mut self.stalled, frame, &mut out);
             self.rpos += n;
             if out.len() + self.st.in_flight.get() >= shard.cfg.max_outbound_bytes {
                 break;
             }
         }
-        drop(out);
-        shard.stats.msgs_in.add(frames as u64);
-        shard.flush_outgoing();
         Ok(frames)
+    }
+
+    /// One packet per WebSocket message: frames are unmasked in place and
+    /// a whole message is decoded where it lies; only fragmented messages
+    /// are copied, to be reassembled.
+    fn process_ws(&mut self, shard: &Rc<Shard>) -> Result<usize, CloseReason> {
+        let wire = self.st.wire;
+        let limits = shard.cfg.frame;
+        let mut frames = 0;
+        let mut out = self.st.out.borrow_mut();
+        while self.rpos < self.rlen && self.stalled.is_none() {
+            let buf = &self.rbuf[self.rpos..self.rlen];
+            let frag_len = self.frag.as_ref().map_or(0, |f| f.0.len());
+            let (hlen, len, h) = match ws::frame_header(buf, wire, &shard.cfg, frag_len) {
+                Ok(Some(x)) => x,
+                Ok(None) => break,
+                Err(code) => return Err(ws::fail(&mut out, wire, code)),
+            };
+            if buf.len() < hlen + len {
+                break;
+            }
+            let (start, end) = (self.rpos + hlen, self.rpos + hlen + len);
+            if let Some(mask) = h.mask {
+                crate::wire::apply_mask(&mut self.rbuf[start..end], mask, 0);
+            }
+            self.rpos = end;
+            let payload = &self.rbuf[start..end];
+            let message = match ws::classify(&h, &mut self.frag, payload, &mut out, wire)? {
+                ws::Step::Continue => continue,
+                ws::Step::Message(text) => (payload, text),
+                ws::Step::Reassembled => {
+                    // The whole message is in `frag`; deliver it from there.
+                    let (msg, text) = self.frag.take().expect("reassembled message");
+                    frames += 1;
+                    let frame = ws::message_frame(&msg, text, &limits).map_err(|e| ws::fail_with(&mut out, wire, e))?;
+                    deliver(shard, &self.st, &mut self.stalled, frame, &mut out);
+                    continue;
+                }
+            };
+            frames += 1;
+            let frame =
+                ws::message_frame(message.0, message.1, &limits).map_err(|e| ws::fail_with(&mut out, wire, e))?;
+            deliver(shard, &self.st, &mut self.stalled, frame, &mut out);
+            if out.len() + self.st.in_flight.get() >= shard.cfg.max_outbound_bytes {
+                break;
+            }
+        }
+        Ok(frames)
+    }
+}
+
+/// Hands one packet to the handler or the application; if the event queue
+/// is full the event waits in `stalled` and the session reads no further.
+fn deliver(
+    shard: &Shard,
+    st: &SessionState,
+    stalled: &mut Option<flume::r#async::SendFut<'static, EngineEvent>>,
+    frame: FrameRef<'_>,
+    out: &mut Vec<u8>,
+) {
+    st.note_received(&frame.header);
+    if let Some(ev) = dispatch(shard, st, frame, out) {
+        if let Err(flume::TrySendError::Full(ev)) = shard.sink.tx.try_send(ev) {
+            *stalled = Some(shard.sink.tx.clone().into_send_async(ev));
+        }
     }
 }
 
@@ -376,21 +490,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
             }
 
             if this.may_dispatch() && !this.over_limit() && this.rpos < this.rlen {
+                let before = this.rpos;
                 match this.process() {
-                    Ok(n) => progress |= n > 0,
-                    Err(e) => {
-                        // Answers to the valid frames before the bad one
-                        // still go out, as far as the socket takes them now.
+                    // Consumed bytes count as progress even without a packet
+                    // (a ping whose pong must now be flushed).
+                    Ok(n) => progress |= n > 0 || this.rpos != before,
+                    Err(reason) => {
+                        // Answers to the valid frames before the bad one (and
+                        // a WebSocket close frame) still go out, as far as
+                        // the socket takes them now.
                         let _ = this.poll_flush(cx);
-                        return Poll::Ready(CloseReason::ProtocolError(e));
+                        return Poll::Ready(reason);
                     }
                 }
             }
 
             if !this.eof && this.may_dispatch() && !this.over_limit() && reads < READS_PER_POLL {
-                if let Err(e) = this.prepare_read() {
+                if let Err(reason) = this.prepare_read() {
                     let _ = this.poll_flush(cx);
-                    return Poll::Ready(CloseReason::ProtocolError(e));
+                    return Poll::Ready(reason);
                 }
                 match Pin::new(&mut this.stream).poll_read(cx, &mut this.rbuf[this.rlen..]) {
                     Poll::Ready(Ok(0)) => {

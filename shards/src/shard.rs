@@ -23,6 +23,7 @@ use crate::pool::slab::{Slab, SlotTable};
 use crate::pump::{Announce, EventPump};
 use crate::session::{pooled_packet, PendingRequest, SessionState};
 use crate::stats::ShardStats;
+use crate::wire::Wire;
 
 /// How often pending requests are checked for their deadline while any are
 /// pending. Timeouts fire at most this late.
@@ -106,6 +107,7 @@ impl Shard {
     /// Makes `out` ready to take `extra` more bytes, taking a pooled buffer
     /// if it has none (idle sessions hold no write buffer).
     pub(crate) fn prepare_out(&self, out: &mut Vec<u8>, extra: usize) {
+        let extra = extra + crate::wire::MAX_ENVELOPE;
         if out.capacity() == 0 {
             *out = self.pool.get(extra.max(MEDIUM));
             out.clear();
@@ -204,11 +206,19 @@ impl Shard {
                     let _ = reply.send(false);
                 }
             },
-            Command::Listen { listener } => self.listen(listener),
-            Command::Connect { addr, timeout, reply } => {
+            Command::Listen { listener, ws } => self.listen(listener, ws),
+            Command::Connect {
+                addr,
+                timeout,
+                ws,
+                reply,
+            } => {
                 let shard = Rc::clone(self);
                 glommio::spawn_local(async move {
-                    let r = crate::proto::tcp::connect(&shard, addr, timeout).await;
+                    let r = match ws {
+                        None => crate::proto::tcp::connect(&shard, addr, timeout).await,
+                        Some(target) => crate::proto::ws::handshake::connect(&shard, addr, timeout, target).await,
+                    };
                     let _ = reply.send(r);
                 })
                 .detach();
@@ -351,18 +361,25 @@ impl Shard {
         }
     }
 
-    fn listen(self: &Rc<Self>, listener: std::net::TcpListener) {
+    fn listen(
+        self: &Rc<Self>,
+        listener: std::net::TcpListener,
+        ws: Option<crate::proto::ws::handshake::WsListenConfig>,
+    ) {
         use std::os::fd::IntoRawFd;
         let fd = listener.into_raw_fd();
         // SAFETY: the fd is a bound, listening TCP socket we own.
         let l = unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         let shard = Rc::clone(self);
-        let task = glommio::spawn_local(crate::proto::tcp::accept_loop(shard, l));
+        let task = match ws {
+            None => glommio::spawn_local(crate::proto::tcp::accept_loop(shard, l)),
+            Some(cfg) => glommio::spawn_local(crate::proto::ws::handshake::accept_loop(shard, l, Rc::new(cfg))),
+        };
         self.listeners.borrow_mut().push((task, fd));
     }
 
     /// Registers a new connection, or `None` when a limit refuses it.
-    pub(crate) fn admit(&self) -> Option<Rc<SessionState>> {
+    pub(crate) fn admit(&self, wire: Wire) -> Option<Rc<SessionState>> {
         let total = self.mesh.open_total.fetch_add(1, Ordering::AcqRel);
         if total >= self.cfg.max_connections || self.stopping.get() {
             self.mesh.open_total.fetch_sub(1, Ordering::AcqRel);
@@ -372,7 +389,7 @@ impl Shard {
         let mut slab = self.slab.borrow_mut();
         let mut state = None;
         let id = slab.insert_with(|id| {
-            let s = SessionState::new(id);
+            let s = SessionState::new(id, wire);
             s.last_active.set(self.idle_tick.get());
             state = Some(Rc::clone(&s));
             s

@@ -38,6 +38,8 @@ pub struct ShardStats {
     pub mesh_in: Counter,
     /// Events given up at shutdown because the application's queue stayed full.
     pub events_abandoned: Counter,
+    /// Handshakes refused or timed out.
+    pub handshake_failures: Counter,
 }
 
 /// A point-in-time copy of one shard's counters.
@@ -63,6 +65,8 @@ pub struct ShardSnapshot {
     pub mesh_in: u64,
     /// Events given up at shutdown because the application's queue stayed full.
     pub events_abandoned: u64,
+    /// Handshakes refused or timed out.
+    pub handshake_failures: u64,
     /// Times a mesh doorbell woke this shard.
     pub wakeups: u64,
     /// Buffer pool counters.

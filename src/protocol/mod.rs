@@ -2,8 +2,10 @@
 //! take effect are offered.
 
 mod tcp;
+mod websocket;
 
 pub use tcp::{TcpClientConfig, TcpServerConfig};
+pub use websocket::{WebSocketClientConfig, WebSocketServerConfig};
 
 use std::net::SocketAddr;
 
@@ -65,6 +67,8 @@ pub trait ClientProtocolConfig: Send + 'static {
 pub enum ListenerConfig {
     /// TCP.
     Tcp(TcpServerConfig),
+    /// WebSocket.
+    WebSocket(WebSocketServerConfig),
 }
 
 /// Where and how a client connects.
@@ -72,4 +76,6 @@ pub enum ListenerConfig {
 pub enum TargetConfig {
     /// TCP.
     Tcp(TcpClientConfig),
+    /// WebSocket.
+    WebSocket(WebSocketClientConfig),
 }

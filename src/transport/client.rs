@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use msgtrans_shards::{CloseReason, CompressionType, Engine, EngineEvent, EventSink, Packet, PacketType};
 
+use msgtrans_shards::proto::ws::handshake::WsTarget;
+
 use super::config::Limits;
 use crate::error::{Result, TransportError};
 use crate::event::{ClientEvent, ConnectionInfo, EventStreamClosed, RawEvents, TransportContext, TransportResult};
@@ -209,6 +211,13 @@ impl TransportClient {
         }
         let id = match &self.target {
             TargetConfig::Tcp(c) => self.engine.connect_tcp(c.target_address, c.connect_timeout, 0).await?,
+            TargetConfig::WebSocket(c) => {
+                let target = WsTarget {
+                    host: c.host.clone(),
+                    path: c.path.clone(),
+                };
+                self.engine.connect_ws(c.address, c.connect_timeout, target, 0).await?
+            }
         };
         *self.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
         Ok(())
@@ -321,12 +330,17 @@ pub struct ClientEventStream {
 impl ClientEventStream {
     fn convert(&self, ev: EngineEvent) -> Option<ClientEvent> {
         Some(match ev {
-            EngineEvent::Opened { id, peer, local } => ClientEvent::Connected {
+            EngineEvent::Opened {
+                id,
+                peer,
+                local,
+                protocol,
+            } => ClientEvent::Connected {
                 info: ConnectionInfo {
                     session_id: id,
                     local_addr: local,
                     peer_addr: peer,
-                    protocol: "tcp".into(),
+                    protocol: protocol.into(),
                     established_at: SystemTime::now(),
                 },
             },

@@ -29,6 +29,8 @@ pub struct Limits {
     pub idle_timeout: Option<Duration>,
     /// TCP keepalive idle time (default 60 s; `None`: off).
     pub tcp_keepalive: Option<Duration>,
+    /// How long a WebSocket upgrade (or TLS handshake) may take (default 10 s).
+    pub handshake_timeout: Duration,
     /// Events queued for the application before reading pauses (default 65,536).
     pub event_capacity: usize,
 }
@@ -46,6 +48,7 @@ impl Default for Limits {
             max_inflight_requests: d.max_inflight_requests,
             idle_timeout: d.idle_timeout,
             tcp_keepalive: d.tcp_keepalive,
+            handshake_timeout: d.handshake_timeout,
             event_capacity: d.event_capacity,
         }
     }
@@ -68,6 +71,7 @@ impl Limits {
             max_inflight_requests: self.max_inflight_requests.max(1),
             idle_timeout: self.idle_timeout,
             tcp_keepalive: self.tcp_keepalive,
+            handshake_timeout: self.handshake_timeout,
             event_capacity: self.event_capacity.max(1),
             ..EngineConfig::default()
         }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use msgtrans_shards::proto::ws::handshake::WsListenConfig;
 use msgtrans_shards::stats::ShardSnapshot;
 use msgtrans_shards::{CloseReason, Engine, EngineEvent, EventSink, InlineHandler, Packet, PacketType};
 
@@ -108,6 +109,12 @@ impl TransportServerBuilder {
         self.limits.tcp_keepalive = idle;
         self
     }
+    /// How long a WebSocket upgrade may take; a peer that connects and
+    /// says nothing is dropped after it.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.handshake_timeout = timeout;
+        self
+    }
     /// All limits at once.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -136,11 +143,15 @@ impl TransportServerBuilder {
         let engine = Arc::new(Engine::start(cfg, self.handler, sink).await?);
         let mut addrs = Vec::new();
         for l in &self.listeners {
-            let bound = match l {
-                ListenerConfig::Tcp(c) => engine.listen_tcp(c.bind_address),
+            let (proto, bound) = match l {
+                ListenerConfig::Tcp(c) => ("tcp", engine.listen_tcp(c.bind_address)),
+                ListenerConfig::WebSocket(c) => (
+                    "websocket",
+                    engine.listen_ws(c.bind_address, WsListenConfig { path: c.path.clone() }),
+                ),
             };
             match bound {
-                Ok(a) => addrs.push(("tcp", a)),
+                Ok(a) => addrs.push((proto, a)),
                 Err(e) => {
                     engine.stop().await;
                     return Err(e.into());
@@ -214,6 +225,15 @@ impl TransportServer {
     /// The addresses the server listens on, with their protocol names.
     pub fn local_addrs(&self) -> &[(&'static str, SocketAddr)] {
         &self.inner.addrs
+    }
+
+    /// The first WebSocket address, if any.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.inner
+            .addrs
+            .iter()
+            .find(|(p, _)| *p == "websocket")
+            .map(|(_, a)| *a)
     }
 
     /// The first TCP address, if any.
@@ -371,13 +391,18 @@ impl ServerEventStream {
     fn convert(&self, ev: EngineEvent) -> ServerEvent {
         let engine = &self.server.inner.engine;
         match ev {
-            EngineEvent::Opened { id, peer, local } => ServerEvent::ConnectionEstablished {
+            EngineEvent::Opened {
+                id,
+                peer,
+                local,
+                protocol,
+            } => ServerEvent::ConnectionEstablished {
                 session_id: id,
                 info: ConnectionInfo {
                     session_id: id,
                     local_addr: local,
                     peer_addr: peer,
-                    protocol: "tcp".into(),
+                    protocol: protocol.into(),
                     established_at: SystemTime::now(),
                 },
             },

@@ -105,7 +105,7 @@ impl Server {
         let mut cmd = Command::new(server_binary());
         // Two shards whatever the machine, so the kernel's SO_REUSEPORT spread
         // is in play; no pinning, the CI box is shared.
-        cmd.args(["--tcp", "127.0.0.1:0", "--shards", "2", "--no-pin"]);
+        cmd.args(["--tcp", "127.0.0.1:0", "--no-ws", "--shards", "2", "--no-pin"]);
         if events {
             cmd.arg("--events");
         }

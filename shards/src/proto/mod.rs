@@ -1,4 +1,5 @@
 //! Transport pipelines. Each turns a byte stream (or datagrams) into
-//! sessions driven by [`crate::session::Driver`].
+//! sessions driven by `session::Driver`.
 
 pub mod tcp;
+pub mod ws;

@@ -12,8 +12,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::error::{CloseReason, StartError};
 use crate::event::EngineEvent;
 use crate::id::SessionId;
-use crate::session::Driver;
+use crate::session::{Driver, SessionState};
 use crate::shard::Shard;
+use crate::wire::Wire;
 
 /// Listen backlog per shard socket.
 const BACKLOG: i32 = 1024;
@@ -57,11 +58,19 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
 }
 
 fn start_session(shard: &Rc<Shard>, stream: TcpStream) -> Option<SessionId> {
-    let Some(st) = shard.admit() else {
+    let Some(st) = shard.admit(Wire::Tcp) else {
         // Dropping the stream closes it: a clean refusal.
         tracing::debug!(shard = shard.index, "connection refused: limit reached");
         return None;
     };
+    let id = st.id;
+    drive(shard, st, stream, &[]);
+    Some(id)
+}
+
+/// Announces an admitted session and runs its driver until it ends.
+/// `initial` holds bytes already read from the stream (after a handshake).
+pub(crate) fn drive(shard: &Rc<Shard>, st: Rc<SessionState>, stream: TcpStream, initial: &[u8]) {
     let _ = stream.set_nodelay(true);
     if let Some(idle) = shard.cfg.tcp_keepalive {
         set_keepalive(&stream, idle);
@@ -70,13 +79,22 @@ fn start_session(shard: &Rc<Shard>, stream: TcpStream) -> Option<SessionId> {
     let peer = stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
     let local = stream.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
     let shard = Rc::clone(shard);
-    shard.announce_open(&st, EngineEvent::Opened { id, peer, local });
+    let protocol = st.wire.protocol();
+    shard.announce_open(
+        &st,
+        EngineEvent::Opened {
+            id,
+            peer,
+            local,
+            protocol,
+        },
+    );
+    let driver = Driver::new(Rc::clone(&shard), Rc::clone(&st), stream, initial);
     glommio::spawn_local(async move {
-        let reason = Driver::new(Rc::clone(&shard), Rc::clone(&st), stream).await;
+        let reason = driver.await;
         shard.finish(&st, reason);
     })
     .detach();
-    Some(id)
 }
 
 /// Turns on TCP keepalive: first probe after `idle`, then every `idle / 4`,

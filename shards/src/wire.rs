@@ -1,0 +1,178 @@
+//! How packets travel on a session's byte stream: back to back (TCP), or
+//! one per WebSocket binary message. Writing is a pure function over the
+//! session's output buffer; reading WebSocket frames is in `proto::ws`.
+
+use bytes::BufMut;
+
+use crate::codec;
+use crate::error::CodecError;
+use crate::packet::FixedHeader;
+
+/// The envelope around each packet on a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wire {
+    /// Packets back to back.
+    Tcp,
+    /// One unmasked binary WebSocket message per packet (server side).
+    WsServer,
+    /// One masked binary WebSocket message per packet (client side).
+    WsClient,
+}
+
+/// The most a WebSocket frame header can add to a packet.
+pub(crate) const MAX_ENVELOPE: usize = 14;
+
+impl Wire {
+    /// The protocol's name in events.
+    pub fn protocol(self) -> &'static str {
+        match self {
+            Wire::Tcp => "tcp",
+            Wire::WsServer | Wire::WsClient => "websocket",
+        }
+    }
+
+    /// Appends one packet, in its envelope, to `out`.
+    pub fn write(self, out: &mut Vec<u8>, header: &FixedHeader, ext: &[u8], payload: &[u8]) -> Result<(), CodecError> {
+        match self {
+            Wire::Tcp => codec::encode_parts(header, ext, payload, out),
+            Wire::WsServer => {
+                ws_header(
+                    out,
+                    OP_BINARY,
+                    codec::encoded_len(ext.len(), payload.len()) as u64,
+                    None,
+                );
+                codec::encode_parts(header, ext, payload, out)
+            }
+            Wire::WsClient => {
+                let mask = new_mask();
+                ws_header(
+                    out,
+                    OP_BINARY,
+                    codec::encoded_len(ext.len(), payload.len()) as u64,
+                    Some(mask),
+                );
+                let start = out.len();
+                codec::encode_parts(header, ext, payload, out)?;
+                apply_mask(&mut out[start..], mask, 0);
+                Ok(())
+            }
+        }
+    }
+
+    /// Appends a control frame (ping, pong, close) to `out`.
+    pub fn control(self, out: &mut Vec<u8>, opcode: u8, body: &[u8]) {
+        match self {
+            Wire::Tcp => {}
+            Wire::WsServer => {
+                ws_header(out, opcode, body.len() as u64, None);
+                out.extend_from_slice(body);
+            }
+            Wire::WsClient => {
+                let mask = new_mask();
+                ws_header(out, opcode, body.len() as u64, Some(mask));
+                let start = out.len();
+                out.extend_from_slice(body);
+                apply_mask(&mut out[start..], mask, 0);
+            }
+        }
+    }
+}
+
+/// Binary message opcode, with FIN.
+pub(crate) const OP_BINARY: u8 = 0x82;
+/// Close frame opcode, with FIN.
+pub(crate) const OP_CLOSE: u8 = 0x88;
+/// Pong opcode, with FIN.
+pub(crate) const OP_PONG: u8 = 0x8A;
+
+/// RFC 6455 §5.2 frame header: FIN+opcode byte, then the length in 7, 16
+/// or 64 bits, then the mask key if any.
+fn ws_header(out: &mut Vec<u8>, fin_opcode: u8, len: u64, mask: Option<[u8; 4]>) {
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    out.put_u8(fin_opcode);
+    if len < 126 {
+        out.put_u8(mask_bit | len as u8);
+    } else if len <= u16::MAX as u64 {
+        out.put_u8(mask_bit | 126);
+        out.put_u16(len as u16);
+    } else {
+        out.put_u8(mask_bit | 127);
+        out.put_u64(len);
+    }
+    if let Some(m) = mask {
+        out.put_slice(&m);
+    }
+}
+
+/// XORs `buf` with `mask`, as if `buf` started `offset` bytes into the
+/// masked payload.
+pub(crate) fn apply_mask(buf: &mut [u8], mask: [u8; 4], offset: usize) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b ^= mask[(offset + i) & 3];
+    }
+}
+
+/// A fresh client mask. RFC 6455 asks for unpredictable keys so a browser
+/// client cannot steer the bytes an intermediary sees; a per-thread
+/// xorshift seeded from the clock and address space is enough for that.
+fn new_mask() -> [u8; 4] {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+            let a = &t as *const u64 as u64;
+            (t ^ a.rotate_left(32)) | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        (x as u32).to_le_bytes()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::Packet;
+
+    #[test]
+    fn server_frames_are_one_unmasked_binary_message_per_packet() {
+        for size in [0usize, 109, 110, 65_519, 65_520, 70_000] {
+            let p = Packet::one_way(3, vec![9u8; size]);
+            let mut out = Vec::new();
+            Wire::WsServer
+                .write(&mut out, &p.header, &p.ext_header, &p.payload)
+                .unwrap();
+            let mut cur = std::io::Cursor::new(&out[..]);
+            let (h, len) = tungstenite::protocol::frame::FrameHeader::parse(&mut cur)
+                .unwrap()
+                .unwrap();
+            assert!(h.is_final && h.mask.is_none());
+            assert_eq!(len as usize, 16 + size);
+            let body = &out[cur.position() as usize..];
+            assert_eq!(body, &p.to_bytes().unwrap()[..]);
+        }
+    }
+
+    #[test]
+    fn client_frames_are_masked_and_unmask_to_the_packet() {
+        let p = Packet::request(8, b"masked".to_vec());
+        let mut out = Vec::new();
+        Wire::WsClient
+            .write(&mut out, &p.header, &p.ext_header, &p.payload)
+            .unwrap();
+        let mut cur = std::io::Cursor::new(&out[..]);
+        let (h, _) = tungstenite::protocol::frame::FrameHeader::parse(&mut cur)
+            .unwrap()
+            .unwrap();
+        let mask = h.mask.expect("client frames are masked");
+        let mut body = out[cur.position() as usize..].to_vec();
+        apply_mask(&mut body, mask, 0);
+        assert_eq!(body, &p.to_bytes().unwrap()[..]);
+    }
+}

@@ -1,0 +1,114 @@
+//! WebSocket configuration.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{parse_addr, ClientProtocolConfig, ConfigError, ListenerConfig, ServerProtocolConfig, TargetConfig};
+
+/// A WebSocket listener: every shard listens on this address, upgrades
+/// requests for `path` (others get 404, plain HTTP gets 400) and carries one
+/// packet per binary message. The subprotocol `msgtrans.v1` is echoed when
+/// a client offers it; clients that offer none are served too. A text
+/// message arrives as a one-way packet whose payload is the text.
+///
+/// Message size is bounded by the server's `max_payload` and
+/// `max_ext_header` (a bigger message closes the session with 1009); the
+/// upgrade must finish within the server's handshake timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSocketServerConfig {
+    /// Address to listen on.
+    pub bind_address: SocketAddr,
+    /// The request path that is upgraded (default `/`).
+    pub path: String,
+}
+
+impl WebSocketServerConfig {
+    /// Listens on `bind_address`, upgrading requests for `/`.
+    pub fn new(bind_address: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            bind_address: parse_addr(bind_address)?,
+            path: "/".into(),
+        })
+    }
+    /// Upgrades only requests for `path` (must start with `/`).
+    pub fn with_path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+    /// Replaces the address.
+    pub fn with_bind_address(mut self, addr: impl Into<SocketAddr>) -> Self {
+        self.bind_address = addr.into();
+        self
+    }
+}
+
+impl ServerProtocolConfig for WebSocketServerConfig {
+    fn into_listener(self) -> ListenerConfig {
+        ListenerConfig::WebSocket(self)
+    }
+}
+
+/// A WebSocket connection target, from a `ws://host:port/path` URL. The
+/// client offers the `msgtrans.v1` subprotocol, like MsgTrans 2.0 clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSocketClientConfig {
+    /// The URL as given.
+    pub target_url: String,
+    /// The server's address (resolved from the URL's host and port).
+    pub address: SocketAddr,
+    /// The `Host` header sent.
+    pub host: String,
+    /// The request path.
+    pub path: String,
+    /// How long `connect()` waits for TCP and the upgrade together.
+    pub connect_timeout: Duration,
+}
+
+impl WebSocketClientConfig {
+    /// Connects to `target_url` (`ws://127.0.0.1:8002/ws`; the port defaults
+    /// to 80). `wss://` needs TLS, which this build does not have yet.
+    pub fn new(target_url: &str) -> Result<Self, ConfigError> {
+        let bad = |reason: &str| ConfigError::InvalidAddress {
+            address: target_url.into(),
+            reason: reason.into(),
+        };
+        let rest = match target_url.split_once("://") {
+            Some(("ws", rest)) => rest,
+            Some(("wss", _)) => return Err(bad("wss:// (TLS) is not supported yet")),
+            _ => return Err(bad("must start with ws://")),
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if authority.is_empty() {
+            return Err(bad("no host"));
+        }
+        let with_port = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
+        Ok(Self {
+            target_url: target_url.into(),
+            address: parse_addr(&with_port)?,
+            host: authority.into(),
+            path: path.into(),
+            connect_timeout: super::tcp::DEFAULT_CONNECT_TIMEOUT,
+        })
+    }
+    /// Sets the connect timeout.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+}
+
+impl ClientProtocolConfig for WebSocketClientConfig {
+    fn into_target(self) -> TargetConfig {
+        TargetConfig::WebSocket(self)
+    }
+}
