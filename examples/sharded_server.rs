@@ -12,7 +12,7 @@ use msgtrans::event::ServerEvent;
 use msgtrans::packet::{Packet, PacketType};
 use msgtrans::protocol::{TcpServerConfig, WebSocketServerConfig};
 use msgtrans::transport::TransportServerBuilder;
-use msgtrans::Inline;
+use msgtrans::{Inline, TlsServerConfig};
 
 const HELP: &str = "\
 sharded_server: msgtrans echo server on a thread-per-core engine
@@ -25,6 +25,12 @@ OPTIONS:
     --ws ADDR        WebSocket listen address      [default: 127.0.0.1:8002]
     --ws-path PATH   WebSocket path to upgrade     [default: /ws]
     --no-ws          no WebSocket listener
+    --tls-cert PEM   serve TLS on every listener (tcp+tls, wss) with this
+                     certificate chain...
+    --tls-key PEM    ...and this private key
+    --self-signed    serve TLS with a fresh self-signed certificate for
+                     localhost/127.0.0.1 (its PEM is written to a file,
+                     printed at start, for clients to trust)
     --shards N       number of shards (0 = one per core) [default: 0]
     --events         echo through the Tokio event stream instead of the
                      inline on-shard handler
@@ -34,6 +40,9 @@ OPTIONS:
 
 struct Args {
     tcp: String,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    self_signed: bool,
     ws: Option<String>,
     ws_path: String,
     shards: usize,
@@ -44,6 +53,9 @@ struct Args {
 fn parse() -> Result<Option<Args>, String> {
     let mut a = Args {
         tcp: "127.0.0.1:8001".into(),
+        tls_cert: None,
+        tls_key: None,
+        self_signed: false,
         ws: Some("127.0.0.1:8002".into()),
         ws_path: "/ws".into(),
         shards: 0,
@@ -59,6 +71,9 @@ fn parse() -> Result<Option<Args>, String> {
             "--ws" => a.ws = Some(value("--ws")?),
             "--ws-path" => a.ws_path = value("--ws-path")?,
             "--no-ws" => a.ws = None,
+            "--tls-cert" => a.tls_cert = Some(value("--tls-cert")?),
+            "--tls-key" => a.tls_key = Some(value("--tls-key")?),
+            "--self-signed" => a.self_signed = true,
             "--shards" => a.shards = value("--shards")?.parse().map_err(|e| format!("--shards: {e}"))?,
             "--events" => a.events = true,
             "--no-pin" => a.pin = false,
@@ -80,6 +95,25 @@ fn echo(ctx: &mut Inline<'_>) {
     }
 }
 
+/// The TLS setting the flags ask for, if any.
+fn tls_config(args: &Args) -> Result<Option<TlsServerConfig>, String> {
+    match (&args.tls_cert, &args.tls_key, args.self_signed) {
+        (None, None, false) => Ok(None),
+        (Some(cert), Some(key), false) => TlsServerConfig::from_pem_files(cert, key)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        (None, None, true) => {
+            let (tls, pem) = TlsServerConfig::self_signed(&["localhost", "127.0.0.1"]).map_err(|e| e.to_string())?;
+            let path = std::env::temp_dir().join(format!("msgtrans-self-signed-{}.pem", std::process::id()));
+            std::fs::write(&path, pem).map_err(|e| format!("{}: {e}", path.display()))?;
+            println!("self-signed certificate (trust it in clients): {}", path.display());
+            Ok(Some(tls))
+        }
+        (_, _, true) => Err("--self-signed cannot be combined with --tls-cert/--tls-key".into()),
+        _ => Err("--tls-cert and --tls-key go together".into()),
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = match parse() {
@@ -93,6 +127,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tls = match tls_config(&args) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let tcp = match TcpServerConfig::new(&args.tcp) {
         Ok(c) => c,
         Err(e) => {
@@ -100,10 +141,20 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tcp = match &tls {
+        Some(t) => tcp.with_tls(t.clone()),
+        None => tcp,
+    };
     let mut builder = TransportServerBuilder::new().with_protocol(tcp);
     if let Some(ws) = &args.ws {
         match WebSocketServerConfig::new(ws) {
-            Ok(c) => builder = builder.with_protocol(c.with_path(args.ws_path.clone())),
+            Ok(c) => {
+                let c = c.with_path(args.ws_path.clone());
+                builder = builder.with_protocol(match &tls {
+                    Some(t) => c.with_tls(t.clone()),
+                    None => c,
+                })
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);

@@ -41,6 +41,7 @@
 pub mod error;
 pub mod event;
 pub mod protocol;
+pub mod tls;
 pub mod transport;
 
 /// The MsgTrans packet and its header types.
@@ -57,6 +58,7 @@ pub use msgtrans_shards::stats::ShardSnapshot;
 pub use msgtrans_shards::{Inline, InlineHandler, SessionId};
 pub use packet::{CompressionType, Packet, PacketType};
 pub use protocol::{TcpClientConfig, TcpServerConfig, WebSocketClientConfig, WebSocketServerConfig};
+pub use tls::{TlsClientConfig, TlsServerConfig};
 pub use transport::{TransportClient, TransportClientBuilder, TransportServer, TransportServerBuilder};
 
 /// Every message id is a u32 (MsgTrans 1.0's alias).

@@ -80,6 +80,8 @@ pub(crate) enum Command {
     Listen {
         listener: std::net::TcpListener,
         ws: Option<crate::proto::ws::handshake::WsListenConfig>,
+        /// TLS for plain TCP listeners (WebSocket carries its own in `ws`).
+        tls: Option<crate::proto::tls::ServerTls>,
     },
     /// Open an outgoing connection.
     Connect {
@@ -87,6 +89,8 @@ pub(crate) enum Command {
         timeout: Duration,
         /// Upgrade to WebSocket after connecting.
         ws: Option<crate::proto::ws::handshake::WsTarget>,
+        /// Under TLS.
+        tls: Option<crate::proto::tls::ClientTls>,
         reply: flume::Sender<Result<SessionId, StartError>>,
     },
     /// List open sessions.

@@ -17,6 +17,7 @@ use crate::mesh;
 use crate::packet::Packet;
 use crate::pool::buffer::{set_thread_home, BufferPool};
 use crate::pool::slab::SlotTable;
+use crate::proto::tls::{ClientTls, ServerTls};
 use crate::proto::ws::handshake::{WsListenConfig, WsTarget};
 use crate::shard::{self, EventSink, Mesh, Shard};
 use crate::stats::{ShardSnapshot, ShardStats};
@@ -154,20 +155,26 @@ impl Engine {
     }
 
     /// Listens for TCP on every shard; returns the bound address.
-    pub fn listen_tcp(&self, addr: SocketAddr) -> Result<SocketAddr, StartError> {
-        self.listen(addr, None)
+    /// Under TLS when `tls` is given.
+    pub fn listen_tcp(&self, addr: SocketAddr, tls: Option<ServerTls>) -> Result<SocketAddr, StartError> {
+        self.listen(addr, None, tls)
     }
 
     /// Listens for WebSocket upgrades on every shard; returns the bound address.
     pub fn listen_ws(&self, addr: SocketAddr, cfg: WsListenConfig) -> Result<SocketAddr, StartError> {
-        self.listen(addr, Some(cfg))
+        self.listen(addr, Some(cfg), None)
     }
 
-    fn listen(&self, addr: SocketAddr, ws: Option<WsListenConfig>) -> Result<SocketAddr, StartError> {
+    fn listen(
+        &self,
+        addr: SocketAddr,
+        ws: Option<WsListenConfig>,
+        tls: Option<ServerTls>,
+    ) -> Result<SocketAddr, StartError> {
         let (bound, listeners) = crate::proto::tcp::bind_reuseport(addr, self.shards())?;
         for (i, listener) in listeners.into_iter().enumerate() {
-            let ws = ws.clone();
-            self.command(i, Command::Listen { listener, ws })
+            let (ws, tls) = (ws.clone(), tls.clone());
+            self.command(i, Command::Listen { listener, ws, tls })
                 .map_err(|_| StartError::Stopped)?;
         }
         Ok(bound)
@@ -179,9 +186,10 @@ impl Engine {
         &self,
         addr: SocketAddr,
         timeout: Duration,
+        tls: Option<ClientTls>,
         shard: usize,
     ) -> Result<SessionId, StartError> {
-        self.connect(addr, timeout, None, shard).await
+        self.connect(addr, timeout, None, tls, shard).await
     }
 
     /// Opens a WebSocket connection from shard `shard`: TCP, then the
@@ -191,9 +199,10 @@ impl Engine {
         addr: SocketAddr,
         timeout: Duration,
         target: WsTarget,
+        tls: Option<ClientTls>,
         shard: usize,
     ) -> Result<SessionId, StartError> {
-        self.connect(addr, timeout, Some(target), shard).await
+        self.connect(addr, timeout, Some(target), tls, shard).await
     }
 
     async fn connect(
@@ -201,6 +210,7 @@ impl Engine {
         addr: SocketAddr,
         timeout: Duration,
         ws: Option<WsTarget>,
+        tls: Option<ClientTls>,
         shard: usize,
     ) -> Result<SessionId, StartError> {
         let (reply, rx) = flume::bounded(1);
@@ -208,6 +218,7 @@ impl Engine {
             addr,
             timeout,
             ws,
+            tls,
             reply,
         };
         self.command(shard % self.shards(), cmd)

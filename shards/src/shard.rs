@@ -206,18 +206,19 @@ impl Shard {
                     let _ = reply.send(false);
                 }
             },
-            Command::Listen { listener, ws } => self.listen(listener, ws),
+            Command::Listen { listener, ws, tls } => self.listen(listener, ws, tls),
             Command::Connect {
                 addr,
                 timeout,
                 ws,
+                tls,
                 reply,
             } => {
                 let shard = Rc::clone(self);
                 glommio::spawn_local(async move {
                     let r = match ws {
-                        None => crate::proto::tcp::connect(&shard, addr, timeout).await,
-                        Some(target) => crate::proto::ws::handshake::connect(&shard, addr, timeout, target).await,
+                        None => crate::proto::tcp::connect(&shard, addr, timeout, tls).await,
+                        Some(target) => crate::proto::ws::handshake::connect(&shard, addr, timeout, target, tls).await,
                     };
                     let _ = reply.send(r);
                 })
@@ -365,6 +366,7 @@ impl Shard {
         self: &Rc<Self>,
         listener: std::net::TcpListener,
         ws: Option<crate::proto::ws::handshake::WsListenConfig>,
+        tls: Option<crate::proto::tls::ServerTls>,
     ) {
         use std::os::fd::IntoRawFd;
         let fd = listener.into_raw_fd();
@@ -372,7 +374,7 @@ impl Shard {
         let l = unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         let shard = Rc::clone(self);
         let task = match ws {
-            None => glommio::spawn_local(crate::proto::tcp::accept_loop(shard, l)),
+            None => glommio::spawn_local(crate::proto::tcp::accept_loop(shard, l, tls)),
             Some(cfg) => glommio::spawn_local(crate::proto::ws::handshake::accept_loop(shard, l, Rc::new(cfg))),
         };
         self.listeners.borrow_mut().push((task, fd));

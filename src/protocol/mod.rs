@@ -20,6 +20,12 @@ pub enum ConfigError {
         /// Why it was refused.
         reason: String,
     },
+    /// TLS material could not be loaded or used.
+    #[error("TLS: {reason}")]
+    Tls {
+        /// What went wrong.
+        reason: String,
+    },
     /// A value is out of range.
     #[error("invalid value for {field}: {reason}")]
     InvalidValue {

@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::tls::{TlsClientConfig, TlsServerConfig};
+
 use super::{parse_addr, ClientProtocolConfig, ConfigError, ListenerConfig, ServerProtocolConfig, TargetConfig};
 
 /// A WebSocket listener: every shard listens on this address, upgrades
@@ -20,6 +22,8 @@ pub struct WebSocketServerConfig {
     pub bind_address: SocketAddr,
     /// The request path that is upgraded (default `/`).
     pub path: String,
+    /// Serve `wss://` (TLS, then the upgrade).
+    pub tls: Option<TlsServerConfig>,
 }
 
 impl WebSocketServerConfig {
@@ -28,7 +32,14 @@ impl WebSocketServerConfig {
         Ok(Self {
             bind_address: parse_addr(bind_address)?,
             path: "/".into(),
+            tls: None,
         })
+    }
+    /// Serves `wss://`: a TLS handshake, then the upgrade, both within the
+    /// server's handshake timeout.
+    pub fn with_tls(mut self, tls: TlsServerConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
     /// Upgrades only requests for `path` (must start with `/`).
     pub fn with_path(mut self, path: impl Into<String>) -> Self {
@@ -60,22 +71,25 @@ pub struct WebSocketClientConfig {
     pub host: String,
     /// The request path.
     pub path: String,
-    /// How long `connect()` waits for TCP and the upgrade together.
+    /// How long `connect()` waits for TCP, TLS and the upgrade, each.
     pub connect_timeout: Duration,
+    /// TLS for `wss://` URLs (verifying, with no CA until one is added).
+    pub tls: Option<TlsClientConfig>,
 }
 
 impl WebSocketClientConfig {
-    /// Connects to `target_url` (`ws://127.0.0.1:8002/ws`; the port defaults
-    /// to 80). `wss://` needs TLS, which this build does not have yet.
+    /// Connects to `target_url` (`ws://127.0.0.1:8002/ws`, or `wss://` for
+    /// TLS; the port defaults to 80 or 443). A `wss://` client verifies the
+    /// server: add its CA with [`WebSocketClientConfig::with_tls`].
     pub fn new(target_url: &str) -> Result<Self, ConfigError> {
         let bad = |reason: &str| ConfigError::InvalidAddress {
             address: target_url.into(),
             reason: reason.into(),
         };
-        let rest = match target_url.split_once("://") {
-            Some(("ws", rest)) => rest,
-            Some(("wss", _)) => return Err(bad("wss:// (TLS) is not supported yet")),
-            _ => return Err(bad("must start with ws://")),
+        let (rest, secure) = match target_url.split_once("://") {
+            Some(("ws", rest)) => (rest, false),
+            Some(("wss", rest)) => (rest, true),
+            _ => return Err(bad("must start with ws:// or wss://")),
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -90,7 +104,7 @@ impl WebSocketClientConfig {
         {
             authority.to_string()
         } else {
-            format!("{authority}:80")
+            format!("{authority}:{}", if secure { 443 } else { 80 })
         };
         Ok(Self {
             target_url: target_url.into(),
@@ -98,7 +112,14 @@ impl WebSocketClientConfig {
             host: authority.into(),
             path: path.into(),
             connect_timeout: super::tcp::DEFAULT_CONNECT_TIMEOUT,
+            tls: secure.then(TlsClientConfig::new),
         })
+    }
+    /// How a `wss://` client verifies the server (or, on a `ws://` URL,
+    /// turns TLS on anyway).
+    pub fn with_tls(mut self, tls: TlsClientConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
     /// Sets the connect timeout.
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {

@@ -210,13 +210,22 @@ impl TransportClient {
             return Ok(());
         }
         let id = match &self.target {
-            TargetConfig::Tcp(c) => self.engine.connect_tcp(c.target_address, c.connect_timeout, 0).await?,
+            TargetConfig::Tcp(c) => {
+                let tls = c.tls.as_ref().map(|t| t.build(&c.host)).transpose()?;
+                self.engine
+                    .connect_tcp(c.target_address, c.connect_timeout, tls, 0)
+                    .await?
+            }
             TargetConfig::WebSocket(c) => {
                 let target = WsTarget {
                     host: c.host.clone(),
                     path: c.path.clone(),
                 };
-                self.engine.connect_ws(c.address, c.connect_timeout, target, 0).await?
+                let name = c.host.rsplit_once(':').map_or(c.host.as_str(), |(h, _)| h);
+                let tls = c.tls.as_ref().map(|t| t.build(name)).transpose()?;
+                self.engine
+                    .connect_ws(c.address, c.connect_timeout, target, tls, 0)
+                    .await?
             }
         };
         *self.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);

@@ -144,10 +144,19 @@ impl TransportServerBuilder {
         let mut addrs = Vec::new();
         for l in &self.listeners {
             let (proto, bound) = match l {
-                ListenerConfig::Tcp(c) => ("tcp", engine.listen_tcp(c.bind_address)),
+                ListenerConfig::Tcp(c) => (
+                    if c.tls.is_some() { "tcp+tls" } else { "tcp" },
+                    engine.listen_tcp(c.bind_address, c.tls.as_ref().map(|t| t.config.clone())),
+                ),
                 ListenerConfig::WebSocket(c) => (
-                    "websocket",
-                    engine.listen_ws(c.bind_address, WsListenConfig { path: c.path.clone() }),
+                    if c.tls.is_some() { "wss" } else { "websocket" },
+                    engine.listen_ws(
+                        c.bind_address,
+                        WsListenConfig {
+                            path: c.path.clone(),
+                            tls: c.tls.as_ref().map(|t| t.config.clone()),
+                        },
+                    ),
                 ),
             };
             match bound {
@@ -227,18 +236,20 @@ impl TransportServer {
         &self.inner.addrs
     }
 
-    /// The first WebSocket address, if any.
-    pub fn ws_addr(&self) -> Option<SocketAddr> {
-        self.inner
-            .addrs
-            .iter()
-            .find(|(p, _)| *p == "websocket")
-            .map(|(_, a)| *a)
+    /// The first address serving `protocol` (`"tcp"`, `"tcp+tls"`,
+    /// `"websocket"`, `"wss"`), if any.
+    pub fn addr_of(&self, protocol: &str) -> Option<SocketAddr> {
+        self.inner.addrs.iter().find(|(p, _)| *p == protocol).map(|(_, a)| *a)
     }
 
-    /// The first TCP address, if any.
+    /// The first WebSocket (`ws://`) address, if any.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.addr_of("websocket")
+    }
+
+    /// The first plain TCP address, if any.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
-        self.inner.addrs.iter().find(|(p, _)| *p == "tcp").map(|(_, a)| *a)
+        self.addr_of("tcp")
     }
 
     /// Number of shards.

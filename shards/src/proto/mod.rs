@@ -2,4 +2,5 @@
 //! sessions driven by `session::Driver`.
 
 pub mod tcp;
+pub mod tls;
 pub mod ws;

@@ -1,14 +1,16 @@
 //! TCP: one `SO_REUSEPORT` listener per shard, so the kernel spreads
 //! connections over the cores; `TCP_NODELAY` on every session, since the
-//! driver already batches writes itself.
+//! driver already batches writes itself. Optionally under TLS.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::tls::{self, ClientTls, ServerTls};
 use crate::error::{CloseReason, StartError};
 use crate::event::EngineEvent;
 use crate::id::SessionId;
@@ -40,12 +42,22 @@ pub fn bind_reuseport(addr: SocketAddr, shards: usize) -> Result<(SocketAddr, Ve
 }
 
 /// Accepts connections until the task is dropped (on stop).
-pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, tls: Option<ServerTls>) {
     loop {
         match listener.accept().await {
-            Ok(stream) => {
-                start_session(&shard, stream);
-            }
+            Ok(stream) => match &tls {
+                None => {
+                    if let Some(st) = shard.admit(Wire::Tcp) {
+                        let ends = Ends::of(&shard, &stream);
+                        drive(&shard, st, stream, &[], ends);
+                    }
+                    // Refused: dropping the stream closes it cleanly.
+                }
+                Some(tls) => {
+                    let (shard, tls) = (Rc::clone(&shard), tls.clone());
+                    glommio::spawn_local(async move { accept_tls(shard, stream, tls).await }).detach();
+                }
+            },
             Err(_) if shard.is_stopping() => return,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning; the
@@ -57,38 +69,54 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
-fn start_session(shard: &Rc<Shard>, stream: TcpStream) -> Option<SessionId> {
-    let Some(st) = shard.admit(Wire::Tcp) else {
-        // Dropping the stream closes it: a clean refusal.
-        tracing::debug!(shard = shard.index, "connection refused: limit reached");
-        return None;
+async fn accept_tls(shard: Rc<Shard>, stream: TcpStream, tls: ServerTls) {
+    let ends = Ends::of(&shard, &stream);
+    let Some(stream) = tls::accept(&tls, stream, shard.cfg.handshake_timeout).await else {
+        shard.stats.handshake_failures.add(1);
+        return;
     };
-    let id = st.id;
-    drive(shard, st, stream, &[]);
-    Some(id)
+    if let Some(st) = shard.admit(Wire::Tcp) {
+        drive(&shard, st, stream, &[], ends);
+    }
+}
+
+/// A connection's addresses, read before any TLS wraps it; also applies
+/// the socket options every session gets.
+#[derive(Clone, Copy)]
+pub(crate) struct Ends {
+    peer: SocketAddr,
+    local: SocketAddr,
+}
+
+impl Ends {
+    pub(crate) fn of(shard: &Shard, stream: &TcpStream) -> Self {
+        let _ = stream.set_nodelay(true);
+        if let Some(idle) = shard.cfg.tcp_keepalive {
+            set_keepalive(stream, idle);
+        }
+        let unknown = || SocketAddr::from(([0, 0, 0, 0], 0));
+        Self {
+            peer: stream.peer_addr().unwrap_or_else(|_| unknown()),
+            local: stream.local_addr().unwrap_or_else(|_| unknown()),
+        }
+    }
 }
 
 /// Announces an admitted session and runs its driver until it ends.
 /// `initial` holds bytes already read from the stream (after a handshake).
-pub(crate) fn drive(shard: &Rc<Shard>, st: Rc<SessionState>, stream: TcpStream, initial: &[u8]) {
-    let _ = stream.set_nodelay(true);
-    if let Some(idle) = shard.cfg.tcp_keepalive {
-        set_keepalive(&stream, idle);
-    }
-    let id = st.id;
-    let peer = stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
-    let local = stream.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
-    let shard = Rc::clone(shard);
+pub(crate) fn drive<S>(shard: &Rc<Shard>, st: Rc<SessionState>, stream: S, initial: &[u8], ends: Ends)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
     let protocol = st.wire.protocol();
-    shard.announce_open(
-        &st,
-        EngineEvent::Opened {
-            id,
-            peer,
-            local,
-            protocol,
-        },
-    );
+    let opened = EngineEvent::Opened {
+        id: st.id,
+        peer: ends.peer,
+        local: ends.local,
+        protocol,
+    };
+    shard.announce_open(&st, opened);
+    let shard = Rc::clone(shard);
     let driver = Driver::new(Rc::clone(&shard), Rc::clone(&st), stream, initial);
     glommio::spawn_local(async move {
         let reason = driver.await;
@@ -110,13 +138,38 @@ fn set_keepalive(stream: &TcpStream, idle: Duration) {
     let _ = socket2::SockRef::from(&fd).set_tcp_keepalive(&ka);
 }
 
-/// Opens an outgoing connection on this shard.
-pub(crate) async fn connect(shard: &Rc<Shard>, addr: SocketAddr, timeout: Duration) -> Result<SessionId, StartError> {
+/// Refusal of an outgoing connection by our own connection limit.
+pub(crate) fn limit_error(addr: SocketAddr) -> StartError {
+    StartError::Connect {
+        addr,
+        source: std::io::Error::other(CloseReason::ConnectionLimit.to_string()),
+    }
+}
+
+/// Opens an outgoing connection on this shard, under TLS if asked.
+pub(crate) async fn connect(
+    shard: &Rc<Shard>,
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<ClientTls>,
+) -> Result<SessionId, StartError> {
     let stream = TcpStream::connect_timeout(addr, timeout)
         .await
         .map_err(|e| StartError::Connect { addr, source: e.into() })?;
-    start_session(shard, stream).ok_or(StartError::Connect {
-        addr,
-        source: std::io::Error::other(CloseReason::ConnectionLimit.to_string()),
-    })
+    let ends = Ends::of(shard, &stream);
+    match tls {
+        None => {
+            let st = shard.admit(Wire::Tcp).ok_or_else(|| limit_error(addr))?;
+            let id = st.id;
+            drive(shard, st, stream, &[], ends);
+            Ok(id)
+        }
+        Some(tls) => {
+            let stream = tls::connect(&tls, stream, addr, timeout).await?;
+            let st = shard.admit(Wire::Tcp).ok_or_else(|| limit_error(addr))?;
+            let id = st.id;
+            drive(shard, st, stream, &[], ends);
+            Ok(id)
+        }
+    }
 }

@@ -7,8 +7,11 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
+
+use super::super::tcp::{drive, limit_error, Ends};
+use super::super::tls::{ClientTls, ServerTls};
 
 use crate::error::{CloseReason, StartError};
 use crate::shard::Shard;
@@ -27,6 +30,8 @@ const MAX_HEADERS: usize = 32;
 pub struct WsListenConfig {
     /// The only path upgraded; any other gets 404.
     pub path: String,
+    /// Serve `wss://`: TLS first, then the upgrade.
+    pub tls: Option<ServerTls>,
 }
 
 /// Where a WebSocket client connects: the `Host` header and request path.
@@ -38,20 +43,43 @@ pub struct WsTarget {
     pub path: String,
 }
 
-/// Connects, upgrades, and starts the session (client side). The whole
-/// exchange must finish within `timeout`.
+/// Connects (under TLS if asked), upgrades, and starts the session
+/// (client side). Each step must finish within `timeout`.
 pub(crate) async fn connect(
     shard: &Rc<Shard>,
     addr: std::net::SocketAddr,
     timeout: Duration,
     target: WsTarget,
+    tls: Option<ClientTls>,
 ) -> Result<crate::SessionId, StartError> {
+    let stream = TcpStream::connect_timeout(addr, timeout)
+        .await
+        .map_err(|e| StartError::Connect { addr, source: e.into() })?;
+    let ends = Ends::of(shard, &stream);
+    match tls {
+        None => upgrade(shard, stream, addr, timeout, &target, ends).await,
+        Some(tls) => {
+            let stream = super::super::tls::connect(&tls, stream, addr, timeout).await?;
+            upgrade(shard, stream, addr, timeout, &target, ends).await
+        }
+    }
+}
+
+async fn upgrade<S>(
+    shard: &Rc<Shard>,
+    mut stream: S,
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+    target: &WsTarget,
+    ends: Ends,
+) -> Result<crate::SessionId, StartError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
     let err = |e: std::io::Error| StartError::Connect { addr, source: e };
-    let upgrade = async {
-        let mut stream = TcpStream::connect_timeout(addr, timeout)
-            .await
-            .map_err(|e| err(e.into()))?;
-        let key = tungstenite::handshake::client::generate_key();
+    let refused = |why: String| err(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, why));
+    let key = tungstenite::handshake::client::generate_key();
+    let exchange = async {
         let req = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n",
@@ -60,10 +88,9 @@ pub(crate) async fn connect(
         stream.write_all(req.as_bytes()).await.map_err(err)?;
         let mut buf = Vec::with_capacity(512);
         let mut chunk = [0u8; 512];
-        let len = loop {
+        loop {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut resp = httparse::Response::new(&mut headers);
-            let refused = |why: String| err(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, why));
             match resp.parse(&buf) {
                 Ok(httparse::Status::Complete(len)) => {
                     if resp.code != Some(101) {
@@ -81,7 +108,7 @@ pub(crate) async fn connect(
                     if !ok {
                         return Err(refused("wrong Sec-WebSocket-Accept".into()));
                     }
-                    break len;
+                    return Ok((buf, len));
                 }
                 Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST => {}
                 _ => return Err(refused("malformed upgrade response".into())),
@@ -91,20 +118,14 @@ pub(crate) async fn connect(
                 return Err(err(std::io::ErrorKind::UnexpectedEof.into()));
             }
             buf.extend_from_slice(&chunk[..n]);
-        };
-        Ok((stream, buf, len))
+        }
     };
-    let expire = async {
-        glommio::timer::sleep(timeout).await;
-        Err(err(std::io::ErrorKind::TimedOut.into()))
-    };
-    let (stream, buf, len) = futures_lite::future::or(upgrade, expire).await?;
-    let st = shard.admit(Wire::WsClient).ok_or(StartError::Connect {
-        addr,
-        source: std::io::Error::other(CloseReason::ConnectionLimit.to_string()),
-    })?;
+    let (buf, len) = super::super::tls::within(timeout, exchange)
+        .await
+        .unwrap_or_else(|| Err(err(std::io::ErrorKind::TimedOut.into())))?;
+    let st = shard.admit(Wire::WsClient).ok_or_else(|| limit_error(addr))?;
     let id = st.id;
-    super::super::tcp::drive(shard, st, stream, &buf[len..]);
+    drive(shard, st, stream, &buf[len..], ends);
     Ok(id)
 }
 
@@ -114,7 +135,17 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, cfg: Rc
         match listener.accept().await {
             Ok(stream) => {
                 let (shard, cfg) = (Rc::clone(&shard), Rc::clone(&cfg));
-                glommio::spawn_local(async move { serve(shard, stream, cfg).await }).detach();
+                glommio::spawn_local(async move {
+                    let ends = Ends::of(&shard, &stream);
+                    match &cfg.tls {
+                        None => serve(shard, stream, &cfg, ends).await,
+                        Some(tls) => match super::super::tls::accept(tls, stream, shard.cfg.handshake_timeout).await {
+                            Some(stream) => serve(shard, stream, &cfg, ends).await,
+                            None => shard.stats.handshake_failures.add(1),
+                        },
+                    }
+                })
+                .detach();
             }
             Err(_) if shard.is_stopping() => return,
             Err(e) => {
@@ -133,10 +164,13 @@ enum Verdict {
     Refuse(&'static str),
 }
 
-async fn serve(shard: Rc<Shard>, mut stream: TcpStream, cfg: Rc<WsListenConfig>) {
+async fn serve<S>(shard: Rc<Shard>, mut stream: S, cfg: &WsListenConfig, ends: Ends)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
     let timeout = shard.cfg.handshake_timeout;
     let mut buf = Vec::with_capacity(1024);
-    let read = read_request(&mut stream, &mut buf, &cfg);
+    let read = read_request(&mut stream, &mut buf, cfg);
     let expire = async {
         glommio::timer::sleep(timeout).await;
         None
@@ -175,10 +209,10 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, cfg: Rc<WsListenConfig>)
         return;
     }
     // Bytes the client sent right after its request are its first frames.
-    super::super::tcp::drive(&shard, st, stream, &buf[len..]);
+    drive(&shard, st, stream, &buf[len..], ends);
 }
 
-async fn respond(stream: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: &str, body: &str) -> std::io::Result<()> {
     let msg = format!(
         "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
@@ -188,7 +222,11 @@ async fn respond(stream: &mut TcpStream, status: &str, body: &str) -> std::io::R
 }
 
 /// Reads the request head and decides.
-async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>, cfg: &WsListenConfig) -> std::io::Result<Verdict> {
+async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    cfg: &WsListenConfig,
+) -> std::io::Result<Verdict> {
     let mut chunk = [0u8; 1024];
     loop {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];

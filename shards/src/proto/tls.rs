@@ -1,0 +1,88 @@
+//! TLS (rustls, ring provider) under TCP and WebSocket sessions. The
+//! handshake runs on the shard that owns the connection, in the
+//! connection's own task, bounded by the handshake timeout, so a slow or
+//! silent peer costs nothing but its own socket.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use futures_rustls::{TlsAcceptor, TlsConnector};
+use rustls::pki_types::ServerName;
+
+use crate::error::StartError;
+
+/// TLS for a listener: the rustls server configuration.
+pub type ServerTls = Arc<rustls::ServerConfig>;
+
+/// TLS for an outgoing connection.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// The rustls client configuration (roots, verifier).
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name the server's certificate must carry.
+    pub server_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+/// Runs `fut` for at most `timeout`; `None` if it ran out.
+pub(crate) async fn within<T>(timeout: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    let expire = async {
+        glommio::timer::sleep(timeout).await;
+        None
+    };
+    futures_lite::future::or(async { Some(fut.await) }, expire).await
+}
+
+/// The server side of the handshake. `None` when it failed or timed out
+/// (the connection is simply dropped: there is no session to report).
+pub(crate) async fn accept<S>(
+    tls: &ServerTls,
+    stream: S,
+    timeout: Duration,
+) -> Option<futures_rustls::server::TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match within(timeout, TlsAcceptor::from(Arc::clone(tls)).accept(stream)).await {
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        None => {
+            tracing::debug!("TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// The client side of the handshake; fails with the reason (an untrusted
+/// certificate, a name mismatch, a timeout...).
+pub(crate) async fn connect<S>(
+    tls: &ClientTls,
+    stream: S,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<futures_rustls::client::TlsStream<S>, StartError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let connector = TlsConnector::from(Arc::clone(&tls.config));
+    match within(timeout, connector.connect(tls.server_name.clone(), stream)).await {
+        Some(Ok(s)) => Ok(s),
+        Some(Err(e)) => Err(StartError::Connect { addr, source: e }),
+        None => Err(StartError::Connect {
+            addr,
+            source: std::io::ErrorKind::TimedOut.into(),
+        }),
+    }
+}

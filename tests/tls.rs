@@ -1,0 +1,216 @@
+//! TLS under TCP and WebSocket (rustls, ring): our client against our
+//! server with requests both ways and broadcast; python `websockets` over
+//! wss trusting a generated certificate; an untrusting client is rejected;
+//! a plaintext or silent client on a TLS port is closed, not hung.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use msgtrans::event::{ClientEvent, ServerEvent};
+use msgtrans::packet::Packet;
+use msgtrans::protocol::{TcpClientConfig, TcpServerConfig, WebSocketClientConfig, WebSocketServerConfig};
+use msgtrans::transport::{TransportClient, TransportClientBuilder, TransportServer, TransportServerBuilder};
+use msgtrans::{TlsClientConfig, TlsServerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn tls_builder() -> (TransportServerBuilder, String) {
+    let (tls, pem) = TlsServerConfig::self_signed(&["localhost"]).unwrap();
+    let b = TransportServerBuilder::new()
+        .shards(SHARDS)
+        .pin_shards(false)
+        .with_protocol(TcpServerConfig::new("127.0.0.1:0").unwrap().with_tls(tls.clone()))
+        .with_protocol(
+            WebSocketServerConfig::new("127.0.0.1:0")
+                .unwrap()
+                .with_path("/ws")
+                .with_tls(tls),
+        );
+    (b, pem)
+}
+
+async fn tls_client(server: &TransportServer, pem: &str) -> TransportClient {
+    let port = server.addr_of("tcp+tls").unwrap().port();
+    let cfg = TcpClientConfig::new(&format!("localhost:{port}"))
+        .unwrap()
+        .with_tls(TlsClientConfig::new().with_ca_pem(pem.as_bytes()).unwrap());
+    let mut c = TransportClientBuilder::new().with_protocol(cfg).build().await.unwrap();
+    within(GUARD, "tls connect", c.connect()).await.expect("connect");
+    c
+}
+
+async fn wss_client(server: &TransportServer, pem: &str) -> TransportClient {
+    let port = server.addr_of("wss").unwrap().port();
+    let cfg = WebSocketClientConfig::new(&format!("wss://localhost:{port}/ws"))
+        .unwrap()
+        .with_tls(TlsClientConfig::new().with_ca_pem(pem.as_bytes()).unwrap());
+    let mut c = TransportClientBuilder::new().with_protocol(cfg).build().await.unwrap();
+    within(GUARD, "wss connect", c.connect()).await.expect("connect");
+    c
+}
+
+/// Answers every request on `client` with "re: " + its payload; forwards
+/// one-way payloads to the returned channel.
+fn answer(client: &TransportClient) -> tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes> {
+    let mut events = client.subscribe_events();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(ev) = events.recv().await {
+            if let ClientEvent::MessageReceived(ctx) = ev {
+                if ctx.is_request() {
+                    let reply = [b"re: ".as_slice(), &ctx.data].concat();
+                    ctx.respond(reply).unwrap();
+                } else {
+                    let _ = tx.send(ctx.data.clone());
+                }
+            }
+        }
+    });
+    rx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_tls_and_wss_carry_requests_both_ways_and_broadcast() {
+    let (b, pem) = tls_builder();
+    let (server, mut events) = start_events_echo(b).await;
+    let tcp = tls_client(&server, &pem).await;
+    let wss = wss_client(&server, &pem).await;
+    for c in [&tcp, &wss] {
+        let r = within(GUARD, "request", c.request(b"over tls")).await.unwrap();
+        assert_eq!(r.data.as_deref(), Some(&b"over tls"[..]));
+    }
+    let mut ids = Vec::new();
+    for proto in ["tcp", "websocket"] {
+        ids.push(
+            events
+                .wait_for("established", |e| match e {
+                    ServerEvent::ConnectionEstablished { session_id, info } if info.protocol == proto => {
+                        Some(*session_id)
+                    }
+                    _ => None,
+                })
+                .await,
+        );
+    }
+    let mut got = [answer(&tcp), answer(&wss)];
+    for id in &ids {
+        let r = within(GUARD, "server request", server.request(*id, b"ping"))
+            .await
+            .unwrap();
+        assert_eq!(r.data.as_deref(), Some(&b"re: ping"[..]));
+    }
+    assert_eq!(server.broadcast(Packet::one_way(5, b"all".to_vec())).await.unwrap(), 2);
+    for rx in got.iter_mut() {
+        assert_eq!(&within(GUARD, "broadcast", rx.recv()).await.unwrap()[..], b"all");
+    }
+    tcp.stop().await;
+    wss.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_websockets_over_wss_trusting_the_generated_certificate() {
+    let (b, pem) = tls_builder();
+    let server = start_inline_echo(b).await;
+    let dir = std::env::temp_dir().join(format!("msgtrans-tls-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &pem).unwrap();
+    let url = format!("wss://localhost:{}/ws", server.addr_of("wss").unwrap().port());
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    assert!(python.exists(), "run ./scripts/setup-peers.sh (scripts/test.sh does)");
+    for case in ["sizes", "text"] {
+        let (py, script, url, ca) = (
+            python.clone(),
+            root.join("tests/peers/ws_check.py"),
+            url.clone(),
+            ca.clone(),
+        );
+        let out = within(
+            GUARD * 3,
+            case,
+            tokio::task::spawn_blocking(move || {
+                Command::new(py)
+                    .arg(script)
+                    .arg(url)
+                    .arg(case)
+                    .arg("--cafile")
+                    .arg(ca)
+                    .output()
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{case}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_trust_the_certificate_is_rejected_unless_it_says_dangerous() {
+    let (b, _pem) = tls_builder();
+    let server = start_inline_echo(b).await;
+    let port = server.addr_of("tcp+tls").unwrap().port();
+    let verifying = TcpClientConfig::new(&format!("localhost:{port}"))
+        .unwrap()
+        .with_tls(TlsClientConfig::new());
+    let mut c = TransportClientBuilder::new()
+        .with_protocol(verifying)
+        .build()
+        .await
+        .unwrap();
+    let err = within(GUARD, "connect", c.connect()).await.unwrap_err();
+    assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
+    c.stop().await;
+
+    let reckless = TcpClientConfig::new(&format!("localhost:{port}"))
+        .unwrap()
+        .with_tls(TlsClientConfig::new().dangerous_skip_verification());
+    let mut c = TransportClientBuilder::new()
+        .with_protocol(reckless)
+        .build()
+        .await
+        .unwrap();
+    within(GUARD, "connect", c.connect()).await.expect("skips verification");
+    let r = within(GUARD, "request", c.request(b"hi")).await.unwrap();
+    assert_eq!(r.data.as_deref(), Some(&b"hi"[..]));
+    c.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_and_silent_clients_on_a_tls_port_are_closed_not_hung() {
+    let (b, pem) = tls_builder();
+    let server = start_inline_echo(b.handshake_timeout(Duration::from_millis(300))).await;
+    let addr = server.addr_of("tcp+tls").unwrap();
+    let good = tls_client(&server, &pem).await;
+    // A plaintext MsgTrans client: its header is not a TLS record.
+    let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+    plain
+        .write_all(&wire(&one_way(1, 0, b"", b"plain".to_vec())))
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let _ = within(GUARD, "plaintext closed", plain.read_to_end(&mut sink)).await;
+    // A client that connects and says nothing: dropped at the handshake timeout.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut sink = Vec::new();
+    let _ = within(GUARD, "silent closed", silent.read_to_end(&mut sink)).await;
+    assert!(server.stats().iter().map(|s| s.handshake_failures).sum::<u64>() >= 2);
+    // The trusted client never noticed.
+    let r = within(GUARD, "request", good.request(b"fine")).await.unwrap();
+    assert_eq!(r.data.as_deref(), Some(&b"fine"[..]));
+    good.stop().await;
+    server.stop().await;
+}
