@@ -38,6 +38,12 @@ pub const DEFAULT_MAX_INFLIGHT_REQUESTS: usize = 4096;
 /// Default handshake timeout (WebSocket upgrade, TLS): 10 s; a peer that
 /// connects and says nothing is dropped, never held.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time `send` waits for room in a full outbound queue: 5 s, long
+/// enough to ride out a hiccup, short enough to surface a stuck consumer.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default write deadline: a session whose queued output has not moved for
+/// 30 s is closed as a slow consumer, so it cannot pin its queue forever.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes read from a socket per read call: 64 KiB amortises the syscall
 /// over many small packets while keeping an active session's buffer small.
 pub const DEFAULT_READ_BUFFER: usize = 64 * 1024;
@@ -71,6 +77,11 @@ pub struct EngineConfig {
     pub tcp_keepalive: Option<Duration>,
     /// How long a WebSocket (or TLS) handshake may take.
     pub handshake_timeout: Duration,
+    /// How long `send` waits for room in a full outbound queue.
+    pub send_timeout: Duration,
+    /// Close a session (`SlowConsumer`) whose queued output has not moved
+    /// for this long (`None`: never).
+    pub write_timeout: Option<Duration>,
     /// Events queued for the application before the shards stop reading.
     pub event_capacity: usize,
     /// io_uring registered memory per shard.
@@ -96,6 +107,8 @@ impl Default for EngineConfig {
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
+            write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
             event_capacity: DEFAULT_EVENT_CAPACITY,
             io_memory: DEFAULT_IO_MEMORY,
             read_buffer: DEFAULT_READ_BUFFER,

@@ -59,6 +59,8 @@ pub enum CloseReason {
     Shutdown,
     /// Peer: nothing was sent or received for the idle timeout.
     IdleTimeout,
+    /// Peer: read nothing for the write timeout while output waited.
+    SlowConsumer,
     /// Peer: broke the WebSocket protocol; the session was closed with this
     /// code (1002 protocol error, 1007 invalid text, 1009 message too big;
     /// see `proto::ws::close_code`).
@@ -79,6 +81,7 @@ impl fmt::Display for CloseReason {
             Self::LocalClose => f.write_str("closed by the application"),
             Self::Shutdown => f.write_str("transport shut down"),
             Self::IdleTimeout => f.write_str("idle timeout"),
+            Self::SlowConsumer => f.write_str("slow consumer: output did not move within the write timeout"),
             Self::WebSocket(code) => write!(f, "websocket closed with code {code}"),
             Self::HandshakeTimeout => f.write_str("handshake timeout"),
             Self::ConnectionLimit => f.write_str("connection limit reached"),

@@ -56,8 +56,14 @@ pub type ReplyTx = flume::Sender<Result<Packet, SendError>>;
 
 /// Commands to a shard, from the API or from another shard.
 pub(crate) enum Command {
-    /// Queue a packet for a session.
-    Send { id: SessionId, packet: Packet },
+    /// Queue a packet for a session. With `wait`, wait for room until the
+    /// deadline and report the outcome; without, a full queue is reported
+    /// as a `SendFailed` event.
+    Send {
+        id: SessionId,
+        packet: Packet,
+        wait: Option<(std::time::Instant, flume::Sender<Result<(), SendError>>)>,
+    },
     /// Send a request and complete `reply` with its response.
     Request {
         id: SessionId,

@@ -258,7 +258,51 @@ impl Engine {
         if !self.is_live(id) {
             return Err(SendError::SessionNotFound(id));
         }
-        self.command(id.shard(), Command::Send { id, packet })
+        self.command(id.shard(), Command::Send { id, packet, wait: None })
+    }
+
+    /// Whether `len` more bytes fit `id`'s outbound queue, as its shard
+    /// last published (a hint; the shard decides).
+    fn has_room(&self, id: SessionId, len: usize) -> bool {
+        let queued = self.mesh.tables[id.shard()].queued(id);
+        queued == 0 || queued + len <= self.cfg.max_outbound_bytes
+    }
+
+    /// Queues `packet` only if `id`'s outbound queue has room now; fails at
+    /// once with [`SendError::Backpressure`] otherwise.
+    pub fn try_send(&self, id: SessionId, packet: Packet) -> Result<(), SendError> {
+        self.check_size(&packet)?;
+        if !self.is_live(id) {
+            return Err(SendError::SessionNotFound(id));
+        }
+        if !self.has_room(id, packet.wire_len()) {
+            return Err(SendError::Backpressure(id));
+        }
+        self.command(id.shard(), Command::Send { id, packet, wait: None })
+    }
+
+    /// Queues `packet`, waiting up to `timeout` for room in `id`'s outbound
+    /// queue; fails with [`SendError::Backpressure`] if none appears.
+    /// Returns at once when there is room.
+    pub async fn send_waiting(&self, id: SessionId, packet: Packet, timeout: Duration) -> Result<(), SendError> {
+        self.check_size(&packet)?;
+        if !self.is_live(id) {
+            return Err(SendError::SessionNotFound(id));
+        }
+        if self.has_room(id, packet.wire_len()) {
+            return self.command(id.shard(), Command::Send { id, packet, wait: None });
+        }
+        let (reply, rx) = flume::bounded(1);
+        let deadline = std::time::Instant::now() + timeout;
+        self.command(
+            id.shard(),
+            Command::Send {
+                id,
+                packet,
+                wait: Some((deadline, reply)),
+            },
+        )?;
+        rx.recv_async().await.map_err(|_| SendError::Stopped)?
     }
 
     /// Sends a request and waits for its response, at most `timeout`.

@@ -66,6 +66,18 @@ pub(crate) struct SessionState {
     unanswered: Cell<usize>,
     /// Set by a graceful shutdown: close once nothing is in flight.
     draining: Cell<bool>,
+    /// Sends waiting for room, in order; later sends queue behind them.
+    waiters: RefCell<std::collections::VecDeque<Waiter>>,
+    /// When queued output last stopped moving (None: it is moving).
+    pub stuck_since: Cell<Option<Instant>>,
+}
+
+/// A send waiting for room in the outbound queue.
+pub(crate) struct Waiter {
+    pub packet: Packet,
+    /// Deadline and reply for `send`; `None` for a send that must merely
+    /// keep its place in line.
+    pub wait: Option<(Instant, flume::Sender<Result<(), SendError>>)>,
 }
 
 impl SessionState {
@@ -84,6 +96,8 @@ impl SessionState {
             last_active: Cell::new(0),
             unanswered: Cell::new(0),
             draining: Cell::new(false),
+            waiters: RefCell::new(std::collections::VecDeque::new()),
+            stuck_since: Cell::new(None),
         })
     }
 
@@ -140,10 +154,93 @@ impl SessionState {
         self.wake();
     }
 
+    /// Whether `len` more bytes fit the outbound limit (one packet always
+    /// fits an empty queue, however big).
+    fn has_room(&self, shard: &Shard, len: usize) -> bool {
+        self.queued() == 0 || self.queued() + len <= shard.cfg.max_outbound_bytes
+    }
+
+    /// Offers a packet from a `Send` command: queued now if there is room
+    /// and nobody waits ahead of it; otherwise it waits in line (a `send`
+    /// with a deadline, or any send behind one), or is refused.
+    pub fn offer(
+        &self,
+        shard: &Shard,
+        packet: Packet,
+        wait: Option<(Instant, flume::Sender<Result<(), SendError>>)>,
+    ) -> Result<(), (Packet, SendError)> {
+        let mut waiters = self.waiters.borrow_mut();
+        if waiters.is_empty() && self.has_room(shard, packet.wire_len()) {
+            drop(waiters);
+            let r = self.enqueue(shard, &packet);
+            if let Some((_, reply)) = wait {
+                let _ = reply.send(r.clone());
+            }
+            return r.map_err(|e| (packet, e));
+        }
+        if wait.is_some() || !waiters.is_empty() {
+            waiters.push_back(Waiter { packet, wait });
+            shard.waiting_sends.set(shard.waiting_sends.get() + 1);
+            shard.wake_sweeper();
+            return Ok(());
+        }
+        Err((packet, SendError::Backpressure(self.id)))
+    }
+
+    /// Moves waiting sends into the queue as room appears.
+    pub fn admit_waiters(&self, shard: &Shard) {
+        loop {
+            let mut waiters = self.waiters.borrow_mut();
+            let Some(front) = waiters.front() else { return };
+            if !self.has_room(shard, front.packet.wire_len()) {
+                return;
+            }
+            let w = waiters.pop_front().expect("front exists");
+            drop(waiters);
+            shard.waiting_sends.set(shard.waiting_sends.get() - 1);
+            let r = self.enqueue(shard, &w.packet);
+            if let Some((_, reply)) = w.wait {
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Fails waiting sends past their deadline, and everything behind the
+    /// first one that failed (order is kept: nothing overtakes).
+    pub fn expire_waiters(&self, shard: &Shard, now: Instant) -> usize {
+        let mut waiters = self.waiters.borrow_mut();
+        let expired = waiters
+            .front()
+            .and_then(|w| w.wait.as_ref())
+            .is_some_and(|(d, _)| *d <= now);
+        if expired {
+            for w in waiters.drain(..) {
+                shard.waiting_sends.set(shard.waiting_sends.get() - 1);
+                match w.wait {
+                    Some((_, reply)) => {
+                        let _ = reply.send(Err(SendError::Backpressure(self.id)));
+                    }
+                    None => shard.report_send_failed(self.id, &w.packet, SendError::Backpressure(self.id)),
+                }
+            }
+        }
+        waiters.len()
+    }
+
+    /// Fails every waiting send: the session is gone.
+    pub fn fail_waiters(&self, shard: &Shard, reason: &CloseReason) {
+        for w in self.waiters.borrow_mut().drain(..) {
+            shard.waiting_sends.set(shard.waiting_sends.get() - 1);
+            if let Some((_, reply)) = w.wait {
+                let _ = reply.send(Err(SendError::ConnectionClosed(reason.clone())));
+            }
+        }
+    }
+
     /// Queues `packet`, refusing it if the outbound limit would be passed.
     pub fn enqueue(&self, shard: &Shard, packet: &Packet) -> Result<(), SendError> {
         let len = packet.wire_len();
-        if self.queued() + len > shard.cfg.max_outbound_bytes && self.queued() > 0 {
+        if !self.has_room(shard, len) {
             return Err(SendError::Backpressure(self.id));
         }
         let mut out = self.out.borrow_mut();
@@ -152,6 +249,7 @@ impl SessionState {
             .write(&mut out, &packet.header, &packet.ext_header, &packet.payload)?;
         drop(out);
         self.note_sent(&packet.header);
+        shard.mesh.tables[shard.index].set_queued(self.id, self.queued());
         self.wake();
         Ok(())
     }
@@ -237,6 +335,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 let mut out = self.st.out.borrow_mut();
                 if out.is_empty() {
                     self.st.in_flight.set(0);
+                    self.st.stuck_since.set(None);
                     // Idle sessions hold no write buffers.
                     for b in [std::mem::take(&mut self.wbuf), std::mem::take(&mut *out)] {
                         if b.capacity() > 0 {
@@ -254,13 +353,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             match Pin::new(&mut self.stream).poll_write(cx, &self.wbuf[self.wpos..]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
+                    self.st.stuck_since.set(None);
                     self.wpos += n;
                     self.st.in_flight.set(self.wbuf.len() - self.wpos);
                     self.st.last_active.set(self.shard.idle_tick());
                     self.shard.stats.bytes_out.add(n as u64);
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if self.st.stuck_since.get().is_none() {
+                        self.st.stuck_since.set(Some(Instant::now()));
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -539,6 +644,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
             if !progress && this.st.drained() && this.stalled.is_none() && this.rpos == this.rlen {
                 return Poll::Ready(CloseReason::Shutdown);
             }
+            // Room may have appeared: let waiting sends in, and tell other
+            // threads how full the queue is.
+            this.st.admit_waiters(&this.shard);
+            this.shard.mesh.tables[this.shard.index].set_queued(this.st.id, this.st.queued());
             if !progress {
                 let mut w = this.st.waker.borrow_mut();
                 if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {

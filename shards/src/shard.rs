@@ -64,6 +64,8 @@ pub struct Shard {
     pub(crate) stats: Arc<ShardStats>,
     listeners: RefCell<Vec<(Task<()>, RawFd)>>,
     pending_requests: Cell<usize>,
+    /// Sends waiting for room in some session's queue.
+    pub(crate) waiting_sends: Cell<usize>,
     sweeper: RefCell<Option<std::task::Waker>>,
     stopping: Cell<bool>,
     /// Lifecycle events waiting for room in the application's queue.
@@ -96,6 +98,7 @@ impl Shard {
             stats,
             listeners: RefCell::new(Vec::new()),
             pending_requests: Cell::new(0),
+            waiting_sends: Cell::new(0),
             sweeper: RefCell::new(None),
             stopping: Cell::new(false),
             pump: EventPump::new(sink.tx.clone()),
@@ -125,13 +128,17 @@ impl Shard {
         if dest == self.index {
             let s = self.slab.borrow().get(target).cloned();
             return match s {
-                Some(s) => s.enqueue(self, &packet),
+                Some(s) => s.offer(self, packet, None).map_err(|(_, e)| e),
                 None => Err(SendError::SessionNotFound(target)),
             };
         }
         match self.mesh.tables.get(dest) {
             Some(t) if t.is_live(target) => {
-                self.outgoing.borrow_mut()[dest].push(Command::Send { id: target, packet });
+                self.outgoing.borrow_mut()[dest].push(Command::Send {
+                    id: target,
+                    packet,
+                    wait: None,
+                });
                 Ok(())
             }
             _ => Err(SendError::SessionNotFound(target)),
@@ -147,6 +154,18 @@ impl Shard {
                 let _ = self.mesh.outboxes[dest].send_batch(cmds.drain(..));
             }
         }
+    }
+
+    /// Wakes the deadline sweeper (requests, waiting sends).
+    pub(crate) fn wake_sweeper(&self) {
+        if let Some(w) = self.sweeper.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Reports a packet that was accepted but could not be queued.
+    pub(crate) fn report_send_failed(&self, id: SessionId, packet: &Packet, error: SendError) {
+        self.send_failed(id, packet, error)
     }
 
     /// Reports a packet that was accepted but could not be queued.
@@ -170,15 +189,19 @@ impl Shard {
     fn handle(self: &Rc<Self>, cmd: Command) {
         self.stats.mesh_in.add(1);
         match cmd {
-            Command::Send { id, packet } => {
-                let result = match self.session(id) {
-                    Some(s) => s.enqueue(self, &packet),
-                    None => Err(SendError::SessionNotFound(id)),
-                };
-                if let Err(e) = result {
-                    self.send_failed(id, &packet, e);
+            Command::Send { id, packet, wait } => match self.session(id) {
+                Some(s) => {
+                    if let Err((packet, e)) = s.offer(self, packet, wait) {
+                        self.send_failed(id, &packet, e);
+                    }
                 }
-            }
+                None => match wait {
+                    Some((_, reply)) => {
+                        let _ = reply.send(Err(SendError::SessionNotFound(id)));
+                    }
+                    None => self.send_failed(id, &packet, SendError::SessionNotFound(id)),
+                },
+            },
             Command::Request {
                 id,
                 mut packet,
@@ -189,9 +212,9 @@ impl Shard {
                 let sessions: Vec<_> = self.slab.borrow().iter().cloned().collect();
                 let mut reached = 0;
                 for s in sessions {
-                    match s.enqueue(self, &packet) {
+                    match s.offer(self, packet.clone(), None) {
                         Ok(()) => reached += 1,
-                        Err(e) => self.send_failed(s.id, &packet, e),
+                        Err((packet, e)) => self.send_failed(s.id, &packet, e),
                     }
                 }
                 let _ = reply.send(reached);
@@ -296,9 +319,7 @@ impl Shard {
             },
         );
         self.pending_requests.set(self.pending_requests.get() + 1);
-        if let Some(w) = self.sweeper.borrow_mut().take() {
-            w.wake();
-        }
+        self.wake_sweeper();
     }
 
     pub(crate) fn idle_tick(&self) -> u64 {
@@ -309,18 +330,30 @@ impl Shard {
     /// ticks four times per timeout, so a silent session is closed between
     /// 1× and 1.25× the timeout after its last byte.
     async fn sweep_idle(self: Rc<Self>) {
-        let Some(timeout) = self.cfg.idle_timeout else {
+        const TICKS: u64 = 4;
+        let timeouts = [self.cfg.idle_timeout, self.cfg.write_timeout];
+        let Some(shortest) = timeouts.iter().flatten().min().copied() else {
             return;
         };
-        const TICKS: u64 = 4;
-        let period = (timeout / TICKS as u32).max(Duration::from_millis(5));
+        // Four ticks per (shortest) timeout: a session is closed between 1x
+        // and 1.25x its timeout after it went quiet or stuck.
+        let period = (shortest / TICKS as u32).max(Duration::from_millis(5));
+        let idle_ticks = self
+            .cfg
+            .idle_timeout
+            .map(|t| (t.as_nanos() / period.as_nanos()).max(1) as u64);
         loop {
             glommio::timer::sleep(period).await;
             let now = self.idle_tick.get() + 1;
             self.idle_tick.set(now);
+            let wall = Instant::now();
             for s in self.slab.borrow().iter() {
-                if now.saturating_sub(s.last_active.get()) > TICKS {
+                if idle_ticks.is_some_and(|t| now.saturating_sub(s.last_active.get()) > t) {
                     s.request_close(CloseReason::IdleTimeout);
+                } else if let (Some(limit), Some(since)) = (self.cfg.write_timeout, s.stuck_since.get()) {
+                    if wall.duration_since(since) >= limit {
+                        s.request_close(CloseReason::SlowConsumer);
+                    }
                 }
             }
         }
@@ -329,10 +362,10 @@ impl Shard {
     /// Fails requests past their deadline. Runs only while some are pending.
     async fn sweep_requests(self: Rc<Self>) {
         loop {
-            if self.pending_requests.get() == 0 {
+            if self.pending_requests.get() + self.waiting_sends.get() == 0 {
                 let shard = Rc::clone(&self);
                 std::future::poll_fn(|cx| {
-                    if shard.pending_requests.get() > 0 {
+                    if shard.pending_requests.get() + shard.waiting_sends.get() > 0 {
                         std::task::Poll::Ready(())
                     } else {
                         *shard.sweeper.borrow_mut() = Some(cx.waker().clone());
@@ -346,6 +379,7 @@ impl Shard {
             let mut left = 0;
             let sessions: Vec<_> = self.slab.borrow().iter().cloned().collect();
             for s in sessions {
+                s.expire_waiters(&self, now);
                 let mut pending = s.pending.borrow_mut();
                 pending.retain(|_, p| {
                     if p.deadline <= now {
@@ -410,6 +444,7 @@ impl Shard {
         self.slab.borrow_mut().remove(st.id);
         self.mesh.open_total.fetch_sub(1, Ordering::AcqRel);
         st.fail_pending(&reason);
+        st.fail_waiters(self, &reason);
         for w in st.close_waiters.borrow_mut().drain(..) {
             let _ = w.send(true);
         }

@@ -166,6 +166,7 @@ impl TransportClientBuilder {
             events: Arc::new(RawEvents { rx }),
             next_id: AtomicU32::new(1),
             request_timeout: self.limits.request_timeout,
+            send_timeout: self.limits.send_timeout,
         })
     }
 }
@@ -178,6 +179,7 @@ pub struct TransportClient {
     events: Arc<RawEvents>,
     next_id: AtomicU32,
     request_timeout: Duration,
+    send_timeout: Duration,
 }
 
 impl std::fmt::Debug for TransportClient {
@@ -253,7 +255,9 @@ impl TransportClient {
     pub async fn send(&self, data: &[u8]) -> Result<TransportResult> {
         let id = self.session()?;
         let mid = self.next_id();
-        self.engine.send(id, Packet::one_way(mid, data))?;
+        self.engine
+            .send_waiting(id, Packet::one_way(mid, data), self.send_timeout)
+            .await?;
         Ok(TransportResult::sent(id, mid))
     }
 
@@ -272,7 +276,7 @@ impl TransportClient {
         let id = self.session()?;
         let mut p = Packet::one_way(options.message_id.unwrap_or_else(|| self.next_id()), data);
         options.apply(&mut p);
-        Ok(self.engine.send(id, p)?)
+        Ok(self.engine.send_waiting(id, p, self.send_timeout).await?)
     }
 
     /// Sends a request with options and returns the response payload.
@@ -286,7 +290,19 @@ impl TransportClient {
 
     /// Sends a whole packet as is.
     pub async fn send_packet(&self, packet: Packet) -> Result<()> {
-        Ok(self.engine.send(self.session()?, packet)?)
+        Ok(self
+            .engine
+            .send_waiting(self.session()?, packet, self.send_timeout)
+            .await?)
+    }
+
+    /// Sends `data` as a one-way packet only if the outbound queue has room
+    /// now; fails at once with [`TransportError::Backpressure`] otherwise.
+    pub fn try_send(&self, data: &[u8]) -> Result<TransportResult> {
+        let id = self.session()?;
+        let mid = self.next_id();
+        self.engine.try_send(id, Packet::one_way(mid, data))?;
+        Ok(TransportResult::sent(id, mid))
     }
 
     /// Sends a request packet and returns the whole response packet.

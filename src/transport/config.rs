@@ -31,6 +31,11 @@ pub struct Limits {
     pub tcp_keepalive: Option<Duration>,
     /// How long a WebSocket upgrade (or TLS handshake) may take (default 10 s).
     pub handshake_timeout: Duration,
+    /// How long `send` waits for room in a full outbound queue (default 5 s).
+    pub send_timeout: Duration,
+    /// Close a session whose queued output has not moved for this long
+    /// (default 30 s; `None`: never).
+    pub write_timeout: Option<Duration>,
     /// Events queued for the application before reading pauses (default 65,536).
     pub event_capacity: usize,
 }
@@ -49,6 +54,8 @@ impl Default for Limits {
             idle_timeout: d.idle_timeout,
             tcp_keepalive: d.tcp_keepalive,
             handshake_timeout: d.handshake_timeout,
+            send_timeout: d.send_timeout,
+            write_timeout: d.write_timeout,
             event_capacity: d.event_capacity,
         }
     }
@@ -72,6 +79,8 @@ impl Limits {
             idle_timeout: self.idle_timeout,
             tcp_keepalive: self.tcp_keepalive,
             handshake_timeout: self.handshake_timeout,
+            send_timeout: self.send_timeout,
+            write_timeout: self.write_timeout,
             event_capacity: self.event_capacity.max(1),
             ..EngineConfig::default()
         }

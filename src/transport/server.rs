@@ -115,6 +115,17 @@ impl TransportServerBuilder {
         self.limits.handshake_timeout = timeout;
         self
     }
+    /// How long `send` waits for room in a full outbound queue.
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.send_timeout = timeout;
+        self
+    }
+    /// Closes a session (`CloseReason::SlowConsumer`) whose queued output
+    /// has not moved for `timeout` (`None`: never).
+    pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.limits.write_timeout = timeout;
+        self
+    }
     /// All limits at once.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -182,6 +193,7 @@ impl TransportServerBuilder {
                 addrs,
                 next_id: AtomicU32::new(1),
                 request_timeout: self.limits.request_timeout,
+                send_timeout: self.limits.send_timeout,
                 stopped_tx: std::sync::Mutex::new(Some(stopped_tx)),
                 stopped_rx,
                 stopped_reported: AtomicBool::new(false),
@@ -200,6 +212,7 @@ struct Inner {
     /// reset them on clone).
     next_id: AtomicU32,
     request_timeout: Duration,
+    send_timeout: Duration,
     stopped_tx: std::sync::Mutex<Option<flume::Sender<()>>>,
     stopped_rx: flume::Receiver<()>,
     stopped_reported: AtomicBool,
@@ -278,17 +291,36 @@ impl TransportServer {
     /// Sends `data` as a one-way packet.
     ///
     /// Returns once the packet is queued on the session's shard: `Ok` means
-    /// the session was open. If it closes before the packet is written, a
+    /// the session was open. When the session's outbound queue is full (its
+    /// peer reads slower than it is sent to), waits for room up to the send
+    /// timeout, then fails with [`TransportError::Backpressure`]. If the
+    /// session closes before the packet is written, a
     /// [`ServerEvent::TransportError`] reports it.
     pub async fn send(&self, session_id: SessionId, data: &[u8]) -> Result<TransportResult> {
         let id = self.next_id();
-        self.inner.engine.send(session_id, Packet::one_way(id, data))?;
+        self.inner
+            .engine
+            .send_waiting(session_id, Packet::one_way(id, data), self.inner.send_timeout)
+            .await?;
         Ok(TransportResult::sent(session_id, id))
     }
 
     /// Sends a whole packet (any type, biz type, extension header) as is.
     pub async fn send_to_session(&self, session_id: SessionId, packet: Packet) -> Result<()> {
-        Ok(self.inner.engine.send(session_id, packet)?)
+        Ok(self
+            .inner
+            .engine
+            .send_waiting(session_id, packet, self.inner.send_timeout)
+            .await?)
+    }
+
+    /// Sends `data` as a one-way packet only if the session's outbound
+    /// queue has room now; fails at once with
+    /// [`TransportError::Backpressure`] otherwise.
+    pub fn try_send(&self, session_id: SessionId, data: &[u8]) -> Result<TransportResult> {
+        let id = self.next_id();
+        self.inner.engine.try_send(session_id, Packet::one_way(id, data))?;
+        Ok(TransportResult::sent(session_id, id))
     }
 
     /// Sends `data` as a request and waits for the response, up to the

@@ -16,6 +16,8 @@ use crate::id::{SessionId, GEN_MASK, MAX_SLOTS};
 #[derive(Debug)]
 pub struct SlotTable {
     words: Box<[AtomicU32]>,
+    /// Bytes queued for each slot's session, as last published by the shard.
+    queued: Box<[AtomicUsize]>,
     live: AtomicUsize,
 }
 
@@ -25,6 +27,7 @@ impl SlotTable {
         let capacity = capacity.min(MAX_SLOTS as usize);
         Arc::new(Self {
             words: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
+            queued: (0..capacity).map(|_| AtomicUsize::new(0)).collect(),
             live: AtomicUsize::new(0),
         })
     }
@@ -37,6 +40,19 @@ impl SlotTable {
     /// Number of open sessions.
     pub fn live(&self) -> usize {
         self.live.load(Ordering::Relaxed)
+    }
+    /// Bytes queued for `id`'s session when its shard last looked (a hint
+    /// for admission: the shard itself enforces the limit exactly).
+    pub fn queued(&self, id: SessionId) -> usize {
+        self.queued
+            .get(id.slot() as usize)
+            .map_or(0, |q| q.load(Ordering::Relaxed))
+    }
+    /// Publishes the bytes queued for `id`'s session (its shard only).
+    pub fn set_queued(&self, id: SessionId, bytes: usize) {
+        if let Some(q) = self.queued.get(id.slot() as usize) {
+            q.store(bytes, Ordering::Relaxed);
+        }
     }
     /// Slots this shard can hold.
     pub fn capacity(&self) -> usize {
@@ -112,6 +128,7 @@ impl<T> Slab<T> {
         let next = (self.generations[i] + 1) & GEN_MASK;
         self.generations[i] = next;
         self.table.words[i].store(next << 1, Ordering::Release);
+        self.table.queued[i].store(0, Ordering::Relaxed);
         self.table.live.fetch_sub(1, Ordering::Relaxed);
         self.free.push(i as u32);
         value
