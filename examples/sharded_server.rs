@@ -32,6 +32,7 @@ OPTIONS:
                      localhost/127.0.0.1 (its PEM is written to a file,
                      printed at start, for clients to trust)
     --shards N       number of shards (0 = one per core) [default: 0]
+    --max-connections N   open sessions allowed in total  [default: 10000]
     --events         echo through the Tokio event stream instead of the
                      inline on-shard handler
     --no-pin         do not pin shards to cores
@@ -39,6 +40,7 @@ OPTIONS:
 ";
 
 struct Args {
+    max_connections: usize,
     tcp: String,
     tls_cert: Option<String>,
     tls_key: Option<String>,
@@ -52,6 +54,7 @@ struct Args {
 
 fn parse() -> Result<Option<Args>, String> {
     let mut a = Args {
+        max_connections: 10_000,
         tcp: "127.0.0.1:8001".into(),
         tls_cert: None,
         tls_key: None,
@@ -76,6 +79,11 @@ fn parse() -> Result<Option<Args>, String> {
             "--self-signed" => a.self_signed = true,
             "--shards" => a.shards = value("--shards")?.parse().map_err(|e| format!("--shards: {e}"))?,
             "--events" => a.events = true,
+            "--max-connections" => {
+                a.max_connections = value("--max-connections")?
+                    .parse()
+                    .map_err(|e| format!("--max-connections: {e}"))?
+            }
             "--no-pin" => a.pin = false,
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -161,7 +169,10 @@ async fn main() -> ExitCode {
             }
         }
     }
-    let mut builder = builder.shards(args.shards).pin_shards(args.pin);
+    let mut builder = builder
+        .max_connections(args.max_connections)
+        .shards(args.shards)
+        .pin_shards(args.pin);
     if !args.events {
         builder = builder.handler(echo);
     }

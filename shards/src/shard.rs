@@ -72,6 +72,8 @@ pub struct Shard {
     pub(crate) pump: Rc<EventPump>,
     /// A coarse clock for idle timeouts: advanced by the idle sweeper.
     idle_tick: Cell<u64>,
+    /// Most sessions open since memory was last handed back to the OS.
+    peak_sessions: Cell<usize>,
 }
 
 impl Shard {
@@ -103,6 +105,7 @@ impl Shard {
             stopping: Cell::new(false),
             pump: EventPump::new(sink.tx.clone()),
             idle_tick: Cell::new(0),
+            peak_sessions: Cell::new(0),
             sink,
         })
     }
@@ -436,12 +439,14 @@ impl Shard {
             return None;
         }
         self.stats.sessions_total.add(1);
+        self.peak_sessions.set(self.peak_sessions.get().max(slab.len()));
         state
     }
 
     /// Removes a finished session and tells everyone who waits on it.
     pub(crate) fn finish(&self, st: &SessionState, reason: CloseReason) {
         self.slab.borrow_mut().remove(st.id);
+        self.give_back_memory();
         self.mesh.open_total.fetch_sub(1, Ordering::AcqRel);
         st.fail_pending(&reason);
         st.fail_waiters(self, &reason);
@@ -455,6 +460,22 @@ impl Shard {
         tracing::debug!(shard = self.index, session = %st.id, %reason, "session closed");
         if st.announce.get() != Announce::Silent {
             self.pump.emit(EngineEvent::Closed { id: st.id, reason }, None);
+        }
+    }
+
+    /// After a crowd of sessions has gone (three quarters of a peak of at
+    /// least 1,024), hands the allocator's free memory back to the OS, so a
+    /// burst of connections does not leave its high-water mark resident.
+    /// Freed memory is reused either way; this only returns it.
+    fn give_back_memory(&self) {
+        let (peak, now) = (self.peak_sessions.get(), self.slab.borrow().len());
+        if peak >= 1024 && now <= peak / 4 {
+            self.peak_sessions.set(now);
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only releases free memory; no preconditions.
+            unsafe {
+                libc::malloc_trim(0);
+            }
         }
     }
 
