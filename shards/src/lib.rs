@@ -32,6 +32,8 @@ pub mod runtime;
 mod session;
 mod shard;
 pub mod stats;
+#[doc(hidden)]
+pub mod testing;
 mod wire;
 
 pub use config::EngineConfig;
