@@ -1,0 +1,110 @@
+//! The limits hold on WebSocket sessions too: an extra connection gets 503,
+//! a silent session is closed for idleness, and a graceful shutdown lets an
+//! answered request finish before the close.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use msgtrans::error::CloseReason;
+use msgtrans::event::{ClientEvent, ServerEvent};
+use msgtrans::protocol::{WebSocketClientConfig, WebSocketServerConfig};
+use msgtrans::transport::{TransportClient, TransportClientBuilder, TransportServer, TransportServerBuilder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn ws_builder() -> TransportServerBuilder {
+    builder().with_protocol(WebSocketServerConfig::new("127.0.0.1:0").unwrap().with_path("/ws"))
+}
+
+async fn ws_client(server: &TransportServer) -> TransportClient {
+    let url = format!("ws://{}/ws", server.ws_addr().unwrap());
+    let mut c = TransportClientBuilder::new()
+        .with_protocol(WebSocketClientConfig::new(&url).unwrap())
+        .build()
+        .await
+        .unwrap();
+    within(GUARD, "connect", c.connect()).await.expect("connect");
+    c
+}
+
+const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extra_websocket_connection_gets_503() {
+    let server = start_inline_echo(ws_builder().max_connections(1)).await;
+    let first = ws_client(&server).await;
+    let mut extra = tokio::net::TcpStream::connect(server.ws_addr().unwrap()).await.unwrap();
+    extra.write_all(UPGRADE.as_bytes()).await.unwrap();
+    let mut head = String::new();
+    within(GUARD, "503", extra.read_to_string(&mut head)).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    let r = within(GUARD, "first still served", first.request(b"ok?"))
+        .await
+        .unwrap();
+    assert_eq!(r.data.as_deref(), Some(&b"ok?"[..]));
+    first.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_websocket_session_is_closed_for_idleness() {
+    let server = start_inline_echo(ws_builder().idle_timeout(Some(Duration::from_millis(300)))).await;
+    let mut events = pump_events(&server);
+    let client = ws_client(&server).await;
+    let id = events
+        .wait_for("established", |e| match e {
+            ServerEvent::ConnectionEstablished { session_id, .. } => Some(*session_id),
+            _ => None,
+        })
+        .await;
+    assert_eq!(events.closed(id).await, CloseReason::IdleTimeout);
+    let mut ce = client.subscribe_events();
+    let gone = within(GUARD, "client sees the close", async {
+        loop {
+            if let Some(ClientEvent::Disconnected { .. }) = ce.next().await {
+                return;
+            }
+        }
+    });
+    gone.await;
+    client.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_lets_a_websocket_request_finish() {
+    let server = within(GUARD, "build", ws_builder().build()).await.unwrap();
+    let mut events = pump_events(&server);
+    let client = ws_client(&server).await;
+    let id = events
+        .wait_for("established", |e| match e {
+            ServerEvent::ConnectionEstablished { session_id, .. } => Some(*session_id),
+            _ => None,
+        })
+        .await;
+    // The client answers requests after a pause, so the answer arrives
+    // while the shutdown is already draining.
+    let mut ce = client.subscribe_events();
+    tokio::spawn(async move {
+        while let Ok(ev) = ce.recv().await {
+            if let ClientEvent::MessageReceived(ctx) = ev {
+                if ctx.is_request() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let _ = ctx.respond(b"late but fine".to_vec());
+                }
+            }
+        }
+    });
+    let s = server.clone();
+    let request = tokio::spawn(async move { s.request(id, b"still there?").await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    within(GUARD, "shutdown", server.shutdown(Duration::from_secs(10))).await;
+    let r = within(GUARD, "request", request)
+        .await
+        .unwrap()
+        .expect("finished during the drain");
+    assert_eq!(r.data.as_deref(), Some(&b"late but fine"[..]));
+    client.stop().await;
+}
