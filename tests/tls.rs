@@ -214,3 +214,23 @@ async fn plaintext_and_silent_clients_on_a_tls_port_are_closed_not_hung() {
     good.stop().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_responses_over_tls_arrive_whole() {
+    // The last TLS records of a big write must be flushed even when the
+    // socket was busy at that moment (a stall we once had).
+    let (b, pem) = tls_builder();
+    let server = start_inline_echo(b).await;
+    let tcp = tls_client(&server, &pem).await;
+    let wss = wss_client(&server, &pem).await;
+    let big: Vec<u8> = (0..4 * 1024 * 1024).map(|k| (k % 251) as u8).collect();
+    for round in 0..5 {
+        for c in [&tcp, &wss] {
+            let r = within(GUARD, "4 MiB request", c.request(&big)).await.unwrap();
+            assert!(r.data.as_deref() == Some(&big[..]), "round {round}");
+        }
+    }
+    tcp.stop().await;
+    wss.stop().await;
+    server.stop().await;
+}

@@ -334,6 +334,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             if self.wpos == self.wbuf.len() {
                 let mut out = self.st.out.borrow_mut();
                 if out.is_empty() {
+                    drop(out);
+                    // A layered stream (TLS) may still hold records it
+                    // accepted but could not write yet: push them out too.
+                    // For a plain socket this is free.
+                    match Pin::new(&mut self.stream).poll_flush(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => {
+                            if self.st.stuck_since.get().is_none() {
+                                self.st.stuck_since.set(Some(Instant::now()));
+                            }
+                            return Poll::Pending;
+                        }
+                    }
+                    let mut out = self.st.out.borrow_mut();
+                    if !out.is_empty() {
+                        continue;
+                    }
                     self.st.in_flight.set(0);
                     self.st.stuck_since.set(None);
                     // Idle sessions hold no write buffers.
