@@ -11,3 +11,4 @@ cargo test --workspace --doc --locked
 # MsgTrans 1.0.10's own client against our server: its own workspace, so
 # the main build never compiles the 1.0 dependency tree.
 ./compat/msgtrans1/run.sh
+./compat/msgtrans2/run.sh

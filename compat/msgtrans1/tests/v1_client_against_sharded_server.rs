@@ -8,6 +8,8 @@
 //! `listening tcp ADDR shards=N path=P` line and drives it with the 1.0.10
 //! `TransportClient`. Both server paths are covered: the inline on-shard
 //! echo (default) and the Tokio event-stream echo (`--events`).
+//! The server and frame helpers live in tests/common (shared with
+//! v1_ws_client_against_sharded_server.rs and compat/msgtrans2).
 //!
 //! `server_bytes_on_the_wire` checks the same exchanges with a plain
 //! `std::net::TcpStream` and hand-built frames, so when the 1.0 client and
@@ -25,11 +27,11 @@
 //!   test checks them on the wire instead;
 //! * `ClientEvent::Connected` is never emitted by 1.0.10, so it is not awaited.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,125 +41,10 @@ use msgtrans::transport::client::{TransportClient, TransportClientBuilder};
 use msgtrans::transport::TransportOptions;
 use tokio::sync::broadcast;
 
-/// Generous bound for anything that waits on the network (the machine is
-/// shared with other builds); it only turns a hang into a failure.
-const WAIT: Duration = Duration::from_secs(20);
+use common::{frame, payload, Server, WAIT};
+
 /// 1.0.10's hard per-frame payload cap on its TCP reader.
 const V1_MAX_PAYLOAD: usize = 1024 * 1024;
-
-// ---------------------------------------------------------------------------
-// Our server, as a child process.
-// ---------------------------------------------------------------------------
-
-fn workspace_root() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    root.canonicalize().unwrap_or(root)
-}
-
-/// Path of the `sharded_server` example binary, built once per test process.
-fn server_binary() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("MSGTRANS_SHARDED_SERVER") {
-            // Relative paths are taken from the workspace root (tests run in
-            // this package's directory).
-            let p = workspace_root().join(p);
-            assert!(p.is_file(), "MSGTRANS_SHARDED_SERVER={} is not a file", p.display());
-            return p;
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .current_dir(workspace_root())
-            .args([
-                "build",
-                "--example",
-                "sharded_server",
-                "--message-format=json-render-diagnostics",
-            ])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run cargo build --example sharded_server");
-        assert!(out.status.success(), "cargo build --example sharded_server failed");
-        // Pick the artifact's "executable" out of cargo's JSON messages.
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let exe = stdout
-            .lines()
-            .filter(|l| l.contains(r#""reason":"compiler-artifact""#) && l.contains(r#""name":"sharded_server""#))
-            .find_map(|l| {
-                let start = l.find(r#""executable":""#)? + r#""executable":""#.len();
-                let end = start + l[start..].find('"')?;
-                Some(PathBuf::from(&l[start..end]))
-            })
-            .expect("cargo reported no sharded_server executable");
-        assert!(exe.is_file(), "{} missing after build", exe.display());
-        exe
-    })
-}
-
-/// The running example; killed (and reaped) on drop, also when a test panics.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(events: bool) -> Server {
-        let mut cmd = Command::new(server_binary());
-        // Two shards whatever the machine, so the kernel's SO_REUSEPORT spread
-        // is in play; no pinning, the CI box is shared.
-        cmd.args(["--tcp", "127.0.0.1:0", "--no-ws", "--shards", "2", "--no-pin"]);
-        if events {
-            cmd.arg("--events");
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn sharded_server");
-        // Read stdout on a thread (and keep draining it), so a quiet or chatty
-        // server can neither hang the test nor block on a full pipe.
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut server = Server {
-            child,
-            addr: ([0, 0, 0, 0], 0).into(),
-        };
-        let want_path = if events { "events" } else { "inline" };
-        loop {
-            let line = match rx.recv_timeout(WAIT) {
-                Ok(l) => l,
-                Err(e) => panic!(
-                    "sharded_server printed no `listening tcp` line ({e:?}); exit: {:?}",
-                    server.child.try_wait()
-                ),
-            };
-            // listening tcp 127.0.0.1:PORT shards=2 path=inline
-            let mut words = line.split_whitespace();
-            if words.next() == Some("listening") && words.next() == Some("tcp") {
-                server.addr = words
-                    .next()
-                    .and_then(|a| a.parse().ok())
-                    .unwrap_or_else(|| panic!("bad address in {line:?}"));
-                assert!(line.contains(&format!("path={want_path}")), "unexpected mode: {line:?}");
-                assert_ne!(server.addr.port(), 0, "{line:?}");
-                return server;
-            }
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The 1.0.10 client.
@@ -193,14 +80,6 @@ async fn next_message(events: &mut broadcast::Receiver<ClientEvent>) -> Transpor
             ClientEvent::Error { error } => panic!("1.0 client error event: {error}"),
         }
     }
-}
-
-/// Distinct, size-varied payloads (0..~2.5 KiB) so frames of many lengths
-/// are coalesced and split by TCP on both sides.
-fn payload(tag: &str, i: usize) -> Vec<u8> {
-    let mut p = format!("{tag}-{i:04}|").into_bytes();
-    p.extend((0..(i * 97) % 2500).map(|k| (k * 31 + i) as u8));
-    p
 }
 
 async fn exercise(addr: SocketAddr) {
@@ -318,18 +197,6 @@ async fn v1_client_against_event_stream_echo() {
 // ---------------------------------------------------------------------------
 // Reference: the server's bytes, no 1.0 code involved.
 // ---------------------------------------------------------------------------
-
-/// One 1.0 frame: 16-byte big-endian header, ext header, payload.
-fn frame(kind: u8, biz: u8, id: u32, ext: &[u8], payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![1, 0, kind, biz];
-    f.extend(id.to_be_bytes());
-    f.extend((ext.len() as u16).to_be_bytes());
-    f.extend((payload.len() as u32).to_be_bytes());
-    f.extend(0u16.to_be_bytes());
-    f.extend(ext);
-    f.extend(payload);
-    f
-}
 
 fn read_frame(s: &mut TcpStream) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let mut h = [0u8; 16];

@@ -1,0 +1,1 @@
+//! Empty: the compat check lives in tests/.
