@@ -149,6 +149,21 @@ async fn a_message_over_the_limit_closes_with_1009_from_its_header_alone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_over_the_frame_limit_closes_with_1009_even_inside_a_small_message() {
+    // One fragment of 200 bytes over a 128-byte frame limit; the message
+    // itself would be small enough.
+    let mut bad = frame(2, &[0u8; 200], MASK);
+    bad[0] &= 0x7F; // not final
+    case(
+        ws_builder().max_ws_frame_size(128),
+        bad,
+        1009,
+        CloseReason::WebSocket(1009),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_utf8_in_a_text_frame_closes_with_1007() {
     case(
         ws_builder(),

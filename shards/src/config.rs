@@ -79,6 +79,9 @@ pub struct EngineConfig {
     pub handshake_timeout: Duration,
     /// How long `send` waits for room in a full outbound queue.
     pub send_timeout: Duration,
+    /// Largest WebSocket frame accepted (`None`: as large as the largest
+    /// message, i.e. the largest packet). A bigger one closes with 1009.
+    pub ws_max_frame: Option<usize>,
     /// Close a session (`SlowConsumer`) whose queued output has not moved
     /// for this long (`None`: never).
     pub write_timeout: Option<Duration>,
@@ -108,6 +111,7 @@ impl Default for EngineConfig {
             tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             send_timeout: DEFAULT_SEND_TIMEOUT,
+            ws_max_frame: None,
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
             event_capacity: DEFAULT_EVENT_CAPACITY,
             io_memory: DEFAULT_IO_MEMORY,

@@ -33,6 +33,10 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// How long `send` waits for room in a full outbound queue (default 5 s).
     pub send_timeout: Duration,
+    /// Largest WebSocket frame accepted (default `None`: up to the largest
+    /// message, which is the largest packet `max_payload` and
+    /// `max_ext_header` allow). Bigger frames or messages close with 1009.
+    pub max_ws_frame: Option<usize>,
     /// Close a session whose queued output has not moved for this long
     /// (default 30 s; `None`: never).
     pub write_timeout: Option<Duration>,
@@ -55,6 +59,7 @@ impl Default for Limits {
             tcp_keepalive: d.tcp_keepalive,
             handshake_timeout: d.handshake_timeout,
             send_timeout: d.send_timeout,
+            max_ws_frame: d.ws_max_frame,
             write_timeout: d.write_timeout,
             event_capacity: d.event_capacity,
         }
@@ -80,6 +85,7 @@ impl Limits {
             tcp_keepalive: self.tcp_keepalive,
             handshake_timeout: self.handshake_timeout,
             send_timeout: self.send_timeout,
+            ws_max_frame: self.max_ws_frame,
             write_timeout: self.write_timeout,
             event_capacity: self.event_capacity.max(1),
             ..EngineConfig::default()

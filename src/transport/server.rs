@@ -115,6 +115,13 @@ impl TransportServerBuilder {
         self.limits.handshake_timeout = timeout;
         self
     }
+    /// Largest WebSocket frame accepted; a bigger frame closes the session
+    /// with 1009. Messages are limited to the largest packet
+    /// (`max_payload` + `max_ext_header` + 16) whatever this says.
+    pub fn max_ws_frame_size(mut self, bytes: usize) -> Self {
+        self.limits.max_ws_frame = Some(bytes);
+        self
+    }
     /// How long `send` waits for room in a full outbound queue.
     pub fn send_timeout(mut self, timeout: Duration) -> Self {
         self.limits.send_timeout = timeout;

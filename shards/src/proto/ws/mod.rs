@@ -68,7 +68,9 @@ pub(crate) fn frame_header(
         if len > 125 || !h.is_final {
             return Err(close_code::PROTOCOL);
         }
-    } else if (reassembled as u64).saturating_add(len) > max_message(cfg) as u64 {
+    } else if (reassembled as u64).saturating_add(len) > max_message(cfg) as u64
+        || cfg.ws_max_frame.is_some_and(|max| len > max as u64)
+    {
         return Err(close_code::TOO_BIG);
     }
     Ok(Some((cur.position() as usize, len as usize, h)))
