@@ -224,10 +224,14 @@ async fn large_responses_over_tls_arrive_whole() {
     let tcp = tls_client(&server, &pem).await;
     let wss = wss_client(&server, &pem).await;
     let big: Vec<u8> = (0..4 * 1024 * 1024).map(|k| (k % 251) as u8).collect();
+    let mut echoes = [answer(&tcp), answer(&wss)];
     for round in 0..5 {
-        for c in [&tcp, &wss] {
+        for (c, rx) in [&tcp, &wss].into_iter().zip(echoes.iter_mut()) {
             let r = within(GUARD, "4 MiB request", c.request(&big)).await.unwrap();
             assert!(r.data.as_deref() == Some(&big[..]), "round {round}");
+            c.send(&big).await.unwrap();
+            let echo = within(GUARD, "4 MiB echo", rx.recv()).await.unwrap();
+            assert!(echo[..] == big[..], "round {round}");
         }
     }
     tcp.stop().await;

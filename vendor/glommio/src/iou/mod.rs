@@ -141,7 +141,14 @@ impl IoUring {
         // completes a poll on this ring sends an inter-processor interrupt to
         // the shard's core; on a VM that doubled the CPU cost of a small
         // message. Older kernels reject the flag with EINVAL: fall back.
-        IoUring::new_with_flags(entries, SetupFlags::COOP_TASKRUN, SetupFeatures::empty()).or_else(|e| {
+        // MSGTRANS_NO_COOP_TASKRUN=1 restores glommio's own setup (for
+        // comparisons and as an escape hatch).
+        let flags = if std::env::var_os("MSGTRANS_NO_COOP_TASKRUN").is_some() {
+            SetupFlags::empty()
+        } else {
+            SetupFlags::COOP_TASKRUN
+        };
+        IoUring::new_with_flags(entries, flags, SetupFeatures::empty()).or_else(|e| {
             if e.raw_os_error() == Some(libc::EINVAL) {
                 IoUring::new_with_flags(entries, SetupFlags::empty(), SetupFeatures::empty())
             } else {
