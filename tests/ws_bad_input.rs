@@ -8,17 +8,12 @@ use std::time::Duration;
 
 use common::*;
 use msgtrans::error::{CloseReason, CodecError};
-use msgtrans::protocol::WebSocketServerConfig;
 use msgtrans::transport::{TransportServer, TransportServerBuilder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-
-fn ws_builder() -> TransportServerBuilder {
-    builder().with_protocol(WebSocketServerConfig::new("127.0.0.1:0").unwrap().with_path("/ws"))
-}
 
 /// Sends `request` and returns the response head.
 async fn http(server: &TransportServer, request: &str) -> (TcpStream, String) {

@@ -8,23 +8,8 @@ use std::time::Duration;
 use common::*;
 use msgtrans::event::{ClientEvent, ServerEvent};
 use msgtrans::packet::Packet;
-use msgtrans::protocol::{TcpClientConfig, WebSocketClientConfig, WebSocketServerConfig};
-use msgtrans::transport::{TransportClient, TransportClientBuilder, TransportServer};
-
-fn ws_builder() -> msgtrans::transport::TransportServerBuilder {
-    builder().with_protocol(WebSocketServerConfig::new("127.0.0.1:0").unwrap().with_path("/ws"))
-}
-
-async fn ws_client(server: &TransportServer) -> TransportClient {
-    let url = format!("ws://{}/ws", server.ws_addr().unwrap());
-    let mut c = TransportClientBuilder::new()
-        .with_protocol(WebSocketClientConfig::new(&url).unwrap())
-        .build()
-        .await
-        .unwrap();
-    within(GUARD, "ws connect", c.connect()).await.expect("connect");
-    c
-}
+use msgtrans::protocol::{TcpClientConfig, WebSocketClientConfig};
+use msgtrans::transport::TransportClientBuilder;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_client_sends_requests_and_gets_echoes() {

@@ -9,24 +9,7 @@ use std::time::Duration;
 use common::*;
 use msgtrans::error::CloseReason;
 use msgtrans::event::{ClientEvent, ServerEvent};
-use msgtrans::protocol::{WebSocketClientConfig, WebSocketServerConfig};
-use msgtrans::transport::{TransportClient, TransportClientBuilder, TransportServer, TransportServerBuilder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn ws_builder() -> TransportServerBuilder {
-    builder().with_protocol(WebSocketServerConfig::new("127.0.0.1:0").unwrap().with_path("/ws"))
-}
-
-async fn ws_client(server: &TransportServer) -> TransportClient {
-    let url = format!("ws://{}/ws", server.ws_addr().unwrap());
-    let mut c = TransportClientBuilder::new()
-        .with_protocol(WebSocketClientConfig::new(&url).unwrap())
-        .build()
-        .await
-        .unwrap();
-    within(GUARD, "connect", c.connect()).await.expect("connect");
-    c
-}
 
 const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";

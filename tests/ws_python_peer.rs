@@ -9,8 +9,6 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
-use msgtrans::protocol::WebSocketServerConfig;
-use msgtrans::transport::TransportServerBuilder;
 
 fn python() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
@@ -20,10 +18,6 @@ fn python() -> PathBuf {
         p.display()
     );
     p
-}
-
-fn ws_builder() -> TransportServerBuilder {
-    builder().with_protocol(WebSocketServerConfig::new("127.0.0.1:0").unwrap().with_path("/ws"))
 }
 
 async fn run_case(url: String, case: &'static str) {

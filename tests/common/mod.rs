@@ -291,6 +291,27 @@ pub fn pump_events(server: &TransportServer) -> Events {
     }
 }
 
+/// [`builder`] plus a WebSocket listener on 127.0.0.1:0 for path `/ws`.
+pub fn ws_builder() -> TransportServerBuilder {
+    builder().with_protocol(
+        msgtrans::protocol::WebSocketServerConfig::new("127.0.0.1:0")
+            .unwrap()
+            .with_path("/ws"),
+    )
+}
+
+/// Our client, connected over `ws://` to `server`'s WebSocket listener.
+pub async fn ws_client(server: &TransportServer) -> msgtrans::transport::TransportClient {
+    let url = format!("ws://{}/ws", server.ws_addr().unwrap());
+    let mut c = msgtrans::transport::TransportClientBuilder::new()
+        .with_protocol(msgtrans::protocol::WebSocketClientConfig::new(&url).unwrap())
+        .build()
+        .await
+        .unwrap();
+    within(GUARD, "ws connect", c.connect()).await.expect("connect");
+    c
+}
+
 /// A builder for a test server: TCP on 127.0.0.1:0, [`SHARDS`] unpinned shards.
 pub fn builder() -> TransportServerBuilder {
     TransportServerBuilder::new()
