@@ -220,7 +220,7 @@ impl SessionState {
                     Some((_, reply)) => {
                         let _ = reply.send(Err(SendError::Backpressure(self.id)));
                     }
-                    None => shard.report_send_failed(self.id, &w.packet, SendError::Backpressure(self.id)),
+                    None => shard.send_failed(self.id, &w.packet, SendError::Backpressure(self.id)),
                 }
             }
         }

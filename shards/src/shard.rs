@@ -167,12 +167,7 @@ impl Shard {
     }
 
     /// Reports a packet that was accepted but could not be queued.
-    pub(crate) fn report_send_failed(&self, id: SessionId, packet: &Packet, error: SendError) {
-        self.send_failed(id, packet, error)
-    }
-
-    /// Reports a packet that was accepted but could not be queued.
-    fn send_failed(&self, id: SessionId, packet: &Packet, error: SendError) {
+    pub(crate) fn send_failed(&self, id: SessionId, packet: &Packet, error: SendError) {
         let ev = EngineEvent::SendFailed {
             id,
             message_id: packet.header.message_id,

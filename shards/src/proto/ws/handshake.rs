@@ -171,11 +171,7 @@ where
     let timeout = shard.cfg.handshake_timeout;
     let mut buf = Vec::with_capacity(1024);
     let read = read_request(&mut stream, &mut buf, cfg);
-    let expire = async {
-        glommio::timer::sleep(timeout).await;
-        None
-    };
-    let verdict = match futures_lite::future::or(async { Some(read.await) }, expire).await {
+    let verdict = match super::super::tls::within(timeout, read).await {
         None => {
             tracing::debug!(shard = shard.index, reason = %CloseReason::HandshakeTimeout, "websocket handshake");
             shard.stats.handshake_failures.add(1);
