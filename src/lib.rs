@@ -57,7 +57,9 @@ pub use event::{ClientEvent, ServerEvent, TransportContext};
 pub use msgtrans_shards::stats::ShardSnapshot;
 pub use msgtrans_shards::{Inline, InlineHandler, SessionId};
 pub use packet::{CompressionType, Packet, PacketType};
-pub use protocol::{TcpClientConfig, TcpServerConfig, WebSocketClientConfig, WebSocketServerConfig};
+pub use protocol::{
+    QuicClientConfig, QuicServerConfig, TcpClientConfig, TcpServerConfig, WebSocketClientConfig, WebSocketServerConfig,
+};
 pub use tls::{TlsClientConfig, TlsServerConfig};
 pub use transport::{TransportClient, TransportClientBuilder, TransportServer, TransportServerBuilder};
 

@@ -24,6 +24,15 @@ pub enum CodecError {
         /// The message's length.
         message: u32,
     },
+    /// Peer: on a QUIC stream, the u32 length before a packet is not the
+    /// length its own header gives.
+    #[error("a QUIC length prefix of {prefix} bytes disagrees with its packet of {packet}")]
+    PrefixMismatch {
+        /// The length prefix.
+        prefix: u32,
+        /// The packet's length by its header.
+        packet: u32,
+    },
     /// Peer (or local, when encoding): payload longer than the configured maximum.
     #[error("payload of {len} bytes exceeds the maximum of {max}")]
     PayloadTooLarge {
@@ -154,6 +163,13 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         /// The cause.
         source: io::Error,
+    },
+    /// Local: the TLS settings cannot serve this protocol (QUIC needs TLS
+    /// 1.3), or a transport setting is out of range.
+    #[error("invalid TLS or transport settings: {reason}")]
+    Tls {
+        /// What is wrong.
+        reason: String,
     },
     /// Local: the engine has stopped.
     #[error("transport stopped")]

@@ -99,6 +99,25 @@ pub(crate) enum Command {
         tls: Option<crate::proto::tls::ClientTls>,
         reply: flume::Sender<Result<SessionId, StartError>>,
     },
+    /// Serve QUIC on this shard's socket of listener `index`.
+    ListenQuic {
+        socket: std::net::UdpSocket,
+        index: usize,
+        config: std::sync::Arc<quinn_proto::ServerConfig>,
+    },
+    /// Open an outgoing QUIC connection.
+    ConnectQuic {
+        addr: SocketAddr,
+        timeout: Duration,
+        config: quinn_proto::ClientConfig,
+        server_name: String,
+        reply: flume::Sender<Result<SessionId, StartError>>,
+    },
+    /// A datagram another shard received for a QUIC connection of ours.
+    QuicDatagram {
+        listener: usize,
+        datagram: crate::proto::quic::endpoint::Relayed,
+    },
     /// List open sessions.
     Sessions { reply: flume::Sender<Vec<SessionId>> },
     /// Stop listening, close every session, then end the shard. With a

@@ -17,6 +17,7 @@ use crate::mesh;
 use crate::packet::Packet;
 use crate::pool::buffer::{set_thread_home, BufferPool};
 use crate::pool::slab::SlotTable;
+use crate::proto::quic::{QuicConnectConfig, QuicListenConfig};
 use crate::proto::tls::{ClientTls, ServerTls};
 use crate::proto::ws::handshake::{WsListenConfig, WsTarget};
 use crate::shard::{self, EventSink, Mesh, Shard};
@@ -35,6 +36,8 @@ pub struct Engine {
     exits: Mutex<Vec<flume::Receiver<()>>>,
     stopped: AtomicBool,
     cfg: Arc<EngineConfig>,
+    /// QUIC listeners opened so far (each shard keeps them in this order).
+    quic_listeners: Mutex<usize>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -120,6 +123,7 @@ impl Engine {
             exits: Mutex::new(exits),
             stopped: AtomicBool::new(false),
             cfg,
+            quic_listeners: Mutex::new(0),
         };
         for r in ready {
             match r.recv_async().await {
@@ -163,6 +167,47 @@ impl Engine {
     /// Listens for WebSocket upgrades on every shard; returns the bound address.
     pub fn listen_ws(&self, addr: SocketAddr, cfg: WsListenConfig) -> Result<SocketAddr, StartError> {
         self.listen(addr, Some(cfg), None)
+    }
+
+    /// Listens for QUIC on every shard (one UDP socket each, sharing the
+    /// port); returns the bound address.
+    pub fn listen_quic(&self, addr: SocketAddr, cfg: &QuicListenConfig) -> Result<SocketAddr, StartError> {
+        let config = cfg.quinn()?;
+        let mut count = self.quic_listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let (bound, sockets) = crate::proto::quic::udp::bind_reuseport(addr, self.shards())?;
+        for (i, socket) in sockets.into_iter().enumerate() {
+            let cmd = Command::ListenQuic {
+                socket,
+                index: *count,
+                config: Arc::clone(&config),
+            };
+            self.command(i, cmd).map_err(|_| StartError::Stopped)?;
+        }
+        *count += 1;
+        Ok(bound)
+    }
+
+    /// Opens a QUIC connection from shard `shard` (modulo the shard count),
+    /// waiting at most `timeout` for the handshake.
+    pub async fn connect_quic(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        cfg: &QuicConnectConfig,
+        shard: usize,
+    ) -> Result<SessionId, StartError> {
+        let (config, server_name) = cfg.quinn()?;
+        let (reply, rx) = flume::bounded(1);
+        let cmd = Command::ConnectQuic {
+            addr,
+            timeout,
+            config,
+            server_name,
+            reply,
+        };
+        self.command(shard % self.shards(), cmd)
+            .map_err(|_| StartError::Stopped)?;
+        rx.recv_async().await.map_err(|_| StartError::Stopped)?
     }
 
     fn listen(
@@ -405,6 +450,7 @@ impl Engine {
                     mesh_in: s.mesh_in.get(),
                     events_abandoned: s.events_abandoned.get(),
                     handshake_failures: s.handshake_failures.get(),
+                    quic_forwarded: s.quic_forwarded.get(),
                     wakeups: self.mesh.outboxes[i].doorbell().wakeups(),
                     pool: self.pools[i].snapshot(),
                 }

@@ -28,7 +28,7 @@ use crate::packet::{Packet, PacketType};
 use crate::proto::ws;
 use crate::pump::Announce;
 use crate::shard::Shard;
-use crate::wire::Wire;
+use crate::wire::{Wire, QUIC_PREFIX};
 
 /// How many read batches a busy session handles before it yields the core
 /// to its neighbours.
@@ -421,12 +421,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// its header is known and within the limits.
     fn need(&mut self) -> Result<usize, CloseReason> {
         let buf = &self.rbuf[self.rpos..self.rlen];
-        if self.st.wire == Wire::Tcp {
-            return match codec::decode_header(buf, &self.shard.cfg.frame) {
-                Ok(Some((_, frame_len))) => Ok(frame_len),
-                Ok(None) => Ok(codec::HEADER_LEN),
-                Err(e) => Err(CloseReason::ProtocolError(e)),
-            };
+        match self.st.wire {
+            Wire::Tcp => {
+                return match codec::decode_header(buf, &self.shard.cfg.frame) {
+                    Ok(Some((_, frame_len))) => Ok(frame_len),
+                    Ok(None) => Ok(codec::HEADER_LEN),
+                    Err(e) => Err(CloseReason::ProtocolError(e)),
+                }
+            }
+            Wire::Quic => {
+                return match quic_frame(buf, &self.shard.cfg.frame) {
+                    Ok(Some(n)) => Ok(n),
+                    Ok(None) => Ok(QUIC_PREFIX + codec::HEADER_LEN),
+                    Err(e) => Err(CloseReason::ProtocolError(e)),
+                }
+            }
+            Wire::WsServer | Wire::WsClient => {}
         }
         let mut out = self.st.out.borrow_mut();
         match ws::frame_header(
@@ -452,10 +462,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Decodes and dispatches every complete frame in the read buffer.
     fn process(&mut self) -> Result<usize, CloseReason> {
         let shard = Rc::clone(&self.shard);
-        let frames = if self.st.wire == Wire::Tcp {
-            self.process_tcp(&shard)
-        } else {
-            self.process_ws(&shard)
+        let frames = match self.st.wire {
+            Wire::Tcp => self.process_tcp(&shard),
+            Wire::Quic => self.process_quic(&shard),
+            Wire::WsServer | Wire::WsClient => self.process_ws(&shard),
         };
         shard.flush_outgoing();
         let frames = frames?;
@@ -474,6 +484,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             else {
                 break;
             };
+            frames += 1;
+            deliver(shard, &self.st, &mut self.stalled, frame, &mut out);
+            self.rpos += n;
+            if out.len() + self.st.in_flight.get() >= shard.cfg.max_outbound_bytes {
+                break;
+            }
+        }
+        Ok(frames)
+    }
+
+    /// Length-prefixed packets (QUIC streams): decoded where they lie.
+    fn process_quic(&mut self, shard: &Rc<Shard>) -> Result<usize, CloseReason> {
+        let limits = shard.cfg.frame;
+        let mut frames = 0;
+        let mut out = self.st.out.borrow_mut();
+        while self.rpos < self.rlen && self.stalled.is_none() {
+            let buf = &self.rbuf[self.rpos..self.rlen];
+            let Some(n) = quic_frame(buf, &limits).map_err(CloseReason::ProtocolError)? else {
+                break;
+            };
+            if buf.len() < n {
+                break;
+            }
+            let (frame, _) = codec::decode_ref(&buf[QUIC_PREFIX..n], &limits)
+                .map_err(CloseReason::ProtocolError)?
+                .expect("quic_frame checked the packet is whole");
             frames += 1;
             deliver(shard, &self.st, &mut self.stalled, frame, &mut out);
             self.rpos += n;
@@ -531,6 +567,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         Ok(frames)
     }
+}
+
+/// The length of the length-prefixed packet at the start of `buf`,
+/// prefix included, once its header is known: `Ok(None)` needs more bytes.
+/// The prefix must agree with the packet's own header.
+fn quic_frame(buf: &[u8], limits: &codec::FrameLimits) -> Result<Option<usize>, crate::error::CodecError> {
+    if buf.len() < QUIC_PREFIX + codec::HEADER_LEN {
+        return Ok(None);
+    }
+    let prefix = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let Some((_, frame_len)) = codec::decode_header(&buf[QUIC_PREFIX..], limits)? else {
+        return Ok(None);
+    };
+    if prefix as usize != frame_len {
+        return Err(crate::error::CodecError::PrefixMismatch {
+            prefix,
+            packet: frame_len as u32,
+        });
+    }
+    Ok(Some(QUIC_PREFIX + frame_len))
 }
 
 /// Hands one packet to the handler or the application; if the event queue

@@ -23,6 +23,7 @@ use crate::pool::slab::{Slab, SlotTable};
 use crate::pump::{Announce, EventPump};
 use crate::session::{pooled_packet, PendingRequest, SessionState};
 use crate::stats::ShardStats;
+use crate::proto::quic::endpoint::Endpoint as QuicEndpoint;
 use crate::wire::Wire;
 
 /// How often pending requests are checked for their deadline while any are
@@ -74,6 +75,13 @@ pub struct Shard {
     idle_tick: Cell<u64>,
     /// Most sessions open since memory was last handed back to the OS.
     peak_sessions: Cell<usize>,
+    /// Connections admitted but still handshaking (QUIC): they hold a slot
+    /// against the limits before they become sessions.
+    handshaking: Cell<usize>,
+    /// This shard's endpoint of each QUIC listener, by listener index.
+    pub(crate) quic: RefCell<Vec<Rc<QuicEndpoint>>>,
+    /// This shard's client endpoints (IPv4, IPv6), made on first connect.
+    quic_client: RefCell<[Option<Rc<QuicEndpoint>>; 2]>,
 }
 
 impl Shard {
@@ -106,6 +114,9 @@ impl Shard {
             pump: EventPump::new(sink.tx.clone()),
             idle_tick: Cell::new(0),
             peak_sessions: Cell::new(0),
+            handshaking: Cell::new(0),
+            quic: RefCell::new(Vec::new()),
+            quic_client: RefCell::new([None, None]),
             sink,
         })
     }
@@ -146,6 +157,31 @@ impl Shard {
             }
             _ => Err(SendError::SessionNotFound(target)),
         }
+    }
+
+    /// Queues a command for another shard; it goes with the batch's others.
+    pub(crate) fn relay(&self, dest: usize, cmd: Command) {
+        self.outgoing.borrow_mut()[dest].push(cmd);
+    }
+
+    /// Whether a QUIC connection is still closing (its last bytes not yet
+    /// acknowledged): a stop waits for it, within its grace period.
+    fn quic_busy(&self) -> bool {
+        let client = self.quic_client.borrow();
+        self.quic.borrow().iter().chain(client.iter().flatten()).any(|e| e.busy())
+    }
+
+    /// This shard's client endpoint for the address family of `addr`.
+    fn quic_client(self: &Rc<Self>, addr: std::net::SocketAddr) -> std::io::Result<Rc<QuicEndpoint>> {
+        let family = usize::from(addr.is_ipv6());
+        if let Some(e) = &self.quic_client.borrow()[family] {
+            return Ok(Rc::clone(e));
+        }
+        let socket = crate::proto::quic::udp::bind_client(addr.is_ipv6())?;
+        let e = QuicEndpoint::client(self.index, socket)?;
+        glommio::spawn_local(Rc::clone(&e).run(Rc::clone(self))).detach();
+        self.quic_client.borrow_mut()[family] = Some(Rc::clone(&e));
+        Ok(e)
     }
 
     /// Hands the cross-shard messages gathered during a batch to their
@@ -245,6 +281,34 @@ impl Shard {
                 })
                 .detach();
             }
+            Command::ListenQuic { socket, index, config } => {
+                match QuicEndpoint::server(self.index, index, socket, config) {
+                    Ok(e) => {
+                        glommio::spawn_local(Rc::clone(&e).run(Rc::clone(self))).detach();
+                        let mut quic = self.quic.borrow_mut();
+                        debug_assert_eq!(quic.len(), index, "listeners arrive in order");
+                        quic.push(e);
+                    }
+                    Err(e) => tracing::warn!(shard = self.index, error = %e, "QUIC listener failed"),
+                }
+            }
+            Command::ConnectQuic {
+                addr,
+                timeout,
+                config,
+                server_name,
+                reply,
+            } => match self.quic_client(addr) {
+                Ok(e) => e.connect(self, config, addr, &server_name, timeout, reply),
+                Err(source) => {
+                    let _ = reply.send(Err(StartError::Connect { addr, source }));
+                }
+            },
+            Command::QuicDatagram { listener, datagram } => {
+                if let Some(e) = self.quic.borrow().get(listener) {
+                    e.relay(datagram);
+                }
+            }
             Command::Sessions { reply } => {
                 let _ = reply.send(self.slab.borrow().iter().map(|s| s.id).collect());
             }
@@ -280,7 +344,7 @@ impl Shard {
                     // Sessions end at their next poll; their close events get
                     // a bounded time to be taken by the application.
                     let deadline = Instant::now() + STOP_EVENT_GRACE;
-                    while !shard.slab.borrow().is_empty() || !shard.pump.is_idle() {
+                    while !shard.slab.borrow().is_empty() || !shard.pump.is_idle() || shard.quic_busy() {
                         if Instant::now() >= deadline {
                             shard.pump.abandon.set(true);
                         }
@@ -414,12 +478,36 @@ impl Shard {
 
     /// Registers a new connection, or `None` when a limit refuses it.
     pub(crate) fn admit(&self, wire: Wire) -> Option<Rc<SessionState>> {
-        let total = self.mesh.open_total.fetch_add(1, Ordering::AcqRel);
-        if total >= self.cfg.max_connections || self.stopping.get() {
-            self.mesh.open_total.fetch_sub(1, Ordering::AcqRel);
-            self.stats.refused.add(1);
+        if !self.reserve() {
             return None;
         }
+        self.admit_reserved(wire)
+    }
+
+    /// Holds a place under the connection limits (total and this shard's)
+    /// for a connection that is still handshaking; `false` when refused.
+    pub(crate) fn reserve(&self) -> bool {
+        let total = self.mesh.open_total.fetch_add(1, Ordering::AcqRel);
+        let here = self.slab.borrow().len() + self.handshaking.get();
+        let per_shard = self.mesh.tables[self.index].capacity();
+        if total >= self.cfg.max_connections || here >= per_shard || self.stopping.get() {
+            self.mesh.open_total.fetch_sub(1, Ordering::AcqRel);
+            self.stats.refused.add(1);
+            return false;
+        }
+        self.handshaking.set(self.handshaking.get() + 1);
+        true
+    }
+
+    /// Gives back a place held by [`Shard::reserve`] (the handshake failed).
+    pub(crate) fn unreserve(&self) {
+        self.handshaking.set(self.handshaking.get() - 1);
+        self.mesh.open_total.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Turns a reserved place into a session.
+    pub(crate) fn admit_reserved(&self, wire: Wire) -> Option<Rc<SessionState>> {
+        self.handshaking.set(self.handshaking.get() - 1);
         let mut slab = self.slab.borrow_mut();
         let mut state = None;
         let id = slab.insert_with(|id| {

@@ -40,6 +40,9 @@ pub struct ShardStats {
     pub events_abandoned: Counter,
     /// Handshakes refused or timed out.
     pub handshake_failures: Counter,
+    /// QUIC datagrams this shard's socket received for another shard's
+    /// connection and relayed to it.
+    pub quic_forwarded: Counter,
 }
 
 /// A point-in-time copy of one shard's counters.
@@ -67,6 +70,8 @@ pub struct ShardSnapshot {
     pub events_abandoned: u64,
     /// Handshakes refused or timed out.
     pub handshake_failures: u64,
+    /// QUIC datagrams relayed to the shard that owns their connection.
+    pub quic_forwarded: u64,
     /// Times a mesh doorbell woke this shard.
     pub wakeups: u64,
     /// Buffer pool counters.

@@ -17,7 +17,14 @@ pub(crate) enum Wire {
     WsServer,
     /// One masked binary WebSocket message per packet (client side).
     WsClient,
+    /// Each packet preceded by its length as a u32 big-endian, as on a
+    /// MsgTrans QUIC stream (DESIGN.md §3). Streams other than one
+    /// bidirectional stream are mapped onto this by `proto::quic::stream`.
+    Quic,
 }
+
+/// Bytes of the length prefix before each packet on a QUIC stream.
+pub(crate) const QUIC_PREFIX: usize = 4;
 
 /// The most a WebSocket frame header can add to a packet.
 pub(crate) const MAX_ENVELOPE: usize = 14;
@@ -28,6 +35,7 @@ impl Wire {
         match self {
             Wire::Tcp => "tcp",
             Wire::WsServer | Wire::WsClient => "websocket",
+            Wire::Quic => "quic",
         }
     }
 
@@ -35,6 +43,17 @@ impl Wire {
     pub fn write(self, out: &mut Vec<u8>, header: &FixedHeader, ext: &[u8], payload: &[u8]) -> Result<(), CodecError> {
         match self {
             Wire::Tcp => codec::encode_parts(header, ext, payload, out),
+            Wire::Quic => {
+                // The codec refuses what does not fit the header's u32
+                // fields, so the prefix (16 more bytes) is checked too.
+                let len = codec::encoded_len(ext.len(), payload.len());
+                let len = u32::try_from(len).map_err(|_| CodecError::PayloadTooLarge {
+                    len: u32::MAX,
+                    max: u32::MAX - codec::HEADER_LEN as u32,
+                })?;
+                out.put_u32(len);
+                codec::encode_parts(header, ext, payload, out)
+            }
             Wire::WsServer => {
                 ws_header(
                     out,
@@ -63,7 +82,7 @@ impl Wire {
     /// Appends a control frame (ping, pong, close) to `out`.
     pub fn control(self, out: &mut Vec<u8>, opcode: u8, body: &[u8]) {
         match self {
-            Wire::Tcp => {}
+            Wire::Tcp | Wire::Quic => {}
             Wire::WsServer => {
                 ws_header(out, opcode, body.len() as u64, None);
                 out.extend_from_slice(body);

@@ -1,9 +1,11 @@
 //! Per-protocol configuration, with MsgTrans 1.0's names. Only options that
 //! take effect are offered.
 
+pub mod quic;
 mod tcp;
 mod websocket;
 
+pub use quic::{QuicClientConfig, QuicServerConfig};
 pub use tcp::{TcpClientConfig, TcpServerConfig};
 pub use websocket::{WebSocketClientConfig, WebSocketServerConfig};
 
@@ -75,6 +77,8 @@ pub enum ListenerConfig {
     Tcp(TcpServerConfig),
     /// WebSocket.
     WebSocket(WebSocketServerConfig),
+    /// QUIC.
+    Quic(QuicServerConfig),
 }
 
 /// Where and how a client connects.
@@ -84,4 +88,6 @@ pub enum TargetConfig {
     Tcp(TcpClientConfig),
     /// WebSocket.
     WebSocket(WebSocketClientConfig),
+    /// QUIC.
+    Quic(QuicClientConfig),
 }

@@ -229,6 +229,12 @@ impl TransportClient {
                     .connect_ws(c.address, c.connect_timeout, target, tls, 0)
                     .await?
             }
+            TargetConfig::Quic(c) => {
+                let cfg = c.connect_config()?;
+                self.engine
+                    .connect_quic(c.target_address, c.connect_timeout, &cfg, 0)
+                    .await?
+            }
         };
         *self.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
         Ok(())

@@ -160,12 +160,27 @@ impl TransportServerBuilder {
         };
         let engine = Arc::new(Engine::start(cfg, self.handler, sink).await?);
         let mut addrs = Vec::new();
+        let mut quic_certs = Vec::new();
         for l in &self.listeners {
             let (proto, bound) = match l {
                 ListenerConfig::Tcp(c) => (
                     if c.tls.is_some() { "tcp+tls" } else { "tcp" },
                     engine.listen_tcp(c.bind_address, c.tls.as_ref().map(|t| t.config.clone())),
                 ),
+                ListenerConfig::Quic(c) => {
+                    let (cfg, self_signed) = match c.listen_config() {
+                        Ok(x) => x,
+                        Err(e) => {
+                            engine.stop().await;
+                            return Err(e.into());
+                        }
+                    };
+                    let bound = engine.listen_quic(c.bind_address, &cfg);
+                    if let (Ok(a), Some(pem)) = (&bound, self_signed) {
+                        quic_certs.push((*a, pem));
+                    }
+                    ("quic", bound)
+                }
                 ListenerConfig::WebSocket(c) => (
                     if c.tls.is_some() { "wss" } else { "websocket" },
                     engine.listen_ws(
@@ -198,6 +213,7 @@ impl TransportServerBuilder {
                 events_tx: tx,
                 lifecycle,
                 addrs,
+                quic_certs,
                 next_id: AtomicU32::new(1),
                 request_timeout: self.limits.request_timeout,
                 send_timeout: self.limits.send_timeout,
@@ -215,6 +231,8 @@ struct Inner {
     events_tx: flume::Sender<EngineEvent>,
     lifecycle: Arc<AtomicBool>,
     addrs: Vec<(&'static str, SocketAddr)>,
+    /// Self-signed certificates made for QUIC listeners given none.
+    quic_certs: Vec<(SocketAddr, String)>,
     /// One counter for every clone, so message ids stay unique (MsgTrans 1.0
     /// reset them on clone).
     next_id: AtomicU32,
@@ -257,9 +275,20 @@ impl TransportServer {
     }
 
     /// The first address serving `protocol` (`"tcp"`, `"tcp+tls"`,
-    /// `"websocket"`, `"wss"`), if any.
+    /// `"websocket"`, `"wss"`, `"quic"`), if any.
     pub fn addr_of(&self, protocol: &str) -> Option<SocketAddr> {
         self.inner.addrs.iter().find(|(p, _)| *p == protocol).map(|(_, a)| *a)
+    }
+
+    /// The first QUIC address, if any.
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.addr_of("quic")
+    }
+
+    /// The PEM of the self-signed certificate made for the first QUIC
+    /// listener that was given none (clients pass it to `with_ca_cert_pem`).
+    pub fn quic_certificate_pem(&self) -> Option<&str> {
+        self.inner.quic_certs.first().map(|(_, pem)| pem.as_str())
     }
 
     /// The first WebSocket (`ws://`) address, if any.

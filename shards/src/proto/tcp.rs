@@ -89,6 +89,10 @@ pub(crate) struct Ends {
 }
 
 impl Ends {
+    pub(crate) fn new(peer: SocketAddr, local: SocketAddr) -> Self {
+        Self { peer, local }
+    }
+
     pub(crate) fn of(shard: &Shard, stream: &TcpStream) -> Self {
         let _ = stream.set_nodelay(true);
         if let Some(idle) = shard.cfg.tcp_keepalive {
@@ -108,6 +112,21 @@ pub(crate) fn drive<S>(shard: &Rc<Shard>, st: Rc<SessionState>, stream: S, initi
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
+    drive_then(shard, st, stream, initial, ends, |_| {})
+}
+
+/// [`drive`], then `ended` with the reason once the session is gone (QUIC
+/// closes its connection there).
+pub(crate) fn drive_then<S>(
+    shard: &Rc<Shard>,
+    st: Rc<SessionState>,
+    stream: S,
+    initial: &[u8],
+    ends: Ends,
+    ended: impl FnOnce(&CloseReason) + 'static,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
     let protocol = st.wire.protocol();
     let opened = EngineEvent::Opened {
         id: st.id,
@@ -120,6 +139,7 @@ where
     let driver = Driver::new(Rc::clone(&shard), Rc::clone(&st), stream, initial);
     glommio::spawn_local(async move {
         let reason = driver.await;
+        ended(&reason);
         shard.finish(&st, reason);
     })
     .detach();

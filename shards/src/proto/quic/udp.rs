@@ -1,0 +1,153 @@
+//! The shard's UDP socket: `SO_REUSEPORT` so every shard binds the same
+//! port, batched receives (`recvmmsg`, with GRO where the kernel has it)
+//! and GSO sends, both through quinn-udp, and readiness from the shard's
+//! own ring (`glommio::net::FdReady`).
+
+use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::task::{Context, Poll};
+
+use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::error::StartError;
+
+/// Datagrams per `recvmmsg`.
+const RECV_BATCH: usize = quinn_udp::BATCH_SIZE;
+/// Kernel buffer asked for in each direction: a burst of 64 KiB packets
+/// from many connections must not overflow before the shard reads it.
+const SOCKET_BUFFER: usize = 4 << 20;
+/// Datagrams per GSO send. quinn-udp may report 64 segments, but 64 full
+/// datagrams pass the 64 KiB a single send can carry and the kernel then
+/// refuses the whole send; quinn's own driver caps at 10 for that reason.
+const MAX_GSO: usize = 10;
+
+/// Binds one UDP socket per shard on `addr`, all sharing its port. Port 0
+/// is resolved by the first bind and reused by the rest. A port another
+/// process already holds is refused (`SO_REUSEPORT` would share it).
+pub fn bind_reuseport(addr: SocketAddr, shards: usize) -> Result<(SocketAddr, Vec<UdpSocket>), StartError> {
+    let mut out = Vec::with_capacity(shards);
+    let mut addr = addr;
+    for i in 0..shards {
+        let err = |source| StartError::Bind { addr, source };
+        if i == 0 && addr.port() != 0 {
+            // Without SO_REUSEPORT this bind fails if anyone holds the port.
+            drop(UdpSocket::bind(addr).map_err(err)?);
+        }
+        let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+        s.set_reuse_port(true).map_err(err)?;
+        s.set_nonblocking(true).map_err(err)?;
+        s.bind(&addr.into()).map_err(err)?;
+        if addr.port() == 0 {
+            addr = s.local_addr().map_err(err)?.as_socket().expect("inet socket");
+        }
+        out.push(s.into());
+    }
+    Ok((addr, out))
+}
+
+/// A client endpoint's socket on an ephemeral port.
+pub fn bind_client(ipv6: bool) -> io::Result<UdpSocket> {
+    let s = if ipv6 {
+        UdpSocket::bind("[::]:0")?
+    } else {
+        UdpSocket::bind("0.0.0.0:0")?
+    };
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// One shard's socket and its receive buffers.
+pub(crate) struct Udp {
+    socket: UdpSocket,
+    state: UdpSocketState,
+    ready: glommio::net::FdReady,
+    bufs: Vec<Vec<u8>>,
+    meta: Vec<RecvMeta>,
+    /// Use GSO/GRO (off with `MSGTRANS_QUIC_NO_OFFLOAD=1`, to measure them).
+    offload: bool,
+}
+
+impl Udp {
+    pub(crate) fn new(socket: UdpSocket) -> io::Result<Self> {
+        let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
+        let _ = state.set_send_buffer_size(UdpSockRef::from(&socket), SOCKET_BUFFER);
+        let _ = state.set_recv_buffer_size(UdpSockRef::from(&socket), SOCKET_BUFFER);
+        let offload = std::env::var_os("MSGTRANS_QUIC_NO_OFFLOAD").is_none();
+        // With GRO one slot may hold many coalesced datagrams.
+        let slot = if offload && state.gro_segments() > 1 {
+            64 * 1024
+        } else {
+            2048
+        };
+        let ready = glommio::net::FdReady::new(socket.as_raw_fd());
+        Ok(Self {
+            bufs: (0..RECV_BATCH).map(|_| vec![0u8; slot]).collect(),
+            meta: vec![RecvMeta::default(); RECV_BATCH],
+            socket,
+            state,
+            ready,
+            offload,
+        })
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Datagrams one send may carry.
+    pub(crate) fn max_datagrams(&self) -> usize {
+        if self.offload {
+            self.state.max_gso_segments().clamp(1, MAX_GSO)
+        } else {
+            1
+        }
+    }
+
+    /// Receives one batch; calls `each(from, local_ip, ecn, datagram)` for
+    /// every datagram (GRO buffers split at their stride). `Ok(0)`: none
+    /// waiting.
+    pub(crate) fn recv(
+        &mut self,
+        mut each: impl FnMut(SocketAddr, Option<std::net::IpAddr>, Option<quinn_udp::EcnCodepoint>, &[u8]),
+    ) -> io::Result<usize> {
+        let mut slices: Vec<IoSliceMut<'_>> = self.bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        let n = match self.state.recv(UdpSockRef::from(&self.socket), &mut slices, &mut self.meta) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut count = 0;
+        for (meta, buf) in self.meta[..n].iter().zip(&self.bufs) {
+            let stride = meta.stride.max(1);
+            for d in buf[..meta.len].chunks(stride) {
+                each(meta.addr, meta.dst_ip, meta.ecn, d);
+                count += 1;
+            }
+        }
+        Ok(count.max(n))
+    }
+
+    /// Sends one transmit (several datagrams under GSO). A full socket
+    /// buffer drops it: QUIC recovers a lost datagram like any loss.
+    pub(crate) fn send(&self, t: &quinn_proto::Transmit, contents: &[u8]) -> io::Result<()> {
+        let tx = Transmit {
+            destination: t.destination,
+            ecn: t.ecn.and_then(|e| quinn_udp::EcnCodepoint::from_bits(e as u8)),
+            contents,
+            segment_size: t.segment_size,
+            src_ip: t.src_ip,
+        };
+        match self.state.try_send(UdpSockRef::from(&self.socket), &tx) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `Ready` once the socket may have datagrams.
+    pub(crate) fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.ready.poll_readable(cx)
+    }
+}
