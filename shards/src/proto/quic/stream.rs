@@ -92,6 +92,8 @@ pub(crate) struct StreamIo {
     out: Out,
     /// Server: the peer reads streams we open, so we may open our own.
     push_ok: bool,
+    /// The peer sends packets on unidirectional streams (1.0.0–1.0.2).
+    uni_peer: bool,
     recv: HashMap<StreamId, Recv>,
     readable: VecDeque<StreamId>,
     /// The stream a packet is being read from.
@@ -114,6 +116,7 @@ impl StreamIo {
             side,
             out: Out::Unset,
             push_ok: false,
+            uni_peer: false,
             recv: HashMap::new(),
             readable: VecDeque::new(),
             current: None,
@@ -208,6 +211,12 @@ impl StreamIo {
             match read_some(q, id, r, &mut buf[n..], &mut transmit) {
                 Ok(Step::Read(k)) => {
                     n += k;
+                    if !r.prefixed && !self.uni_peer {
+                        self.uni_peer = true;
+                        if let Some(w) = self.write_waker.take() {
+                            w.wake();
+                        }
+                    }
                     if r.mid_packet() {
                         self.current = Some(id);
                     } else if !r.queued {
@@ -263,7 +272,6 @@ impl StreamIo {
             );
         }
         if matches!(self.out, Out::Unset) {
-            let has_uni_peer = self.recv.values().any(|r| !r.prefixed && r.total > 0);
             if self.side == Side::Client || self.push_ok {
                 match q.streams().open(Dir::Bi) {
                     Some(id) => {
@@ -273,7 +281,7 @@ impl StreamIo {
                     }
                     None => return self.pending_write(cx),
                 }
-            } else if has_uni_peer {
+            } else if self.uni_peer {
                 self.out = Out::Uni(UniOut::default());
             } else {
                 // Nobody to write to yet: the output waits in the

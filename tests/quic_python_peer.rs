@@ -1,0 +1,141 @@
+//! An independent QUIC peer: python `aioquic` (tests/peers/quic_check.py,
+//! installed into .venv by scripts/setup-peers.sh) against our server.
+//! ALPN `msgtrans/1` and no ALPN are served on one port, a wrong ALPN is
+//! refused, per-packet unidirectional streams (MsgTrans 1.0.0–1.0.2) are
+//! answered in kind, a malformed packet closes that connection alone, a
+//! silent peer is closed at the idle timeout, a peer whose address changes
+//! keeps its connection (datagrams relayed across shards), and the peer
+//! sees exactly the transport limits we configure.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use msgtrans::protocol::QuicServerConfig;
+use msgtrans::transport::{TransportServer, TransportServerBuilder};
+use msgtrans::TlsServerConfig;
+
+struct Peer {
+    server: TransportServer,
+    ca: PathBuf,
+}
+
+async fn serve(quic: impl FnOnce(QuicServerConfig) -> QuicServerConfig, b: TransportServerBuilder) -> Peer {
+    let (tls, pem) = TlsServerConfig::self_signed(&["localhost"]).unwrap();
+    let cfg = quic(QuicServerConfig::new("127.0.0.1:0").unwrap().with_tls(tls));
+    let server = start_inline_echo(b.shards(SHARDS).pin_shards(false).with_protocol(cfg)).await;
+    let ca = std::env::temp_dir().join(format!(
+        "msgtrans-quic-ca-{}-{}.pem",
+        std::process::id(),
+        server.quic_addr().unwrap().port()
+    ));
+    std::fs::write(&ca, pem).unwrap();
+    Peer { server, ca }
+}
+
+impl Peer {
+    /// Runs one case of quic_check.py; returns its output, failing the
+    /// test with it if the script failed.
+    async fn run(&self, case: &str, extra: &[&str]) -> String {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let python = root.join(".venv/bin/python");
+        assert!(python.exists(), "run ./scripts/setup-peers.sh (scripts/test.sh does)");
+        let mut cmd = Command::new(python);
+        cmd.arg(root.join("tests/peers/quic_check.py"))
+            .arg(self.server.quic_addr().unwrap().to_string())
+            .arg(case)
+            .arg("--cafile")
+            .arg(&self.ca)
+            .args(extra);
+        let out = within(GUARD * 3, case, tokio::task::spawn_blocking(move || cmd.output()))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{case}: {text}");
+        text
+    }
+
+    async fn stop(self) {
+        std::fs::remove_file(&self.ca).ok();
+        self.server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aioquic_with_and_without_alpn_is_served_and_a_wrong_alpn_is_refused() {
+    let peer = serve(|c| c, TransportServerBuilder::new()).await;
+    for case in ["request", "echo1m", "no-alpn", "wrong-alpn", "uni", "malformed"] {
+        let out = peer.run(case, &[]).await;
+        assert!(out.contains("ok "), "{case}: {out}");
+    }
+    peer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_aioquic_client_is_closed_by_the_server_idle_timeout() {
+    let idle = Duration::from_secs(1);
+    let peer = serve(|c| c, TransportServerBuilder::new().idle_timeout(Some(idle))).await;
+    let out = peer.run("idle", &["--expect-idle", "1"]).await;
+    let took: f64 = out
+        .split("after ")
+        .nth(1)
+        .and_then(|s| s.split('s').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    // Closed by the server's own timeout (between 1x and 2x), well before
+    // aioquic's own 30 s idle timeout would end it.
+    assert!((1.0..2.0 + 1.0).contains(&took), "closed after {took}s: {out}");
+    peer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_changes_address_keeps_its_connection_across_shards() {
+    let peer = serve(|c| c, TransportServerBuilder::new()).await;
+    let out = peer.run("migrate", &[]).await;
+    assert!(out.contains("ok "), "{out}");
+    let relayed: u64 = peer.server.stats().iter().map(|s| s.quic_forwarded).sum();
+    assert!(relayed > 0, "12 new ports all hashed to the owning shard? stats: {:?}", peer.server.stats());
+    peer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aioquic_sees_the_transport_limits_we_configure_and_the_defaults() {
+    let peer = serve(
+        |c| {
+            c.with_max_idle_timeout(Duration::from_secs(7))
+                .with_max_concurrent_streams(3)
+                .with_max_concurrent_uni_streams(5)
+                .with_stream_receive_window(100_000)
+                .with_receive_window(300_000)
+        },
+        TransportServerBuilder::new(),
+    )
+    .await;
+    let out = peer.run("params", &[]).await;
+    assert!(
+        out.contains("params idle=7.0 bidi=3 uni=5 max_data=300000 stream_data=100000"),
+        "{out}"
+    );
+    peer.stop().await;
+    let peer = serve(|c| c, TransportServerBuilder::new()).await;
+    let out = peer.run("params", &[]).await;
+    use msgtrans::protocol::quic::*;
+    let want = format!(
+        "params idle={:.1} bidi={} uni={} max_data={} stream_data={}",
+        DEFAULT_QUIC_IDLE_TIMEOUT.as_secs_f64(),
+        DEFAULT_QUIC_MAX_BIDI_STREAMS,
+        DEFAULT_QUIC_MAX_UNI_STREAMS,
+        DEFAULT_QUIC_RECEIVE_WINDOW,
+        DEFAULT_QUIC_STREAM_WINDOW
+    );
+    assert!(out.contains(&want), "{out} (wanted {want})");
+    peer.stop().await;
+}
