@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use msgtrans::event::ServerEvent;
 use msgtrans::packet::{Packet, PacketType};
-use msgtrans::protocol::{TcpServerConfig, WebSocketServerConfig};
+use msgtrans::protocol::{QuicServerConfig, TcpServerConfig, WebSocketServerConfig};
 use msgtrans::transport::TransportServerBuilder;
 use msgtrans::{Inline, TlsServerConfig};
 
@@ -25,12 +25,16 @@ OPTIONS:
     --ws ADDR        WebSocket listen address      [default: 127.0.0.1:8002]
     --ws-path PATH   WebSocket path to upgrade     [default: /ws]
     --no-ws          no WebSocket listener
+    --quic ADDR      QUIC listen address (UDP)     [default: 127.0.0.1:8003]
+    --no-quic        no QUIC listener
     --tls-cert PEM   serve TLS on every listener (tcp+tls, wss) with this
                      certificate chain...
     --tls-key PEM    ...and this private key
     --self-signed    serve TLS with a fresh self-signed certificate for
                      localhost/127.0.0.1 (its PEM is written to a file,
                      printed at start, for clients to trust)
+                     QUIC always has TLS: with none of these it gets its
+                     own self-signed certificate, written out the same way
     --shards N       number of shards (0 = one per core) [default: 0]
     --max-connections N   open sessions allowed in total  [default: 10000]
     --events         echo through the Tokio event stream instead of the
@@ -47,6 +51,7 @@ struct Args {
     self_signed: bool,
     ws: Option<String>,
     ws_path: String,
+    quic: Option<String>,
     shards: usize,
     events: bool,
     pin: bool,
@@ -61,6 +66,7 @@ fn parse() -> Result<Option<Args>, String> {
         self_signed: false,
         ws: Some("127.0.0.1:8002".into()),
         ws_path: "/ws".into(),
+        quic: Some("127.0.0.1:8003".into()),
         shards: 0,
         events: false,
         pin: true,
@@ -74,6 +80,8 @@ fn parse() -> Result<Option<Args>, String> {
             "--ws" => a.ws = Some(value("--ws")?),
             "--ws-path" => a.ws_path = value("--ws-path")?,
             "--no-ws" => a.ws = None,
+            "--quic" => a.quic = Some(value("--quic")?),
+            "--no-quic" => a.quic = None,
             "--tls-cert" => a.tls_cert = Some(value("--tls-cert")?),
             "--tls-key" => a.tls_key = Some(value("--tls-key")?),
             "--self-signed" => a.self_signed = true,
@@ -112,14 +120,20 @@ fn tls_config(args: &Args) -> Result<Option<TlsServerConfig>, String> {
             .map_err(|e| e.to_string()),
         (None, None, true) => {
             let (tls, pem) = TlsServerConfig::self_signed(&["localhost", "127.0.0.1"]).map_err(|e| e.to_string())?;
-            let path = std::env::temp_dir().join(format!("msgtrans-self-signed-{}.pem", std::process::id()));
-            std::fs::write(&path, pem).map_err(|e| format!("{}: {e}", path.display()))?;
-            println!("self-signed certificate (trust it in clients): {}", path.display());
+            write_certificate("self-signed", &pem)?;
             Ok(Some(tls))
         }
         (_, _, true) => Err("--self-signed cannot be combined with --tls-cert/--tls-key".into()),
         _ => Err("--tls-cert and --tls-key go together".into()),
     }
+}
+
+/// Writes a certificate clients must trust to a file and says where.
+fn write_certificate(what: &str, pem: &str) -> Result<(), String> {
+    let path = std::env::temp_dir().join(format!("msgtrans-{what}-{}.pem", std::process::id()));
+    std::fs::write(&path, pem).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("{what} certificate (trust it in clients): {}", path.display());
+    Ok(())
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -169,6 +183,20 @@ async fn main() -> ExitCode {
             }
         }
     }
+    if let Some(quic) = &args.quic {
+        match QuicServerConfig::new(quic) {
+            Ok(c) => {
+                builder = builder.with_protocol(match &tls {
+                    Some(t) => c.with_tls(t.clone()),
+                    None => c,
+                })
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let mut builder = builder
         .max_connections(args.max_connections)
         .shards(args.shards)
@@ -183,6 +211,12 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(pem) = server.quic_certificate_pem() {
+        if let Err(e) = write_certificate("quic", pem) {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     for (proto, addr) in server.local_addrs() {
         println!(
             "listening {proto} {addr} shards={} path={}",

@@ -49,9 +49,9 @@ BUILTIN_SERVERS = [
      "baseline 3: raw glommio batched echo"),
     ("baseline_uring", "baseline_uring", ["--addr", "{addr}", "--shards", "{shards}"],
      "experiment: raw io_uring echo, no runtime (always one thread)"),
-    ("msgtrans_inline", "sharded_server", ["--tcp", "{addr}", "--no-ws", "--shards", "{shards}"],
+    ("msgtrans_inline", "sharded_server", ["--tcp", "{addr}", "--no-ws", "--no-quic", "--shards", "{shards}"],
      "msgtrans sharded_server, inline on-shard handler"),
-    ("msgtrans_events", "sharded_server", ["--tcp", "{addr}", "--no-ws", "--shards", "{shards}", "--events"],
+    ("msgtrans_events", "sharded_server", ["--tcp", "{addr}", "--no-ws", "--no-quic", "--shards", "{shards}", "--events"],
      "msgtrans sharded_server --events (Tokio event stream)"),
 ]
 BINARIES = ["sharded_server", "baseline_tokio", "baseline_framed", "baseline_glommio",

@@ -41,7 +41,7 @@ def main():
     a = ap.parse_args()
     if not os.path.exists(a.bin):
         sys.exit(f"{a.bin} missing: cargo build --release --example sharded_server")
-    srv = subprocess.Popen([a.bin, "--tcp", "127.0.0.1:0", "--no-ws", "--shards", str(a.shards), "--max-connections", str(a.sessions + 100)],
+    srv = subprocess.Popen([a.bin, "--tcp", "127.0.0.1:0", "--no-ws", "--no-quic", "--shards", str(a.shards), "--max-connections", str(a.sessions + 100)],
                            stdout=subprocess.PIPE, text=True)
     try:
         line = srv.stdout.readline()

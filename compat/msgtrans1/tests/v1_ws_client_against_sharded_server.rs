@@ -21,19 +21,16 @@
 //!   asserted; `request_with_options()` returns only the payload.
 
 mod common;
+#[path = "common/workout.rs"]
+mod workout;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use msgtrans::event::{ClientEvent, TransportContext, TransportStatus};
 use msgtrans::protocol::WebSocketClientConfig;
 use msgtrans::transport::client::{TransportClient, TransportClientBuilder};
-use msgtrans::transport::TransportOptions;
-use tokio::sync::broadcast;
 
-use common::{frame, payload, RawWs, Server, OP_BINARY, OP_TEXT, WAIT};
+use common::{frame, RawWs, Server, OP_BINARY, OP_TEXT};
 
 async fn v1_ws_client(addr: SocketAddr) -> TransportClient {
     let config = WebSocketClientConfig::new(&format!("ws://{addr}/ws"))
@@ -49,124 +46,8 @@ async fn v1_ws_client(addr: SocketAddr) -> TransportClient {
     client
 }
 
-/// Next `MessageReceived` (skipping `MessageSent`); panics on disconnect,
-/// error or silence.
-async fn next_message(events: &mut broadcast::Receiver<ClientEvent>) -> TransportContext {
-    loop {
-        let ev = tokio::time::timeout(WAIT, events.recv())
-            .await
-            .expect("no event from the 1.0 ws client within the wait")
-            .expect("1.0 client event channel closed or lagged");
-        match ev {
-            ClientEvent::MessageReceived(ctx) => return ctx,
-            ClientEvent::MessageSent { .. } | ClientEvent::Connected { .. } => {}
-            ClientEvent::Disconnected { reason } => panic!("1.0 ws client disconnected: {reason:?}"),
-            ClientEvent::Error { error } => panic!("1.0 ws client error event: {error}"),
-        }
-    }
-}
-
 async fn exercise(addr: SocketAddr) {
-    let client = v1_ws_client(addr).await;
-    let mut events = client.subscribe_events();
-
-    // 100 one-way packets -> 100 echoes, same payload and message id, in order.
-    let mut sent = Vec::new();
-    for i in 0..100 {
-        let p = payload("ws-oneway", i);
-        let r = client.send(&p).await.expect("1.0 ws send");
-        assert_eq!(r.status, TransportStatus::Sent);
-        sent.push((r.message_id, p));
-    }
-    for (k, (id, p)) in sent.iter().enumerate() {
-        let ctx = next_message(&mut events).await;
-        assert!(!ctx.is_request(), "echo #{k} arrived as a request");
-        assert_eq!(ctx.message_id, *id, "echo #{k}: message id (order)");
-        assert_eq!(ctx.data, *p, "echo #{k}: payload");
-        assert_eq!(ctx.biz_type, 0, "echo #{k}: biz_type");
-        assert_eq!(ctx.ext_header, None, "echo #{k}: ext header");
-    }
-
-    // One-way with biz_type + ext header: the echo must carry both back.
-    let ext = Bytes::from_static(b"ext-header:v1;trace=ws");
-    client
-        .send_with_options(
-            Bytes::from_static(b"ws one-way with options"),
-            TransportOptions::new().with_biz_type(43).with_ext_header(ext.clone()),
-        )
-        .await
-        .expect("1.0 ws send_with_options");
-    let ctx = next_message(&mut events).await;
-    assert_eq!(ctx.data, b"ws one-way with options");
-    assert_eq!(ctx.biz_type, 43);
-    assert_eq!(ctx.ext_header.as_deref(), Some(&ext[..]));
-
-    // 20 sequential requests.
-    for i in 0..20 {
-        let p = payload("ws-request", i);
-        let r = client.request(&p).await.expect("1.0 ws request");
-        assert_eq!(
-            r.status,
-            TransportStatus::Completed,
-            "request #{i} (1.0 reports timeouts as Ok(Timeout))"
-        );
-        assert_eq!(r.data.as_deref(), Some(&p[..]), "request #{i}: response payload");
-    }
-
-    // 20 concurrent requests.
-    let client = Arc::new(client);
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..20 {
-        let c = Arc::clone(&client);
-        tasks.spawn(async move {
-            let p = payload("ws-concurrent", i * 5);
-            let r = c.request(&p).await.expect("1.0 ws request (concurrent)");
-            assert_eq!(r.status, TransportStatus::Completed, "concurrent request #{i}");
-            assert_eq!(r.data.as_deref(), Some(&p[..]), "concurrent request #{i}: payload");
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r.expect("concurrent request task");
-    }
-
-    // request_with_options with biz_type + ext header (1.0 returns only the payload).
-    for i in 0..3u8 {
-        let p = Bytes::from(payload("ws-req-opts", i as usize * 11));
-        let got = client
-            .request_with_options(
-                p.clone(),
-                TransportOptions::new()
-                    .with_biz_type(200 + i)
-                    .with_ext_header(Bytes::from(format!("route=shard-{i}")))
-                    .with_timeout(WAIT),
-            )
-            .await
-            .expect("1.0 ws request_with_options");
-        assert_eq!(got, p, "request_with_options #{i}: payload");
-    }
-
-    // Large payloads: 1 MiB and 4 MiB both ways (no 1 MiB cap on 1.0's ws reader).
-    for size in [1024 * 1024, 4 * 1024 * 1024] {
-        let big: Vec<u8> = (0..size).map(|k| (k % 251) as u8).collect();
-        let r = client.request(&big).await.expect("1.0 ws big request");
-        assert_eq!(r.status, TransportStatus::Completed, "{size}-byte request");
-        assert!(
-            r.data.as_deref() == Some(&big[..]),
-            "{size}-byte request: payload differs"
-        );
-        let id = client.send(&big).await.expect("1.0 ws big send").message_id;
-        let ctx = next_message(&mut events).await;
-        assert_eq!(ctx.message_id, id);
-        assert!(ctx.data == big, "{size}-byte echo: payload differs");
-    }
-
-    // Still healthy, then a clean disconnect.
-    let r = client
-        .request(b"last")
-        .await
-        .expect("1.0 ws request after big payloads");
-    assert_eq!(r.data.as_deref(), Some(&b"last"[..]));
-    client.disconnect().await.expect("1.0 ws disconnect");
+    workout::exercise(v1_ws_client(addr).await, "ws").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

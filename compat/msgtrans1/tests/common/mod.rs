@@ -78,6 +78,8 @@ pub struct Opts {
     pub ws: bool,
     /// `--self-signed`: TLS on every listener (tcp+tls, wss).
     pub tls: bool,
+    /// Also listen for QUIC (`--quic 127.0.0.1:0`); otherwise `--no-quic`.
+    pub quic: bool,
 }
 
 /// The running example; killed (and reaped) on drop, also when a test panics.
@@ -89,6 +91,10 @@ pub struct Server {
     pub ws: Option<SocketAddr>,
     /// The self-signed certificate's PEM, when started with `tls`.
     pub cert_pem: Option<String>,
+    /// The QUIC listener, when started with `quic`.
+    pub quic: Option<SocketAddr>,
+    /// The QUIC listener's own self-signed certificate (without `tls`).
+    pub quic_cert_pem: Option<String>,
 }
 
 impl Server {
@@ -119,6 +125,11 @@ impl Server {
         } else {
             cmd.arg("--no-ws");
         }
+        if opts.quic {
+            cmd.args(["--quic", "127.0.0.1:0"]);
+        } else {
+            cmd.arg("--no-quic");
+        }
         if opts.events {
             cmd.arg("--events");
         }
@@ -145,6 +156,8 @@ impl Server {
             addr: ([0, 0, 0, 0], 0).into(),
             ws: None,
             cert_pem: None,
+            quic: None,
+            quic_cert_pem: None,
         };
         let want_path = if opts.events { "events" } else { "inline" };
         let (tcp_name, ws_name) = if opts.tls {
@@ -153,7 +166,7 @@ impl Server {
             ("tcp", "websocket")
         };
         let mut have_tcp = false;
-        while !(have_tcp && (server.ws.is_some() || !opts.ws)) {
+        while !(have_tcp && (server.ws.is_some() || !opts.ws) && (server.quic.is_some() || !opts.quic)) {
             let line = match rx.recv_timeout(WAIT) {
                 Ok(l) => l,
                 Err(e) => panic!(
@@ -166,6 +179,12 @@ impl Server {
                 let pem = std::fs::read_to_string(path.trim()).expect("read the self-signed PEM");
                 let _ = std::fs::remove_file(path.trim());
                 server.cert_pem = Some(pem);
+                continue;
+            }
+            if let Some(path) = line.strip_prefix("quic certificate (trust it in clients): ") {
+                let pem = std::fs::read_to_string(path.trim()).expect("read the QUIC certificate");
+                let _ = std::fs::remove_file(path.trim());
+                server.quic_cert_pem = Some(pem);
                 continue;
             }
             // listening tcp 127.0.0.1:PORT shards=2 path=inline
@@ -186,6 +205,8 @@ impl Server {
                 have_tcp = true;
             } else if proto == ws_name && opts.ws {
                 server.ws = Some(addr);
+            } else if proto == "quic" && opts.quic {
+                server.quic = Some(addr);
             } else {
                 panic!("unexpected listener {line:?} for {opts:?}");
             }
@@ -195,6 +216,11 @@ impl Server {
             "no self-signed certificate line"
         );
         server
+    }
+
+    /// The QUIC listener's address (panics if started without one).
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic.expect("server started without --quic")
     }
 
     /// The WebSocket listener's address (panics if started without one).
