@@ -150,7 +150,11 @@ async fn an_untrusting_client_is_refused_and_the_dangerous_opt_out_connects() {
     let server = start_inline_echo(b).await;
     let port = server.quic_addr().unwrap().port();
     let plain = QuicClientConfig::new(&format!("localhost:{port}")).unwrap();
-    let mut c = TransportClientBuilder::new().with_protocol(plain).build().await.unwrap();
+    let mut c = TransportClientBuilder::new()
+        .with_protocol(plain)
+        .build()
+        .await
+        .unwrap();
     let err = within(GUARD, "untrusted connect", c.connect()).await;
     assert!(err.is_err(), "a client that trusts no CA must not connect");
     c.stop().await;
@@ -185,7 +189,10 @@ async fn a_silent_connection_closes_at_the_idle_timeout_unless_kept_alive() {
     let reason = within(idle * 2 + GUARD, "idle close", events.closed(quiet_id)).await;
     assert_eq!(reason, CloseReason::IdleTimeout);
     tokio::time::sleep(idle * 2).await;
-    assert!(server.active_sessions().await.contains(&kept_id), "keep-alive did not keep the session");
+    assert!(
+        server.active_sessions().await.contains(&kept_id),
+        "keep-alive did not keep the session"
+    );
     let r = within(GUARD, "request", kept.request(b"still here")).await.unwrap();
     assert_eq!(r.data.as_deref(), Some(&b"still here"[..]));
     quiet.stop().await;

@@ -102,7 +102,11 @@ async fn a_client_that_changes_address_keeps_its_connection_across_shards() {
     let out = peer.run("migrate", &[]).await;
     assert!(out.contains("ok "), "{out}");
     let relayed: u64 = peer.server.stats().iter().map(|s| s.quic_forwarded).sum();
-    assert!(relayed > 0, "12 new ports all hashed to the owning shard? stats: {:?}", peer.server.stats());
+    assert!(
+        relayed > 0,
+        "12 new ports all hashed to the owning shard? stats: {:?}",
+        peer.server.stats()
+    );
     peer.stop().await;
 }
 

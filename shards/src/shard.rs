@@ -20,10 +20,10 @@ use crate::mesh::{Inbox, Outbox};
 use crate::packet::{Packet, PacketType};
 use crate::pool::buffer::{BufferPool, MEDIUM};
 use crate::pool::slab::{Slab, SlotTable};
+use crate::proto::quic::endpoint::Endpoint as QuicEndpoint;
 use crate::pump::{Announce, EventPump};
 use crate::session::{pooled_packet, PendingRequest, SessionState};
 use crate::stats::ShardStats;
-use crate::proto::quic::endpoint::Endpoint as QuicEndpoint;
 use crate::wire::Wire;
 
 /// How often pending requests are checked for their deadline while any are
@@ -168,7 +168,19 @@ impl Shard {
     /// acknowledged): a stop waits for it, within its grace period.
     fn quic_busy(&self) -> bool {
         let client = self.quic_client.borrow();
-        self.quic.borrow().iter().chain(client.iter().flatten()).any(|e| e.busy())
+        self.quic
+            .borrow()
+            .iter()
+            .chain(client.iter().flatten())
+            .any(|e| e.busy())
+    }
+
+    /// Ends every QUIC endpoint of this shard, closing their sockets.
+    fn close_quic(&self) {
+        let client = std::mem::take(&mut *self.quic_client.borrow_mut());
+        for e in self.quic.borrow_mut().drain(..).chain(client.into_iter().flatten()) {
+            e.shutdown();
+        }
     }
 
     /// This shard's client endpoint for the address family of `addr`.
@@ -350,6 +362,7 @@ impl Shard {
                         }
                         glommio::timer::sleep(Duration::from_millis(1)).await;
                     }
+                    shard.close_quic();
                     let _ = reply.send(());
                 })
                 .detach();

@@ -10,7 +10,9 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use quinn_proto::crypto::{self, ExportKeyingMaterialError, KeyPair, Keys, PacketKey, ServerConfig as _, UnsupportedVersion};
+use quinn_proto::crypto::{
+    self, ExportKeyingMaterialError, KeyPair, Keys, PacketKey, ServerConfig as _, UnsupportedVersion,
+};
 use quinn_proto::transport_parameters::TransportParameters;
 use quinn_proto::{ConnectionId, Side, TransportError};
 

@@ -8,19 +8,18 @@
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::future::Future;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncWrite};
 use quinn_proto::{
-    ConnectionError, ConnectionHandle, DatagramEvent, EcnCodepoint, EndpointConfig, Event, Side, StreamEvent,
-    VarInt,
+    ConnectionError, ConnectionHandle, DatagramEvent, EcnCodepoint, EndpointConfig, Event, Side, StreamEvent, VarInt,
 };
 
 use super::cid::{self, ShardCids};
@@ -97,7 +96,9 @@ pub(crate) struct Relayed {
 /// One shard's endpoint, shared by its driver task and its sessions.
 pub(crate) struct Endpoint {
     inner: RefCell<Inner>,
-    udp: RefCell<Udp>,
+    /// The socket; taken (and so closed) when the shard stops.
+    udp: RefCell<Option<Udp>>,
+    local: SocketAddr,
     waker: RefCell<Option<Waker>>,
     /// Which of the engine's QUIC listeners this is (`None`: a client's).
     pub(crate) listener: Option<usize>,
@@ -107,6 +108,8 @@ pub(crate) struct Endpoint {
     /// Sessions whose handshake finished during a drive, started once the
     /// endpoint is no longer borrowed (glommio polls a new task at once).
     starting: RefCell<Vec<Starting>>,
+    /// Set when the shard stops: the driver ends and the socket closes.
+    closed: Cell<bool>,
 }
 
 struct Starting {
@@ -152,22 +155,37 @@ impl Endpoint {
                 scratch: Vec::new(),
             }),
             max_datagrams: udp.max_datagrams(),
-            udp: RefCell::new(udp),
+            local: udp.local_addr()?,
+            udp: RefCell::new(Some(udp)),
             waker: RefCell::new(None),
             listener,
             live: Cell::new(0),
             starting: RefCell::new(Vec::new()),
+            closed: Cell::new(false),
         }))
     }
 
-    pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.udp.borrow().local_addr()
+    fn send(&self, t: &quinn_proto::Transmit, contents: &[u8]) {
+        if let Some(udp) = self.udp.borrow().as_ref() {
+            if let Err(e) = udp.send(t, contents) {
+                tracing::debug!(error = %e, "quic send failed");
+            }
+        }
     }
 
     fn wake(&self) {
         if let Some(w) = self.waker.borrow().as_ref() {
             w.wake_by_ref();
         }
+    }
+
+    /// Ends the driver; the socket closes once the last session lets go.
+    pub(crate) fn shutdown(&self) {
+        // Closed here, not when the driver task is dropped: the task's
+        // readiness wait holds its own waker, so it may never be freed.
+        drop(self.udp.borrow_mut().take());
+        self.closed.set(true);
+        self.wake();
     }
 
     /// Whether some connection is still handshaking, open or closing.
@@ -237,14 +255,17 @@ impl Endpoint {
             }
         }
         loop {
+            if self.closed.get() {
+                return Poll::Ready(());
+            }
             let now = Instant::now();
             let mut more = false;
             for round in 0..RECV_ROUNDS {
                 let mut got = Vec::new();
-                let r = self
-                    .udp
-                    .borrow_mut()
-                    .recv(|from, ip, ecn, d| got.push((from, ip, ecn, d.to_vec())));
+                let r = match self.udp.borrow_mut().as_mut() {
+                    Some(udp) => udp.recv(|from, ip, ecn, d| got.push((from, ip, ecn, d.to_vec()))),
+                    None => return Poll::Ready(()),
+                };
                 match r {
                     Ok(0) => break,
                     Ok(_) => {
@@ -274,7 +295,11 @@ impl Endpoint {
             }
             // Wait for the socket, a timer, or a wake (a session wrote, a
             // relayed datagram arrived).
-            if self.udp.borrow_mut().poll_readable(cx).is_ready() {
+            let readable = match self.udp.borrow_mut().as_mut() {
+                Some(udp) => udp.poll_readable(cx).is_ready(),
+                None => return Poll::Ready(()),
+            };
+            if readable {
                 continue;
             }
             let next = self.inner.borrow().timers.peek().map(|Reverse((t, _, _))| *t);
@@ -348,7 +373,7 @@ impl Endpoint {
                 if shard.is_stopping() || !shard.reserve() {
                     // Refused before any handshake work: CONNECTION_REFUSED.
                     let t = inner.ep.refuse(incoming, &mut inner.scratch);
-                    let _ = self.udp.borrow().send(&t, &inner.scratch[..t.size]);
+                    self.send(&t, &inner.scratch[..t.size]);
                     return;
                 }
                 match inner.ep.accept(incoming, now, &mut inner.scratch, None) {
@@ -361,13 +386,13 @@ impl Endpoint {
                         shard.unreserve();
                         shard.stats.handshake_failures.add(1);
                         if let Some(t) = e.response {
-                            let _ = self.udp.borrow().send(&t, &inner.scratch[..t.size]);
+                            self.send(&t, &inner.scratch[..t.size]);
                         }
                     }
                 }
             }
             Some(DatagramEvent::Response(t)) => {
-                let _ = self.udp.borrow().send(&t, &inner.scratch[..t.size]);
+                self.send(&t, &inner.scratch[..t.size]);
             }
             None => {}
         }
@@ -433,17 +458,13 @@ impl Endpoint {
                 c.q.handle_event(back);
             }
         }
-        let udp = self.udp.borrow();
         loop {
             inner.scratch.clear();
             let Some(t) = c.q.poll_transmit(now, self.max_datagrams, &mut inner.scratch) else {
                 break;
             };
-            if let Err(e) = udp.send(&t, &inner.scratch[..t.size]) {
-                tracing::debug!(shard = shard.index, error = %e, "quic send failed");
-            }
+            self.send(&t, &inner.scratch[..t.size]);
         }
-        drop(udp);
         c.timeout = c.q.poll_timeout();
         if c.q.is_drained() {
             let c = inner.conns.remove(&ch).expect("present");
@@ -504,7 +525,11 @@ impl Endpoint {
         };
         c.deadline = None;
         let Some(st) = shard.admit_reserved(Wire::Quic) else {
-            c.q.close(Instant::now(), VarInt::from_u32(app_code::NORMAL), "connection limit".into());
+            c.q.close(
+                Instant::now(),
+                VarInt::from_u32(app_code::NORMAL),
+                "connection limit".into(),
+            );
             c.phase = Phase::Closed;
             self.live.set(self.live.get() - 1);
             if let Some((reply, addr)) = reply {
@@ -517,10 +542,7 @@ impl Endpoint {
             c.io.announce_push(&mut c.q);
         }
         c.st = Some(Rc::clone(&st));
-        let ends = Ends::new(
-            c.q.remote_address(),
-            self.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
-        );
+        let ends = Ends::new(c.q.remote_address(), self.local);
         let stream = QuicStream {
             ep: Rc::clone(self),
             ch,
@@ -551,7 +573,9 @@ impl Endpoint {
     /// A handshake that will not finish: its reservation is released and
     /// a waiting `connect` is told why.
     fn fail_handshake(&self, shard: &Shard, c: &mut Conn, why: String) {
-        let Phase::Handshake { reply } = &mut c.phase else { return };
+        let Phase::Handshake { reply } = &mut c.phase else {
+            return;
+        };
         shard.unreserve();
         if c.q.side() == Side::Server {
             shard.stats.handshake_failures.add(1);
@@ -704,4 +728,3 @@ impl AsyncWrite for QuicStream {
         Poll::Ready(Ok(()))
     }
 }
-

@@ -146,8 +146,7 @@ impl QuicConnectConfig {
         let mut c = (*self.tls.config).clone();
         c.alpn_protocols = self.alpn.iter().cloned().collect();
         c.enable_early_data = false;
-        let crypto =
-            QuicClientConfig::try_from(c).map_err(|e| tls_error(format!("QUIC needs TLS 1.3: {e}")))?;
+        let crypto = QuicClientConfig::try_from(c).map_err(|e| tls_error(format!("QUIC needs TLS 1.3: {e}")))?;
         let mut cc = quinn_proto::ClientConfig::new(Arc::new(crypto));
         cc.transport_config(Arc::new(self.transport.quinn()?));
         Ok((cc, self.tls.server_name.to_str().into_owned()))

@@ -398,7 +398,8 @@ fn read_some(q: &mut Connection, id: StreamId, r: &mut Recv, buf: &mut [u8], tra
             let ext = u16::from_be_bytes([r.head[8], r.head[9]]) as usize;
             let payload = u32::from_be_bytes([r.head[10], r.head[11], r.head[12], r.head[13]]) as usize;
             let len = HEADER_LEN + ext + payload;
-            r.staged.extend_from_slice(&(len.min(u32::MAX as usize) as u32).to_be_bytes());
+            r.staged
+                .extend_from_slice(&(len.min(u32::MAX as usize) as u32).to_be_bytes());
             r.staged.extend_from_slice(&r.head);
             r.have = 0;
             r.remaining = len - HEADER_LEN;

@@ -113,7 +113,10 @@ impl Udp {
         mut each: impl FnMut(SocketAddr, Option<std::net::IpAddr>, Option<quinn_udp::EcnCodepoint>, &[u8]),
     ) -> io::Result<usize> {
         let mut slices: Vec<IoSliceMut<'_>> = self.bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-        let n = match self.state.recv(UdpSockRef::from(&self.socket), &mut slices, &mut self.meta) {
+        let n = match self
+            .state
+            .recv(UdpSockRef::from(&self.socket), &mut slices, &mut self.meta)
+        {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
             Err(e) => return Err(e),
@@ -149,5 +152,15 @@ impl Udp {
     /// `Ready` once the socket may have datagrams.
     pub(crate) fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.ready.poll_readable(cx)
+    }
+}
+
+impl Drop for Udp {
+    fn drop(&mut self) {
+        // The ring's pending readiness poll holds the socket's file until it
+        // completes: shutdown() wakes it, so the port is free once the fd
+        // closes (as for the TCP listeners).
+        // SAFETY: the fd is this socket's, still open.
+        unsafe { libc::shutdown(self.socket.as_raw_fd(), libc::SHUT_RDWR) };
     }
 }
