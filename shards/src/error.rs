@@ -162,6 +162,13 @@ pub enum StartError {
         /// The cause.
         source: io::Error,
     },
+    /// Local: another socket (another server, or anything else) already
+    /// holds the address; msgtrans never shares a port it did not open.
+    #[error("cannot listen on {addr}: address already in use")]
+    AddrInUse {
+        /// The address.
+        addr: std::net::SocketAddr,
+    },
     /// Local: binding or listening failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
