@@ -433,6 +433,21 @@ impl Engine {
             return;
         }
         let drain_until = drain.map(|d| std::time::Instant::now() + d);
+        // Phase one: every shard stops listening, and all have before any
+        // closes a session, so a connection the kernel hands to a shard
+        // that still listens is never accepted while another shard closes.
+        let mut waits = Vec::new();
+        for o in &self.mesh.outboxes {
+            let (reply, rx) = flume::bounded(1);
+            if o.send(Command::Unlisten { reply }).is_ok() {
+                waits.push(rx);
+            }
+        }
+        for rx in waits {
+            let _ = rx.recv_async().await;
+        }
+        // Phase two: close (or drain) the sessions. The drain deadline
+        // counts from the call, not from the end of phase one.
         let mut waits = Vec::new();
         for o in &self.mesh.outboxes {
             let (reply, rx) = flume::bounded(1);

@@ -248,17 +248,14 @@ impl Shard {
             Command::Sessions { reply } => {
                 let _ = reply.send(self.slab.borrow().iter().map(|s| s.id).collect());
             }
+            Command::Unlisten { reply } => {
+                self.unlisten();
+                let _ = reply.send(());
+            }
             Command::Stop { drain_until, reply } => {
-                self.stopping.set(true);
-                for (task, fd) in self.listeners.borrow_mut().drain(..) {
-                    // shutdown() takes a listening socket out of the kernel's
-                    // table at once; merely closing it would leave it there
-                    // until the ring lets go of its pending accept, and new
-                    // connections could still land on it.
-                    // SAFETY: fd is the listener the task still owns.
-                    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-                    drop(task);
-                }
+                // Already done by `Unlisten` when the engine stops in two
+                // phases; a stop from `Drop` comes alone.
+                self.unlisten();
                 for s in self.slab.borrow().iter() {
                     match drain_until {
                         Some(_) => s.start_draining(),
@@ -290,6 +287,21 @@ impl Shard {
                 })
                 .detach();
             }
+        }
+    }
+
+    /// Stops accepting: listeners leave the kernel's table and nothing
+    /// more is admitted. Idempotent.
+    fn unlisten(&self) {
+        self.stopping.set(true);
+        for (task, fd) in self.listeners.borrow_mut().drain(..) {
+            // shutdown() takes a listening socket out of the kernel's
+            // table at once; merely closing it would leave it there
+            // until the ring lets go of its pending accept, and new
+            // connections could still land on it.
+            // SAFETY: fd is the listener the task still owns.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            drop(task);
         }
     }
 
