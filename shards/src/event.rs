@@ -63,6 +63,10 @@ pub(crate) enum Command {
         id: SessionId,
         packet: Packet,
         wait: Option<(std::time::Instant, flume::Sender<Result<(), SendError>>)>,
+        /// Bytes the sender reserved in the slot table for this packet
+        /// (0 for none); the shard releases them once it has queued or
+        /// refused the packet.
+        reserved: usize,
     },
     /// Send a request and complete `reply` with its response.
     Request {

@@ -83,6 +83,9 @@ pub(crate) struct Waiter {
     /// Deadline and reply for `send`; `None` for a send that must merely
     /// keep its place in line.
     pub wait: Option<(Instant, flume::Sender<Result<(), SendError>>)>,
+    /// Slot-table bytes its sender reserved, held while it waits so that
+    /// sends behind it cannot pile up unbounded.
+    pub reserved: usize,
 }
 
 impl SessionState {
@@ -209,27 +212,33 @@ impl SessionState {
     /// Offers a packet from a `Send` command: queued now if there is room
     /// and nobody waits ahead of it; otherwise it waits in line (a `send`
     /// with a deadline, or any send behind one), or is refused.
+    ///
+    /// `reserved` slot-table bytes (from a send on another thread) are
+    /// released once the packet is queued or refused.
     pub fn offer(
         &self,
         shard: &Shard,
         packet: Packet,
         wait: Option<(Instant, flume::Sender<Result<(), SendError>>)>,
+        reserved: usize,
     ) -> Result<(), (Packet, SendError)> {
         let mut waiters = self.waiters.borrow_mut();
         if waiters.is_empty() && self.has_room(shard, packet.wire_len()) {
             drop(waiters);
             let r = self.enqueue(shard, &packet);
+            shard.release(self.id, reserved);
             if let Some((_, reply)) = wait {
                 let _ = reply.send(r.clone());
             }
             return r.map_err(|e| (packet, e));
         }
         if wait.is_some() || !waiters.is_empty() {
-            waiters.push_back(Waiter { packet, wait });
+            waiters.push_back(Waiter { packet, wait, reserved });
             shard.waiting_sends.set(shard.waiting_sends.get() + 1);
             shard.wake_sweeper();
             return Ok(());
         }
+        shard.release(self.id, reserved);
         Err((packet, SendError::Backpressure(self.id)))
     }
 
@@ -245,6 +254,7 @@ impl SessionState {
             drop(waiters);
             shard.waiting_sends.set(shard.waiting_sends.get() - 1);
             let r = self.enqueue(shard, &w.packet);
+            shard.release(self.id, w.reserved);
             if let Some((_, reply)) = w.wait {
                 let _ = reply.send(r);
             }
@@ -262,6 +272,7 @@ impl SessionState {
         if expired {
             for w in waiters.drain(..) {
                 shard.waiting_sends.set(shard.waiting_sends.get() - 1);
+                shard.release(self.id, w.reserved);
                 match w.wait {
                     Some((_, reply)) => {
                         let _ = reply.send(Err(SendError::Backpressure(self.id)));
@@ -277,6 +288,7 @@ impl SessionState {
     pub fn fail_waiters(&self, shard: &Shard, reason: &CloseReason) {
         for w in self.waiters.borrow_mut().drain(..) {
             shard.waiting_sends.set(shard.waiting_sends.get() - 1);
+            shard.release(self.id, w.reserved);
             if let Some((_, reply)) = w.wait {
                 let _ = reply.send(Err(SendError::ConnectionClosed(reason.clone())));
             }

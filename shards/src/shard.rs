@@ -131,7 +131,7 @@ impl Shard {
         if dest == self.index {
             let s = self.slab.borrow().get(target).cloned();
             return match s {
-                Some(s) => s.offer(self, packet, None).map_err(|(_, e)| e),
+                Some(s) => s.offer(self, packet, None, 0).map_err(|(_, e)| e),
                 None => Err(SendError::SessionNotFound(target)),
             };
         }
@@ -141,6 +141,7 @@ impl Shard {
                     id: target,
                     packet,
                     wait: None,
+                    reserved: 0,
                 });
                 Ok(())
             }
@@ -156,6 +157,13 @@ impl Shard {
             if !cmds.is_empty() {
                 let _ = self.mesh.outboxes[dest].send_batch(cmds.drain(..));
             }
+        }
+    }
+
+    /// Releases bytes a send from another thread reserved in `id`'s slot.
+    pub(crate) fn release(&self, id: SessionId, reserved: usize) {
+        if reserved > 0 {
+            self.mesh.tables[self.index].release(id, reserved);
         }
     }
 
@@ -187,18 +195,28 @@ impl Shard {
     fn handle(self: &Rc<Self>, cmd: Command) {
         self.stats.mesh_in.add(1);
         match cmd {
-            Command::Send { id, packet, wait } => match self.session(id) {
+            Command::Send {
+                id,
+                packet,
+                wait,
+                reserved,
+            } => match self.session(id) {
                 Some(s) => {
-                    if let Err((packet, e)) = s.offer(self, packet, wait) {
+                    if let Err((packet, e)) = s.offer(self, packet, wait, reserved) {
                         self.send_failed(id, &packet, e);
                     }
                 }
-                None => match wait {
-                    Some((_, reply)) => {
-                        let _ = reply.send(Err(SendError::SessionNotFound(id)));
+                None => {
+                    // The session is gone, but the reservation was made in
+                    // its slot and must come back to it.
+                    self.release(id, reserved);
+                    match wait {
+                        Some((_, reply)) => {
+                            let _ = reply.send(Err(SendError::SessionNotFound(id)));
+                        }
+                        None => self.send_failed(id, &packet, SendError::SessionNotFound(id)),
                     }
-                    None => self.send_failed(id, &packet, SendError::SessionNotFound(id)),
-                },
+                }
             },
             Command::Request {
                 id,
@@ -210,7 +228,7 @@ impl Shard {
                 let sessions: Vec<_> = self.slab.borrow().iter().cloned().collect();
                 let mut reached = 0;
                 for s in sessions {
-                    match s.offer(self, packet.clone(), None) {
+                    match s.offer(self, packet.clone(), None, 0) {
                         Ok(()) => reached += 1,
                         Err((packet, e)) => self.send_failed(s.id, &packet, e),
                     }
