@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-pub use msgtrans_shards::{CloseReason, CodecError, SendError, StartError};
+pub use msgtrans_shards::{CloseReason, CodecError, SendError, StartError, Violation};
 
 use crate::protocol::ConfigError;
 use crate::SessionId;

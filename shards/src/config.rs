@@ -44,6 +44,17 @@ pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default write deadline: a session whose queued output has not moved for
 /// 30 s is closed as a slow consumer, so it cannot pin its queue forever.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default empty packets (no payload, no extension header) one session may
+/// send per second: 1,000. A keepalive or an empty request now and then is
+/// normal; thousands a second only burn the shard's time, so the session is
+/// closed as a policy violation.
+pub const DEFAULT_MAX_EMPTY_PACKETS_PER_SEC: usize = 1_000;
+/// Default requests from one peer that the application may leave unanswered
+/// before the session is closed as a policy violation: 8,192, twice the
+/// requests we allow ourselves in flight, so a pipelining peer is never
+/// caught, while a peer whose requests are never answered cannot pin
+/// unbounded application state.
+pub const DEFAULT_MAX_UNANSWERED_REQUESTS: usize = 8_192;
 /// Bytes read from a socket per read call: 64 KiB amortises the syscall
 /// over many small packets while keeping an active session's buffer small.
 pub const DEFAULT_READ_BUFFER: usize = 64 * 1024;
@@ -82,6 +93,12 @@ pub struct EngineConfig {
     /// Largest WebSocket frame accepted (`None`: as large as the largest
     /// message, i.e. the largest packet). A bigger one closes with 1009.
     pub ws_max_frame: Option<usize>,
+    /// Empty packets one session may send per second; one more closes it
+    /// with `PolicyViolation` (`usize::MAX`: no limit).
+    pub max_empty_packets_per_sec: usize,
+    /// Requests from the peer the application may leave unanswered; one
+    /// more closes the session with `PolicyViolation` (`usize::MAX`: no limit).
+    pub max_unanswered_requests: usize,
     /// Close a session (`SlowConsumer`) whose queued output has not moved
     /// for this long (`None`: never).
     pub write_timeout: Option<Duration>,
@@ -112,6 +129,8 @@ impl Default for EngineConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             send_timeout: DEFAULT_SEND_TIMEOUT,
             ws_max_frame: None,
+            max_empty_packets_per_sec: DEFAULT_MAX_EMPTY_PACKETS_PER_SEC,
+            max_unanswered_requests: DEFAULT_MAX_UNANSWERED_REQUESTS,
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
             event_capacity: DEFAULT_EVENT_CAPACITY,
             io_memory: DEFAULT_IO_MEMORY,

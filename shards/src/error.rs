@@ -78,6 +78,28 @@ pub enum CloseReason {
     HandshakeTimeout,
     /// Local: refused because the connection limit was reached.
     ConnectionLimit,
+    /// Peer: abused the session (see [`Violation`]); closed with WebSocket
+    /// code 1008 on WebSocket sessions.
+    PolicyViolation(Violation),
+}
+
+/// How a peer abused its session, for [`CloseReason::PolicyViolation`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    /// Peer: sent more packets with neither payload nor extension header
+    /// within one second than `max_empty_packets_per_sec` allows.
+    #[error("more than {max} empty packets in one second")]
+    EmptyPacketFlood {
+        /// The configured limit per second.
+        max: usize,
+    },
+    /// Peer: has more requests waiting for the application's answer than
+    /// `max_unanswered_requests` allows.
+    #[error("more than {max} requests left unanswered")]
+    UnansweredRequests {
+        /// The configured limit.
+        max: usize,
+    },
 }
 
 impl fmt::Display for CloseReason {
@@ -94,6 +116,7 @@ impl fmt::Display for CloseReason {
             Self::WebSocket(code) => write!(f, "websocket closed with code {code}"),
             Self::HandshakeTimeout => f.write_str("handshake timeout"),
             Self::ConnectionLimit => f.write_str("connection limit reached"),
+            Self::PolicyViolation(v) => write!(f, "policy violation: {v}"),
         }
     }
 }
@@ -147,6 +170,13 @@ pub enum StartError {
         shard: usize,
         /// The cause.
         source: io::Error,
+    },
+    /// Local: another socket (another server, or anything else) already
+    /// holds the address; msgtrans never shares a port it did not open.
+    #[error("cannot listen on {addr}: address already in use")]
+    AddrInUse {
+        /// The address.
+        addr: std::net::SocketAddr,
     },
     /// Local: binding or listening failed.
     #[error("cannot listen on {addr}: {source}")]

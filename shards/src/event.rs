@@ -63,6 +63,10 @@ pub(crate) enum Command {
         id: SessionId,
         packet: Packet,
         wait: Option<(std::time::Instant, flume::Sender<Result<(), SendError>>)>,
+        /// Bytes the sender reserved in the slot table for this packet
+        /// (0 for none); the shard releases them once it has queued or
+        /// refused the packet.
+        reserved: usize,
     },
     /// Send a request and complete `reply` with its response.
     Request {
@@ -120,6 +124,11 @@ pub(crate) enum Command {
     },
     /// List open sessions.
     Sessions { reply: flume::Sender<Vec<SessionId>> },
+    /// Stop listening and admitting connections; answer once the shard's
+    /// listeners are gone. The first phase of a stop: every shard does this
+    /// before any shard closes a session, so no connection is accepted by a
+    /// shard still listening while another is already closing.
+    Unlisten { reply: flume::Sender<()> },
     /// Stop listening, close every session, then end the shard. With a
     /// drain deadline, sessions first finish what is in flight (pending
     /// requests, queued output, packets already read) and close as they go

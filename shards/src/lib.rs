@@ -37,7 +37,7 @@ pub mod testing;
 mod wire;
 
 pub use config::EngineConfig;
-pub use error::{CloseReason, CodecError, SendError, StartError};
+pub use error::{CloseReason, CodecError, SendError, StartError, Violation};
 pub use event::EngineEvent;
 pub use handler::{Inline, InlineHandler};
 pub use id::SessionId;

@@ -1,41 +1,18 @@
 //! The cross-shard mesh: one `crossbeam-channel` inbox per shard, drained in
 //! batches, and a doorbell so that a sleeping shard is woken once per batch.
 //!
-//! The doorbell is armed by the shard just before it sleeps; the first sender
-//! that finds it armed disarms it and wakes the shard. Every later sender
-//! sees it disarmed and pays only an atomic swap, so a burst of N messages
-//! costs one wake-up, not N.
+//! The doorbell (`msgtrans_sync::doorbell`, model-checked with loom) is
+//! armed by the shard just before it sleeps; the first sender that finds it
+//! armed disarms it and wakes the shard, so a burst of N messages costs one
+//! wake-up, not N.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use atomic_waker::AtomicWaker;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-
-/// Wakes a sleeping shard at most once per batch.
-#[derive(Debug, Default)]
-pub struct Doorbell {
-    armed: AtomicBool,
-    waker: AtomicWaker,
-    rings: AtomicU64,
-}
-
-impl Doorbell {
-    /// Wakes the shard if it is asleep. Cheap when it is already awake.
-    pub fn ring(&self) {
-        if self.armed.load(Ordering::SeqCst) && self.armed.swap(false, Ordering::SeqCst) {
-            self.rings.fetch_add(1, Ordering::Relaxed);
-            self.waker.wake();
-        }
-    }
-    /// How many times a ring actually woke the shard.
-    pub fn wakeups(&self) -> u64 {
-        self.rings.load(Ordering::Relaxed)
-    }
-}
+pub use msgtrans_sync::doorbell::Doorbell;
 
 /// The sending side of one shard's inbox. Cloneable, usable from any thread.
 #[derive(Debug)]
@@ -151,13 +128,12 @@ impl<T> Future for RecvBatch<'_, T> {
             Err(TryRecvError::Disconnected) => return Poll::Ready(false),
             Err(TryRecvError::Empty) => {}
         }
-        this.inbox.bell.waker.register(cx.waker());
-        this.inbox.bell.armed.store(true, Ordering::SeqCst);
+        this.inbox.bell.arm(cx.waker());
         // A sender may have queued between the drain and the arming; it saw
         // the bell disarmed and did not ring, so look once more.
         match this.inbox.drain(this.batch, this.max) {
             Ok(_) => {
-                this.inbox.bell.armed.store(false, Ordering::SeqCst);
+                this.inbox.bell.disarm();
                 Poll::Ready(true)
             }
             Err(TryRecvError::Disconnected) => Poll::Ready(false),
@@ -169,6 +145,7 @@ impl<T> Future for RecvBatch<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::task::Wake;
 
     struct Count(AtomicU64);

@@ -295,22 +295,33 @@ impl Engine {
         Ok(())
     }
 
-    /// Queues `packet` for `id`. Fails at once if the session is not open;
-    /// if it closes or its queue fills before the shard takes the packet, a
-    /// `SendFailed` event says so.
+    /// Queues `packet` for `id`. Fails at once if the session is not open
+    /// or its outbound queue has no room; if it closes before the shard
+    /// takes the packet, a `SendFailed` event says so.
     pub fn send(&self, id: SessionId, packet: Packet) -> Result<(), SendError> {
-        self.check_size(&packet)?;
-        if !self.is_live(id) {
-            return Err(SendError::SessionNotFound(id));
-        }
-        self.command(id.shard(), Command::Send { id, packet, wait: None })
+        self.try_send(id, packet)
     }
 
-    /// Whether `len` more bytes fit `id`'s outbound queue, as its shard
-    /// last published (a hint; the shard decides).
-    fn has_room(&self, id: SessionId, len: usize) -> bool {
-        let queued = self.mesh.tables[id.shard()].queued(id);
-        queued == 0 || queued + len <= self.cfg.max_outbound_bytes
+    /// Reserves `len` bytes of `id`'s outbound queue in the slot table, so
+    /// that packets accepted here and still on their way to the shard count
+    /// against the limit: without it, a fast sender outruns the queued
+    /// count the shard publishes and piles packets up in the mesh.
+    fn reserve(&self, id: SessionId, len: usize) -> bool {
+        self.mesh.tables[id.shard()].try_reserve(id, len, self.cfg.max_outbound_bytes)
+    }
+
+    /// Hands a packet whose bytes are reserved to its shard.
+    fn send_reserved(&self, id: SessionId, packet: Packet) -> Result<(), SendError> {
+        let reserved = packet.wire_len();
+        let cmd = Command::Send {
+            id,
+            packet,
+            wait: None,
+            reserved,
+        };
+        self.command(id.shard(), cmd).inspect_err(|_| {
+            self.mesh.tables[id.shard()].release(id, reserved);
+        })
     }
 
     /// Queues `packet` only if `id`'s outbound queue has room now; fails at
@@ -320,10 +331,10 @@ impl Engine {
         if !self.is_live(id) {
             return Err(SendError::SessionNotFound(id));
         }
-        if !self.has_room(id, packet.wire_len()) {
+        if !self.reserve(id, packet.wire_len()) {
             return Err(SendError::Backpressure(id));
         }
-        self.command(id.shard(), Command::Send { id, packet, wait: None })
+        self.send_reserved(id, packet)
     }
 
     /// Queues `packet`, waiting up to `timeout` for room in `id`'s outbound
@@ -334,8 +345,8 @@ impl Engine {
         if !self.is_live(id) {
             return Err(SendError::SessionNotFound(id));
         }
-        if self.has_room(id, packet.wire_len()) {
-            return self.command(id.shard(), Command::Send { id, packet, wait: None });
+        if self.reserve(id, packet.wire_len()) {
+            return self.send_reserved(id, packet);
         }
         let (reply, rx) = flume::bounded(1);
         let deadline = std::time::Instant::now() + timeout;
@@ -345,6 +356,7 @@ impl Engine {
                 id,
                 packet,
                 wait: Some((deadline, reply)),
+                reserved: 0,
             },
         )?;
         rx.recv_async().await.map_err(|_| SendError::Stopped)?
@@ -479,6 +491,21 @@ impl Engine {
             return;
         }
         let drain_until = drain.map(|d| std::time::Instant::now() + d);
+        // Phase one: every shard stops listening, and all have before any
+        // closes a session, so a connection the kernel hands to a shard
+        // that still listens is never accepted while another shard closes.
+        let mut waits = Vec::new();
+        for o in &self.mesh.outboxes {
+            let (reply, rx) = flume::bounded(1);
+            if o.send(Command::Unlisten { reply }).is_ok() {
+                waits.push(rx);
+            }
+        }
+        for rx in waits {
+            let _ = rx.recv_async().await;
+        }
+        // Phase two: close (or drain) the sessions. The drain deadline
+        // counts from the call, not from the end of phase one.
         let mut waits = Vec::new();
         for o in &self.mesh.outboxes {
             let (reply, rx) = flume::bounded(1);

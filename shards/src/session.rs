@@ -20,7 +20,8 @@ use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncWrite};
 
 use crate::codec::{self, FrameRef};
-use crate::error::{CloseReason, SendError};
+use crate::config::EngineConfig;
+use crate::error::{CloseReason, SendError, Violation};
 use crate::event::{EngineEvent, ReplyTx};
 use crate::handler::Inline;
 use crate::id::SessionId;
@@ -64,6 +65,10 @@ pub(crate) struct SessionState {
     pub last_active: Cell<u64>,
     /// Requests from the peer handed to the application and not yet answered.
     unanswered: Cell<usize>,
+    /// Empty packets from the peer in the current one-second window, and
+    /// when that window began (its first empty packet).
+    empties: Cell<usize>,
+    empties_since: Cell<Option<Instant>>,
     /// Set by a graceful shutdown: close once nothing is in flight.
     draining: Cell<bool>,
     /// Sends waiting for room, in order; later sends queue behind them.
@@ -78,6 +83,9 @@ pub(crate) struct Waiter {
     /// Deadline and reply for `send`; `None` for a send that must merely
     /// keep its place in line.
     pub wait: Option<(Instant, flume::Sender<Result<(), SendError>>)>,
+    /// Slot-table bytes its sender reserved, held while it waits so that
+    /// sends behind it cannot pile up unbounded.
+    pub reserved: usize,
 }
 
 impl SessionState {
@@ -95,17 +103,58 @@ impl SessionState {
             close_waiters: RefCell::new(Vec::new()),
             last_active: Cell::new(0),
             unanswered: Cell::new(0),
+            empties: Cell::new(0),
+            empties_since: Cell::new(None),
             draining: Cell::new(false),
             waiters: RefCell::new(std::collections::VecDeque::new()),
             stuck_since: Cell::new(None),
         })
     }
 
-    /// Counts a request from the peer handed to the application.
-    pub fn note_received(&self, header: &crate::packet::FixedHeader) {
-        if header.packet_type == PacketType::Request {
-            self.unanswered.set(self.unanswered.get() + 1);
+    /// Counts a packet from the peer about to be handed to the application,
+    /// and refuses it if the peer is abusing the session. The per-packet
+    /// cost is a counter compare; the clock is read once per window.
+    pub fn note_received(&self, frame: &FrameRef<'_>, cfg: &EngineConfig) -> Result<(), Violation> {
+        let kind = frame.header.packet_type;
+        if kind == PacketType::Request {
+            let n = self.unanswered.get() + 1;
+            self.unanswered.set(n);
+            if n > cfg.max_unanswered_requests {
+                return Err(Violation::UnansweredRequests {
+                    max: cfg.max_unanswered_requests,
+                });
+            }
         }
+        // Responses answer our own requests, which `max_inflight_requests`
+        // already bounds; an empty one is an ordinary acknowledgement.
+        if kind != PacketType::Response && frame.payload.is_empty() && frame.ext_header.is_empty() {
+            self.note_empty(cfg.max_empty_packets_per_sec, Instant::now)?;
+        }
+        Ok(())
+    }
+
+    /// One more empty packet: `max` of them fit a window that began with
+    /// the first; one more within a second of that is a flood, one later
+    /// begins the next window.
+    fn note_empty(&self, max: usize, clock: impl Fn() -> Instant) -> Result<(), Violation> {
+        let n = self.empties.get();
+        if n == 0 {
+            self.empties_since.set(Some(clock()));
+        } else if n >= max {
+            let now = clock();
+            if self
+                .empties_since
+                .get()
+                .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1))
+            {
+                return Err(Violation::EmptyPacketFlood { max });
+            }
+            self.empties_since.set(Some(now));
+            self.empties.set(1);
+            return Ok(());
+        }
+        self.empties.set(n + 1);
+        Ok(())
     }
 
     /// Counts an answer to one of the peer's requests.
@@ -163,27 +212,33 @@ impl SessionState {
     /// Offers a packet from a `Send` command: queued now if there is room
     /// and nobody waits ahead of it; otherwise it waits in line (a `send`
     /// with a deadline, or any send behind one), or is refused.
+    ///
+    /// `reserved` slot-table bytes (from a send on another thread) are
+    /// released once the packet is queued or refused.
     pub fn offer(
         &self,
         shard: &Shard,
         packet: Packet,
         wait: Option<(Instant, flume::Sender<Result<(), SendError>>)>,
+        reserved: usize,
     ) -> Result<(), (Packet, SendError)> {
         let mut waiters = self.waiters.borrow_mut();
         if waiters.is_empty() && self.has_room(shard, packet.wire_len()) {
             drop(waiters);
             let r = self.enqueue(shard, &packet);
+            shard.release(self.id, reserved);
             if let Some((_, reply)) = wait {
                 let _ = reply.send(r.clone());
             }
             return r.map_err(|e| (packet, e));
         }
         if wait.is_some() || !waiters.is_empty() {
-            waiters.push_back(Waiter { packet, wait });
+            waiters.push_back(Waiter { packet, wait, reserved });
             shard.waiting_sends.set(shard.waiting_sends.get() + 1);
             shard.wake_sweeper();
             return Ok(());
         }
+        shard.release(self.id, reserved);
         Err((packet, SendError::Backpressure(self.id)))
     }
 
@@ -199,6 +254,7 @@ impl SessionState {
             drop(waiters);
             shard.waiting_sends.set(shard.waiting_sends.get() - 1);
             let r = self.enqueue(shard, &w.packet);
+            shard.release(self.id, w.reserved);
             if let Some((_, reply)) = w.wait {
                 let _ = reply.send(r);
             }
@@ -216,6 +272,7 @@ impl SessionState {
         if expired {
             for w in waiters.drain(..) {
                 shard.waiting_sends.set(shard.waiting_sends.get() - 1);
+                shard.release(self.id, w.reserved);
                 match w.wait {
                     Some((_, reply)) => {
                         let _ = reply.send(Err(SendError::Backpressure(self.id)));
@@ -231,6 +288,7 @@ impl SessionState {
     pub fn fail_waiters(&self, shard: &Shard, reason: &CloseReason) {
         for w in self.waiters.borrow_mut().drain(..) {
             shard.waiting_sends.set(shard.waiting_sends.get() - 1);
+            shard.release(self.id, w.reserved);
             if let Some((_, reply)) = w.wait {
                 let _ = reply.send(Err(SendError::ConnectionClosed(reason.clone())));
             }
@@ -485,7 +543,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 break;
             };
             frames += 1;
-            deliver(shard, &self.st, &mut self.stalled, frame, &mut out);
+            deliver(shard, &self.st, &mut self.stalled, frame, &mut out).map_err(CloseReason::PolicyViolation)?;
             self.rpos += n;
             if out.len() + self.st.in_flight.get() >= shard.cfg.max_outbound_bytes {
                 break;
@@ -511,7 +569,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 .map_err(CloseReason::ProtocolError)?
                 .expect("quic_frame checked the packet is whole");
             frames += 1;
-            deliver(shard, &self.st, &mut self.stalled, frame, &mut out);
+            deliver(shard, &self.st, &mut self.stalled, frame, &mut out).map_err(CloseReason::PolicyViolation)?;
             self.rpos += n;
             if out.len() + self.st.in_flight.get() >= shard.cfg.max_outbound_bytes {
                 break;
@@ -553,14 +611,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     let (msg, text) = self.frag.take().expect("reassembled message");
                     frames += 1;
                     let frame = ws::message_frame(&msg, text, &limits).map_err(|e| ws::fail_with(&mut out, wire, e))?;
-                    deliver(shard, &self.st, &mut self.stalled, frame, &mut out);
+                    deliver(shard, &self.st, &mut self.stalled, frame, &mut out)
+                        .map_err(|v| ws::violated(&mut out, wire, v))?;
                     continue;
                 }
             };
             frames += 1;
             let frame =
                 ws::message_frame(message.0, message.1, &limits).map_err(|e| ws::fail_with(&mut out, wire, e))?;
-            deliver(shard, &self.st, &mut self.stalled, frame, &mut out);
+            deliver(shard, &self.st, &mut self.stalled, frame, &mut out)
+                .map_err(|v| ws::violated(&mut out, wire, v))?;
             if out.len() + self.st.in_flight.get() >= shard.cfg.max_outbound_bytes {
                 break;
             }
@@ -591,19 +651,21 @@ fn quic_frame(buf: &[u8], limits: &codec::FrameLimits) -> Result<Option<usize>, 
 
 /// Hands one packet to the handler or the application; if the event queue
 /// is full the event waits in `stalled` and the session reads no further.
+/// A packet that breaks the abuse policy is not delivered: the session ends.
 fn deliver(
     shard: &Shard,
     st: &SessionState,
     stalled: &mut Option<flume::r#async::SendFut<'static, EngineEvent>>,
     frame: FrameRef<'_>,
     out: &mut Vec<u8>,
-) {
-    st.note_received(&frame.header);
+) -> Result<(), Violation> {
+    st.note_received(&frame, &shard.cfg)?;
     if let Some(ev) = dispatch(shard, st, frame, out) {
         if let Err(flume::TrySendError::Full(ev)) = shard.sink.tx.try_send(ev) {
             *stalled = Some(shard.sink.tx.clone().into_send_async(ev));
         }
     }
+    Ok(())
 }
 
 /// Routes one decoded frame. Returns the event to deliver, if any.
@@ -747,5 +809,38 @@ pub(crate) fn pooled_packet(pool: &std::sync::Arc<crate::pool::buffer::BufferPoo
         header: frame.header.clone(),
         ext_header: copy(frame.ext_header),
         payload: copy(frame.payload),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn state() -> Rc<SessionState> {
+        SessionState::new(SessionId::from_parts(0, 0, 0), Wire::Tcp)
+    }
+
+    #[test]
+    fn empty_packets_past_the_limit_within_a_second_are_a_flood() {
+        let st = state();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            st.note_empty(3, || t0).unwrap();
+        }
+        let late = t0 + Duration::from_millis(999);
+        assert_eq!(st.note_empty(3, || late), Err(Violation::EmptyPacketFlood { max: 3 }));
+    }
+
+    #[test]
+    fn empty_packets_at_the_limit_every_second_never_trip() {
+        let st = state();
+        let t0 = Instant::now();
+        for second in 0..5u64 {
+            let t = t0 + Duration::from_millis(1000 * second + 10);
+            for _ in 0..3 {
+                assert_eq!(st.note_empty(3, || t), Ok(()), "second {second}");
+            }
+        }
     }
 }

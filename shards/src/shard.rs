@@ -142,7 +142,7 @@ impl Shard {
         if dest == self.index {
             let s = self.slab.borrow().get(target).cloned();
             return match s {
-                Some(s) => s.offer(self, packet, None).map_err(|(_, e)| e),
+                Some(s) => s.offer(self, packet, None, 0).map_err(|(_, e)| e),
                 None => Err(SendError::SessionNotFound(target)),
             };
         }
@@ -152,6 +152,7 @@ impl Shard {
                     id: target,
                     packet,
                     wait: None,
+                    reserved: 0,
                 });
                 Ok(())
             }
@@ -207,6 +208,13 @@ impl Shard {
         }
     }
 
+    /// Releases bytes a send from another thread reserved in `id`'s slot.
+    pub(crate) fn release(&self, id: SessionId, reserved: usize) {
+        if reserved > 0 {
+            self.mesh.tables[self.index].release(id, reserved);
+        }
+    }
+
     /// Wakes the deadline sweeper (requests, waiting sends).
     pub(crate) fn wake_sweeper(&self) {
         if let Some(w) = self.sweeper.borrow_mut().take() {
@@ -235,18 +243,28 @@ impl Shard {
     fn handle(self: &Rc<Self>, cmd: Command) {
         self.stats.mesh_in.add(1);
         match cmd {
-            Command::Send { id, packet, wait } => match self.session(id) {
+            Command::Send {
+                id,
+                packet,
+                wait,
+                reserved,
+            } => match self.session(id) {
                 Some(s) => {
-                    if let Err((packet, e)) = s.offer(self, packet, wait) {
+                    if let Err((packet, e)) = s.offer(self, packet, wait, reserved) {
                         self.send_failed(id, &packet, e);
                     }
                 }
-                None => match wait {
-                    Some((_, reply)) => {
-                        let _ = reply.send(Err(SendError::SessionNotFound(id)));
+                None => {
+                    // The session is gone, but the reservation was made in
+                    // its slot and must come back to it.
+                    self.release(id, reserved);
+                    match wait {
+                        Some((_, reply)) => {
+                            let _ = reply.send(Err(SendError::SessionNotFound(id)));
+                        }
+                        None => self.send_failed(id, &packet, SendError::SessionNotFound(id)),
                     }
-                    None => self.send_failed(id, &packet, SendError::SessionNotFound(id)),
-                },
+                }
             },
             Command::Request {
                 id,
@@ -258,7 +276,7 @@ impl Shard {
                 let sessions: Vec<_> = self.slab.borrow().iter().cloned().collect();
                 let mut reached = 0;
                 for s in sessions {
-                    match s.offer(self, packet.clone(), None) {
+                    match s.offer(self, packet.clone(), None, 0) {
                         Ok(()) => reached += 1,
                         Err((packet, e)) => self.send_failed(s.id, &packet, e),
                     }
@@ -324,17 +342,14 @@ impl Shard {
             Command::Sessions { reply } => {
                 let _ = reply.send(self.slab.borrow().iter().map(|s| s.id).collect());
             }
+            Command::Unlisten { reply } => {
+                self.unlisten();
+                let _ = reply.send(());
+            }
             Command::Stop { drain_until, reply } => {
-                self.stopping.set(true);
-                for (task, fd) in self.listeners.borrow_mut().drain(..) {
-                    // shutdown() takes a listening socket out of the kernel's
-                    // table at once; merely closing it would leave it there
-                    // until the ring lets go of its pending accept, and new
-                    // connections could still land on it.
-                    // SAFETY: fd is the listener the task still owns.
-                    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-                    drop(task);
-                }
+                // Already done by `Unlisten` when the engine stops in two
+                // phases; a stop from `Drop` comes alone.
+                self.unlisten();
                 for s in self.slab.borrow().iter() {
                     match drain_until {
                         Some(_) => s.start_draining(),
@@ -367,6 +382,21 @@ impl Shard {
                 })
                 .detach();
             }
+        }
+    }
+
+    /// Stops accepting: listeners leave the kernel's table and nothing
+    /// more is admitted. Idempotent.
+    fn unlisten(&self) {
+        self.stopping.set(true);
+        for (task, fd) in self.listeners.borrow_mut().drain(..) {
+            // shutdown() takes a listening socket out of the kernel's
+            // table at once; merely closing it would leave it there
+            // until the ring lets go of its pending accept, and new
+            // connections could still land on it.
+            // SAFETY: fd is the listener the task still owns.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            drop(task);
         }
     }
 

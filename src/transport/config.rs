@@ -42,6 +42,13 @@ pub struct Limits {
     pub write_timeout: Option<Duration>,
     /// Events queued for the application before reading pauses (default 65,536).
     pub event_capacity: usize,
+    /// Empty packets (no payload, no extension header) one session may send
+    /// per second before it is closed with `PolicyViolation` (default 1,000;
+    /// `usize::MAX`: no limit).
+    pub max_empty_packets_per_sec: usize,
+    /// Requests from one peer the application may leave unanswered before
+    /// the session is closed with `PolicyViolation` (default 8,192).
+    pub max_unanswered_requests: usize,
 }
 
 impl Default for Limits {
@@ -62,6 +69,8 @@ impl Default for Limits {
             max_ws_frame: d.ws_max_frame,
             write_timeout: d.write_timeout,
             event_capacity: d.event_capacity,
+            max_empty_packets_per_sec: d.max_empty_packets_per_sec,
+            max_unanswered_requests: d.max_unanswered_requests,
         }
     }
 }
@@ -88,6 +97,8 @@ impl Limits {
             ws_max_frame: self.max_ws_frame,
             write_timeout: self.write_timeout,
             event_capacity: self.event_capacity.max(1),
+            max_empty_packets_per_sec: self.max_empty_packets_per_sec,
+            max_unanswered_requests: self.max_unanswered_requests,
             ..EngineConfig::default()
         }
     }

@@ -133,6 +133,18 @@ impl TransportServerBuilder {
         self.limits.write_timeout = timeout;
         self
     }
+    /// Closes a session (`CloseReason::PolicyViolation`, WebSocket 1008)
+    /// that sends more than `n` empty packets in one second.
+    pub fn max_empty_packets_per_sec(mut self, n: usize) -> Self {
+        self.limits.max_empty_packets_per_sec = n;
+        self
+    }
+    /// Closes a session (`CloseReason::PolicyViolation`, WebSocket 1008)
+    /// once more than `n` of its requests wait for the application's answer.
+    pub fn max_unanswered_requests(mut self, n: usize) -> Self {
+        self.limits.max_unanswered_requests = n;
+        self
+    }
     /// All limits at once.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;

@@ -3,6 +3,8 @@
 //! clients until every shard owns at least one session.
 #![allow(dead_code)]
 
+pub mod ws_raw;
+
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::io;
@@ -203,6 +205,14 @@ pub struct Events {
 }
 
 impl Events {
+    /// Events fed by the caller's own task.
+    pub fn from_receiver(rx: mpsc::UnboundedReceiver<ServerEvent>) -> Self {
+        Self {
+            rx,
+            stash: VecDeque::new(),
+        }
+    }
+
     /// Waits for the first event that `pick` accepts; every other event is
     /// kept for later calls. Panics if the stream ends or the guard fires.
     pub async fn wait_for<T>(&mut self, what: &str, mut pick: impl FnMut(&ServerEvent) -> Option<T>) -> T {

@@ -7,56 +7,61 @@
 //! word per slot telling whether an id is live, so `send` to a dead session
 //! fails at once without a round trip to the shard.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use msgtrans_sync::slots::SlotWords;
 
 use crate::id::{SessionId, GEN_MASK, MAX_SLOTS};
 
-/// The cross-thread view of a shard's slots. Word = `generation << 1 | live`.
+/// The cross-thread view of a shard's slots, by [`SessionId`]: liveness,
+/// published queued bytes, and reservations by sends from other threads
+/// (the atomics are in `msgtrans_sync::slots`, where loom checks them).
 #[derive(Debug)]
 pub struct SlotTable {
-    words: Box<[AtomicU32]>,
-    /// Bytes queued for each slot's session, as last published by the shard.
-    queued: Box<[AtomicUsize]>,
-    live: AtomicUsize,
+    words: SlotWords,
 }
 
 impl SlotTable {
     /// A table for a shard of `capacity` slots (at most 16,777,215).
     pub fn new(capacity: usize) -> Arc<Self> {
-        let capacity = capacity.min(MAX_SLOTS as usize);
         Arc::new(Self {
-            words: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
-            queued: (0..capacity).map(|_| AtomicUsize::new(0)).collect(),
-            live: AtomicUsize::new(0),
+            words: SlotWords::new(capacity.min(MAX_SLOTS as usize)),
         })
     }
     /// Whether `id` names a session that is open now.
     pub fn is_live(&self, id: SessionId) -> bool {
-        self.words
-            .get(id.slot() as usize)
-            .is_some_and(|w| w.load(Ordering::Acquire) == (id.generation() << 1 | 1))
+        self.words.is_live(id.slot() as usize, id.generation())
     }
     /// Number of open sessions.
     pub fn live(&self) -> usize {
-        self.live.load(Ordering::Relaxed)
+        self.words.live()
     }
     /// Bytes queued for `id`'s session when its shard last looked (a hint
     /// for admission: the shard itself enforces the limit exactly).
     pub fn queued(&self, id: SessionId) -> usize {
-        self.queued
-            .get(id.slot() as usize)
-            .map_or(0, |q| q.load(Ordering::Relaxed))
+        self.words.queued(id.slot() as usize)
     }
     /// Publishes the bytes queued for `id`'s session (its shard only).
     pub fn set_queued(&self, id: SessionId, bytes: usize) {
-        if let Some(q) = self.queued.get(id.slot() as usize) {
-            q.store(bytes, Ordering::Relaxed);
-        }
+        self.words.set_queued(id.slot() as usize, bytes);
+    }
+    /// Reserves `len` bytes of `id`'s outbound queue for a send from another
+    /// thread, if queued and reserved bytes stay within `limit`; the shard
+    /// releases them when it takes the packet.
+    pub fn try_reserve(&self, id: SessionId, len: usize, limit: usize) -> bool {
+        self.words.try_reserve(id.slot() as usize, len, limit)
+    }
+    /// Releases a reservation made with [`SlotTable::try_reserve`].
+    pub fn release(&self, id: SessionId, len: usize) {
+        self.words.release(id.slot() as usize, len);
+    }
+    /// Bytes reserved for `id`'s slot by sends not yet taken by its shard.
+    pub fn reserved(&self, id: SessionId) -> usize {
+        self.words.reserved(id.slot() as usize)
     }
     /// Slots this shard can hold.
     pub fn capacity(&self) -> usize {
-        self.words.len()
+        self.words.capacity()
     }
 }
 
@@ -102,8 +107,7 @@ impl<T> Slab<T> {
         let generation = self.generations[slot as usize];
         let id = SessionId::from_parts(self.shard, generation, slot);
         self.entries[slot as usize] = Some(make(id));
-        self.table.words[slot as usize].store(generation << 1 | 1, Ordering::Release);
-        self.table.live.fetch_add(1, Ordering::Relaxed);
+        self.table.words.open(slot as usize, generation);
         Some(id)
     }
 
@@ -127,9 +131,7 @@ impl<T> Slab<T> {
         let value = self.entries[i].take();
         let next = (self.generations[i] + 1) & GEN_MASK;
         self.generations[i] = next;
-        self.table.words[i].store(next << 1, Ordering::Release);
-        self.table.queued[i].store(0, Ordering::Relaxed);
-        self.table.live.fetch_sub(1, Ordering::Relaxed);
+        self.table.words.close(i, next);
         self.free.push(i as u32);
         value
     }

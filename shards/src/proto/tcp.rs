@@ -23,11 +23,21 @@ const BACKLOG: i32 = 1024;
 
 /// Binds one listening socket per shard on `addr`, all sharing its port.
 /// Port 0 is resolved by the first bind and reused by the rest.
+///
+/// `SO_REUSEPORT` would let these sockets join any group already on the
+/// port (another server of the same user) and silently split its traffic,
+/// so the port is first claimed by a socket without it: if anything else
+/// is bound there, that fails with [`StartError::AddrInUse`]. The claim is
+/// released just before the group binds; a server that binds the same port
+/// in that instant can still join, which no API of Linux's closes.
 pub fn bind_reuseport(addr: SocketAddr, shards: usize) -> Result<(SocketAddr, Vec<std::net::TcpListener>), StartError> {
+    let mut addr = claim(addr)?;
     let mut out = Vec::with_capacity(shards);
-    let mut addr = addr;
     for _ in 0..shards {
-        let err = |source| StartError::Bind { addr, source };
+        let err = |source: std::io::Error| match source.kind() {
+            std::io::ErrorKind::AddrInUse => StartError::AddrInUse { addr },
+            _ => StartError::Bind { addr, source },
+        };
         let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
         s.set_reuse_address(true).map_err(err)?;
         s.set_reuse_port(true).map_err(err)?;
@@ -39,6 +49,22 @@ pub fn bind_reuseport(addr: SocketAddr, shards: usize) -> Result<(SocketAddr, Ve
         out.push(s.into());
     }
     Ok((addr, out))
+}
+
+/// Binds `addr` without `SO_REUSEPORT` (so it conflicts with every socket
+/// already there, listening or not) and lets go again; returns the address
+/// with its port resolved.
+fn claim(addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    let err = |source: std::io::Error| match source.kind() {
+        std::io::ErrorKind::AddrInUse => StartError::AddrInUse { addr },
+        _ => StartError::Bind { addr, source },
+    };
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    // Connections of an earlier server still in TIME_WAIT must not count
+    // as a busy port.
+    s.set_reuse_address(true).map_err(err)?;
+    s.bind(&addr.into()).map_err(err)?;
+    Ok(s.local_addr().map_err(err)?.as_socket().expect("inet socket"))
 }
 
 /// Accepts connections until the task is dropped (on stop).

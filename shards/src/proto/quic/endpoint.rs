@@ -45,6 +45,8 @@ pub mod app_code {
     pub const NORMAL: u32 = 0;
     /// The peer sent bytes that are not a valid packet.
     pub const PROTOCOL: u32 = 1;
+    /// The peer abused its session (floods, unanswered requests).
+    pub const POLICY: u32 = 2;
 }
 
 /// Completes a client's `connect` once its handshake is done.
@@ -615,6 +617,7 @@ impl Endpoint {
         }
         let code = match reason {
             CloseReason::ProtocolError(_) | CloseReason::WebSocket(_) => app_code::PROTOCOL,
+            CloseReason::PolicyViolation(_) => app_code::POLICY,
             _ => app_code::NORMAL,
         };
         let graceful = code == app_code::NORMAL && c.io.has_output();

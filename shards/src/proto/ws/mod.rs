@@ -16,7 +16,7 @@ use tungstenite::protocol::frame::FrameHeader;
 
 use crate::codec::{self, FrameLimits, FrameRef};
 use crate::config::EngineConfig;
-use crate::error::{CloseReason, CodecError};
+use crate::error::{CloseReason, CodecError, Violation};
 use crate::packet::{FixedHeader, PacketType};
 use crate::wire::{Wire, OP_CLOSE, OP_PONG};
 
@@ -31,6 +31,8 @@ pub mod close_code {
     pub const PROTOCOL: u16 = 1002;
     /// A text message that is not UTF-8.
     pub const INVALID_DATA: u16 = 1007;
+    /// The peer abused the session (floods, unanswered requests).
+    pub const POLICY: u16 = 1008;
     /// A message over the size limit.
     pub const TOO_BIG: u16 = 1009;
 }
@@ -80,6 +82,12 @@ pub(crate) fn frame_header(
 pub(crate) fn fail(out: &mut Vec<u8>, wire: Wire, code: u16) -> CloseReason {
     wire.control(out, OP_CLOSE, &code.to_be_bytes());
     CloseReason::WebSocket(code)
+}
+
+/// Closes with 1008 for an abuse of the session.
+pub(crate) fn violated(out: &mut Vec<u8>, wire: Wire, v: Violation) -> CloseReason {
+    fail(out, wire, close_code::POLICY);
+    CloseReason::PolicyViolation(v)
 }
 
 /// What a message's content was wrong with.
