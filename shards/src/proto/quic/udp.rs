@@ -30,7 +30,10 @@ pub fn bind_reuseport(addr: SocketAddr, shards: usize) -> Result<(SocketAddr, Ve
     let mut out = Vec::with_capacity(shards);
     let mut addr = addr;
     for i in 0..shards {
-        let err = |source| StartError::Bind { addr, source };
+        let err = |source: io::Error| match source.kind() {
+            io::ErrorKind::AddrInUse => StartError::AddrInUse { addr },
+            _ => StartError::Bind { addr, source },
+        };
         if i == 0 && addr.port() != 0 {
             // Without SO_REUSEPORT this bind fails if anyone holds the port.
             drop(UdpSocket::bind(addr).map_err(err)?);
