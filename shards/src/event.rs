@@ -101,6 +101,11 @@ pub(crate) enum Command {
     },
     /// List open sessions.
     Sessions { reply: flume::Sender<Vec<SessionId>> },
+    /// One session's counters (`None`: not open).
+    SessionStats {
+        id: SessionId,
+        reply: flume::Sender<Option<crate::stats::SessionStats>>,
+    },
     /// Stop listening, close every session, then end the shard. With a
     /// drain deadline, sessions first finish what is in flight (pending
     /// requests, queued output, packets already read) and close as they go

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use msgtrans_shards::proto::ws::handshake::WsListenConfig;
-use msgtrans_shards::stats::ShardSnapshot;
+use msgtrans_shards::stats::{SessionStats, StatsSnapshot};
 use msgtrans_shards::{CloseReason, Engine, EngineEvent, EventSink, InlineHandler, Packet, PacketType};
 
 use super::config::Limits;
@@ -392,9 +392,16 @@ impl TransportServer {
         self.inner.engine.sessions_per_shard()
     }
 
-    /// Counters of every shard.
-    pub fn stats(&self) -> Vec<ShardSnapshot> {
+    /// Counters of every shard and their total, read without stopping or
+    /// asking the shards.
+    pub fn stats(&self) -> StatsSnapshot {
         self.inner.engine.stats()
+    }
+
+    /// One session's counters (asked of its shard); `None` if the session
+    /// is not open.
+    pub async fn session_stats(&self, session_id: SessionId) -> Option<SessionStats> {
+        self.inner.engine.session_stats(session_id).await
     }
 
     /// Waits until the server is stopped (MsgTrans 1.0's `serve`; the server
