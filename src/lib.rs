@@ -40,6 +40,7 @@
 
 pub mod error;
 pub mod event;
+pub mod metrics;
 pub mod protocol;
 pub mod tls;
 pub mod transport;
@@ -54,6 +55,7 @@ pub mod packet {
 
 pub use error::{CloseReason, Result, TransportError};
 pub use event::{ClientEvent, ServerEvent, TransportContext};
+pub use metrics::MetricsConfig;
 pub use msgtrans_shards::stats::{CloseKind, Protocol, SessionStats, ShardSnapshot, StatsSnapshot};
 pub use msgtrans_shards::{Inline, InlineHandler, SessionId};
 pub use packet::{CompressionType, Packet, PacketType};
