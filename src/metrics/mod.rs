@@ -214,6 +214,7 @@ fn serve(mut stream: TcpStream, cfg: &MetricsConfig, stats: &StatsSource, starte
         Parsed::Request { path, head } => (path, head),
         Parsed::Refused(status) => {
             let _ = write_response(&mut stream, status, TEXT, format!("{status}\n").as_bytes(), false);
+            linger_close(stream);
             return;
         }
         Parsed::Partial => unreachable!("the loop only ends on a complete or refused head"),
@@ -228,6 +229,28 @@ fn serve(mut stream: TcpStream, cfg: &MetricsConfig, stats: &StatsSource, starte
         }
     };
     let _ = write_response(&mut stream, "200 OK", ctype, &body, head);
+}
+
+/// Bytes of an unread request drained before closing; see [`linger_close`].
+const LINGER_BYTES: usize = 1 << 20;
+/// How long [`linger_close`] waits for the peer to stop sending.
+const LINGER_TIME: Duration = Duration::from_millis(500);
+
+/// Closes after a refusal without losing the response: closing a socket
+/// with unread input makes the kernel send a reset, which can destroy the
+/// response before the client reads it. So stop writing, then drain what
+/// the client still sends (bounded in bytes and time).
+fn linger_close(mut stream: TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(LINGER_TIME));
+    let deadline = Instant::now() + LINGER_TIME;
+    let (mut chunk, mut drained) = ([0u8; 4096], 0);
+    while drained < LINGER_BYTES && Instant::now() < deadline {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => drained += n,
+        }
+    }
 }
 
 fn write_response(stream: &mut TcpStream, status: &str, ctype: &str, body: &[u8], head: bool) -> std::io::Result<()> {
