@@ -299,7 +299,7 @@ async fn outbound_queue_depth_rises_while_the_peer_stalls_and_falls_as_it_reads(
     let mut stream = c.stream;
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; 256 * 1024];
-        while stream.read(&mut buf).await.map_or(false, |n| n > 0) {}
+        while stream.read(&mut buf).await.is_ok_and(|n| n > 0) {}
     });
     let s = eventually(&server, "queue drained", |s| {
         s.total.queued_bytes == 0 && s.total.queued_packets == 0

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use msgtrans_shards::stats::{CloseKind, Protocol, ShardSnapshot, StatsSnapshot};
+use msgtrans_shards::stats::{CloseKind, Protocol, ProtocolSnapshot, ShardSnapshot, StatsSnapshot};
 
 /// How one per-shard metric is read from a snapshot.
 type Read = fn(&ShardSnapshot) -> u64;
@@ -112,8 +112,11 @@ const SHARD_METRICS: &[(&str, &str, &str, Read)] = &[
     ),
 ];
 
-/// Per-shard, per-protocol metrics.
-const PROTOCOL_METRICS: &[(&str, &str, fn(&msgtrans_shards::stats::ProtocolSnapshot) -> u64)] = &[
+/// How one per-protocol metric is read.
+type ReadProtocol = fn(&ProtocolSnapshot) -> u64;
+
+/// Per-shard, per-protocol metrics (all counters): name, help, value.
+const PROTOCOL_METRICS: &[(&str, &str, ReadProtocol)] = &[
     ("msgtrans_messages_received_total", "Packets received.", |p| p.msgs_in),
     ("msgtrans_messages_sent_total", "Packets queued for sending.", |p| {
         p.msgs_out
@@ -242,12 +245,16 @@ mod tests {
     use super::*;
 
     fn sample() -> StatsSnapshot {
-        let mut a = ShardSnapshot::default();
-        a.sessions_open = 2;
+        let mut a = ShardSnapshot {
+            sessions_open: 2,
+            ..Default::default()
+        };
         a.protocols[Protocol::Wss.index()].msgs_in = 5;
         a.closes[CloseKind::IdleTimeout.index()] = 3;
-        let mut b = ShardSnapshot::default();
-        b.shard = 1;
+        let b = ShardSnapshot {
+            shard: 1,
+            ..Default::default()
+        };
         StatsSnapshot::from_shards(vec![a, b])
     }
 
