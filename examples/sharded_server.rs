@@ -40,6 +40,8 @@ OPTIONS:
     --events         echo through the Tokio event stream instead of the
                      inline on-shard handler
     --no-pin         do not pin shards to cores
+    --metrics ADDR   serve /metrics (Prometheus), /stats.json and a live
+                     dashboard at / on ADDR, e.g. 127.0.0.1:9100 [default: off]
     -h, --help       print this help
 ";
 
@@ -55,6 +57,7 @@ struct Args {
     shards: usize,
     events: bool,
     pin: bool,
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn parse() -> Result<Option<Args>, String> {
@@ -70,6 +73,7 @@ fn parse() -> Result<Option<Args>, String> {
         shards: 0,
         events: false,
         pin: true,
+        metrics: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -93,6 +97,7 @@ fn parse() -> Result<Option<Args>, String> {
                     .map_err(|e| format!("--max-connections: {e}"))?
             }
             "--no-pin" => a.pin = false,
+            "--metrics" => a.metrics = Some(value("--metrics")?.parse().map_err(|e| format!("--metrics: {e}"))?),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -204,6 +209,9 @@ async fn main() -> ExitCode {
     if !args.events {
         builder = builder.handler(echo);
     }
+    if let Some(addr) = args.metrics {
+        builder = builder.metrics(addr);
+    }
     let server = match builder.build().await {
         Ok(s) => s,
         Err(e) => {
@@ -223,6 +231,9 @@ async fn main() -> ExitCode {
             server.shards(),
             if args.events { "events" } else { "inline" }
         );
+    }
+    if let Some(addr) = server.metrics_addr() {
+        println!("metrics http://{addr}/metrics dashboard http://{addr}/");
     }
     let stopper = server.clone();
     tokio::spawn(async move {

@@ -40,6 +40,7 @@
 
 pub mod error;
 pub mod event;
+pub mod metrics;
 pub mod protocol;
 pub mod tls;
 pub mod transport;
@@ -54,7 +55,8 @@ pub mod packet {
 
 pub use error::{CloseReason, Result, TransportError};
 pub use event::{ClientEvent, ServerEvent, TransportContext};
-pub use msgtrans_shards::stats::ShardSnapshot;
+pub use metrics::MetricsConfig;
+pub use msgtrans_shards::stats::{CloseKind, Protocol, SessionStats, ShardSnapshot, StatsSnapshot};
 pub use msgtrans_shards::{Inline, InlineHandler, SessionId};
 pub use packet::{CompressionType, Packet, PacketType};
 pub use protocol::{

@@ -129,6 +129,11 @@ pub(crate) enum Command {
     /// before any shard closes a session, so no connection is accepted by a
     /// shard still listening while another is already closing.
     Unlisten { reply: flume::Sender<()> },
+    /// One session's counters (`None`: not open).
+    SessionStats {
+        id: SessionId,
+        reply: flume::Sender<Option<crate::stats::SessionStats>>,
+    },
     /// Stop listening, close every session, then end the shard. With a
     /// drain deadline, sessions first finish what is in flight (pending
     /// requests, queued output, packets already read) and close as they go

@@ -81,7 +81,7 @@ impl<'a> Inline<'a> {
     pub fn write(&mut self, header: &FixedHeader, ext_header: &[u8], payload: &[u8]) {
         self.shard
             .prepare_out(self.out, codec::encoded_len(ext_header.len(), payload.len()));
-        self.st.note_sent(header);
+        self.st.note_sent(self.shard, header);
         // Lengths come from a decoded frame or from slices the caller owns;
         // the only failure is a slice over 4 GiB, which no frame can be.
         let _ = self.st.wire.write(self.out, header, ext_header, payload);

@@ -21,7 +21,7 @@ use crate::proto::quic::{QuicConnectConfig, QuicListenConfig};
 use crate::proto::tls::{ClientTls, ServerTls};
 use crate::proto::ws::handshake::{WsListenConfig, WsTarget};
 use crate::shard::{self, EventSink, Mesh, Shard};
-use crate::stats::{ShardSnapshot, ShardStats};
+use crate::stats::{SessionStats, ShardSnapshot, ShardStats, StatsSnapshot};
 
 /// Number of cores this process may run on.
 pub fn usable_cores() -> usize {
@@ -78,7 +78,7 @@ impl Engine {
             open_total: AtomicUsize::new(0),
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
-        let stats: Vec<_> = (0..n).map(|_| Arc::new(ShardStats::default())).collect();
+        let stats: Vec<_> = (0..n).map(|_| Arc::new(ShardStats::new(n))).collect();
         let pools: Vec<_> = (0..n).map(|i| BufferPool::new(i, cfg.pool)).collect();
         let mut ready = Vec::with_capacity(n);
         let mut exits = Vec::with_capacity(n);
@@ -102,6 +102,10 @@ impl Engine {
                         }
                     };
                     set_thread_home(i);
+                    // Entered for the thread's whole life, so every event a
+                    // shard logs says which shard. One span per shard, so it
+                    // can be at info level at no per-message cost.
+                    let _span = tracing::info_span!("shard", shard = i).entered();
                     let _ = ready_tx.send(Ok(()));
                     ex.run(async move {
                         let shard = Shard::new(i, cfg2, pool2, mesh2, sink2, handler2, stats2);
@@ -445,29 +449,35 @@ impl Engine {
         self.mesh.tables.iter().map(|t| t.live()).collect()
     }
 
-    /// Counters of every shard.
-    pub fn stats(&self) -> Vec<ShardSnapshot> {
-        (0..self.shards())
-            .map(|i| {
-                let s = &self.stats[i];
-                ShardSnapshot {
-                    shard: i,
-                    sessions_open: self.mesh.tables[i].live(),
-                    sessions_total: s.sessions_total.get(),
-                    refused: s.refused.get(),
-                    msgs_in: s.msgs_in.get(),
-                    bytes_in: s.bytes_in.get(),
-                    bytes_out: s.bytes_out.get(),
-                    request_timeouts: s.request_timeouts.get(),
-                    mesh_in: s.mesh_in.get(),
-                    events_abandoned: s.events_abandoned.get(),
-                    handshake_failures: s.handshake_failures.get(),
-                    quic_forwarded: s.quic_forwarded.get(),
-                    wakeups: self.mesh.outboxes[i].doorbell().wakeups(),
-                    pool: self.pools[i].snapshot(),
-                }
+    /// Counters of every shard and their total, read without asking the
+    /// shards (each value as of its shard's last store).
+    pub fn stats(&self) -> StatsSnapshot {
+        let shards = (0..self.shards())
+            .map(|i| ShardSnapshot {
+                shard: i,
+                sessions_open: self.mesh.tables[i].live(),
+                cross_shard_in: self
+                    .stats
+                    .iter()
+                    .filter_map(|s| s.cross_shard_out.get(i).map(crate::stats::Counter::get))
+                    .sum(),
+                wakeups: self.mesh.outboxes[i].doorbell().wakeups(),
+                pool: self.pools[i].snapshot(),
+                ..self.stats[i].snapshot()
             })
-            .collect()
+            .collect();
+        StatsSnapshot::from_shards(shards)
+    }
+
+    /// One session's counters, from its shard (a round trip to it);
+    /// `None` if the session is not open.
+    pub async fn session_stats(&self, id: SessionId) -> Option<SessionStats> {
+        if !self.is_live(id) {
+            return None;
+        }
+        let (reply, rx) = flume::bounded(1);
+        self.command(id.shard(), Command::SessionStats { id, reply }).ok()?;
+        rx.recv_async().await.ok().flatten()
     }
 
     /// Whether [`Engine::stop`] has run.

@@ -29,6 +29,7 @@ use crate::packet::{Packet, PacketType};
 use crate::proto::ws;
 use crate::pump::Announce;
 use crate::shard::Shard;
+use crate::stats::{Protocol, SessionCounters};
 use crate::wire::{Wire, QUIC_PREFIX};
 
 /// How many read batches a busy session handles before it yields the core
@@ -75,6 +76,8 @@ pub(crate) struct SessionState {
     waiters: RefCell<std::collections::VecDeque<Waiter>>,
     /// When queued output last stopped moving (None: it is moving).
     pub stuck_since: Cell<Option<Instant>>,
+    /// Traffic and queue depth, for `session_stats` and the shard's gauges.
+    pub counters: SessionCounters,
 }
 
 /// A send waiting for room in the outbound queue.
@@ -108,6 +111,7 @@ impl SessionState {
             draining: Cell::new(false),
             waiters: RefCell::new(std::collections::VecDeque::new()),
             stuck_since: Cell::new(None),
+            counters: SessionCounters::new(Protocol::of(wire, false)),
         })
     }
 
@@ -157,8 +161,10 @@ impl SessionState {
         Ok(())
     }
 
-    /// Counts an answer to one of the peer's requests.
-    pub fn note_sent(&self, header: &crate::packet::FixedHeader) {
+    /// Counts a packet queued for the peer, and an answer to one of the
+    /// peer's requests.
+    pub fn note_sent(&self, shard: &Shard, header: &crate::packet::FixedHeader) {
+        self.counters.queued(&shard.stats);
         if header.packet_type == PacketType::Response {
             self.unanswered.set(self.unanswered.get().saturating_sub(1));
         }
@@ -306,7 +312,7 @@ impl SessionState {
         self.wire
             .write(&mut out, &packet.header, &packet.ext_header, &packet.payload)?;
         drop(out);
-        self.note_sent(&packet.header);
+        self.note_sent(shard, &packet.header);
         shard.mesh.tables[shard.index].set_queued(self.id, self.queued());
         self.wake();
         Ok(())
@@ -412,6 +418,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     }
                     self.st.in_flight.set(0);
                     self.st.stuck_since.set(None);
+                    self.st.counters.batch_written();
                     // Idle sessions hold no write buffers.
                     for b in [std::mem::take(&mut self.wbuf), std::mem::take(&mut *out)] {
                         if b.capacity() > 0 {
@@ -425,6 +432,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 self.wpos = 0;
                 std::mem::swap(&mut self.wbuf, &mut *out);
                 self.st.in_flight.set(self.wbuf.len());
+                self.st.counters.take_batch();
             }
             match Pin::new(&mut self.stream).poll_write(cx, &self.wbuf[self.wpos..]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
@@ -433,7 +441,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     self.wpos += n;
                     self.st.in_flight.set(self.wbuf.len() - self.wpos);
                     self.st.last_active.set(self.shard.idle_tick());
-                    self.shard.stats.bytes_out.add(n as u64);
+                    self.st.counters.wrote(&self.shard.stats, n);
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
@@ -527,7 +535,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         };
         shard.flush_outgoing();
         let frames = frames?;
-        shard.stats.msgs_in.add(frames as u64);
+        self.st.counters.received(&shard.stats, frames as u64);
         Ok(frames)
     }
 
@@ -674,6 +682,7 @@ fn dispatch(shard: &Shard, st: &SessionState, frame: FrameRef<'_>, out: &mut Vec
         let waiting = st.pending.borrow_mut().remove(&frame.header.message_id);
         if let Some(p) = waiting {
             let _ = p.reply.send(Ok(shard.to_packet(&frame)));
+            shard.stats.requests_in_flight.add(-1);
             return None;
         }
         // An unmatched response (late, or unsolicited) is still delivered.
@@ -760,7 +769,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
                         this.rlen += n;
                         reads += 1;
                         this.st.last_active.set(this.shard.idle_tick());
-                        this.shard.stats.bytes_in.add(n as u64);
+                        this.st.counters.read(&this.shard.stats, n);
                         progress = true;
                     }
                     Poll::Ready(Err(e)) => {
@@ -773,6 +782,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
                 }
             } else if reads >= READS_PER_POLL {
                 // Busy session: let the others on this core run.
+                this.st.counters.report_queue(&this.shard.stats, this.st.queued());
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
@@ -784,6 +794,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
             // threads how full the queue is.
             this.st.admit_waiters(&this.shard);
             this.shard.mesh.tables[this.shard.index].set_queued(this.st.id, this.st.queued());
+            this.st.counters.report_queue(&this.shard.stats, this.st.queued());
             if !progress {
                 let mut w = this.st.waker.borrow_mut();
                 if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {

@@ -203,6 +203,9 @@ impl Shard {
         let mut outgoing = self.outgoing.borrow_mut();
         for (dest, cmds) in outgoing.iter_mut().enumerate() {
             if !cmds.is_empty() {
+                if let Some(c) = self.stats.cross_shard_out.get(dest) {
+                    c.add(cmds.len() as u64);
+                }
                 let _ = self.mesh.outboxes[dest].send_batch(cmds.drain(..));
             }
         }
@@ -346,6 +349,12 @@ impl Shard {
                 self.unlisten();
                 let _ = reply.send(());
             }
+            Command::SessionStats { id, reply } => {
+                let stats = self
+                    .session(id)
+                    .map(|s| s.counters.snapshot(id, s.queued(), s.pending.borrow().len()));
+                let _ = reply.send(stats);
+            }
             Command::Stop { drain_until, reply } => {
                 // Already done by `Unlisten` when the engine stops in two
                 // phases; a stop from `Drop` comes alone.
@@ -424,6 +433,7 @@ impl Shard {
             },
         );
         self.pending_requests.set(self.pending_requests.get() + 1);
+        self.stats.requests_in_flight.add(1);
         self.wake_sweeper();
     }
 
@@ -490,6 +500,7 @@ impl Shard {
                     if p.deadline <= now {
                         let _ = p.reply.send(Err(SendError::Timeout));
                         self.stats.request_timeouts.add(1);
+                        self.stats.requests_in_flight.add(-1);
                         false
                     } else {
                         true
@@ -521,10 +532,16 @@ impl Shard {
 
     /// Registers a new connection, or `None` when a limit refuses it.
     pub(crate) fn admit(&self, wire: Wire) -> Option<Rc<SessionState>> {
+        self.admit_over(wire, false)
+    }
+
+    /// [`Shard::admit`] for a session under TLS when `tls` is set (counted
+    /// as `tcp+tls` or `wss`).
+    pub(crate) fn admit_over(&self, wire: Wire, tls: bool) -> Option<Rc<SessionState>> {
         if !self.reserve() {
             return None;
         }
-        self.admit_reserved(wire)
+        self.admit_reserved(wire, tls)
     }
 
     /// Holds a place under the connection limits (total and this shard's)
@@ -548,13 +565,14 @@ impl Shard {
         self.mesh.open_total.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Turns a reserved place into a session.
-    pub(crate) fn admit_reserved(&self, wire: Wire) -> Option<Rc<SessionState>> {
+    /// Turns a reserved place into a session (under TLS when `tls` is set).
+    pub(crate) fn admit_reserved(&self, wire: Wire, tls: bool) -> Option<Rc<SessionState>> {
         self.handshaking.set(self.handshaking.get() - 1);
         let mut slab = self.slab.borrow_mut();
         let mut state = None;
         let id = slab.insert_with(|id| {
             let s = SessionState::new(id, wire);
+            s.counters.protocol.set(crate::stats::Protocol::of(wire, tls));
             s.last_active.set(self.idle_tick.get());
             state = Some(Rc::clone(&s));
             s
@@ -574,6 +592,9 @@ impl Shard {
         self.slab.borrow_mut().remove(st.id);
         self.give_back_memory();
         self.mesh.open_total.fetch_sub(1, Ordering::AcqRel);
+        self.stats.count_close(&reason);
+        st.counters.unreport_queue(&self.stats);
+        self.stats.requests_in_flight.add(-(st.pending.borrow().len() as i64));
         st.fail_pending(&reason);
         st.fail_waiters(self, &reason);
         for w in st.close_waiters.borrow_mut().drain(..) {

@@ -95,7 +95,7 @@ pub fn run_session(websocket: bool, chunks: Vec<Vec<u8>>, max_payload: u32) -> O
         mesh,
         sink,
         Some(Arc::new(echo)),
-        Arc::new(ShardStats::default()),
+        Arc::new(ShardStats::new(1)),
     );
     let wire = if websocket { Wire::WsServer } else { Wire::Tcp };
     let st = shard.admit(wire).expect("a free slot");

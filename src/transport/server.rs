@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use msgtrans_shards::proto::ws::handshake::WsListenConfig;
-use msgtrans_shards::stats::ShardSnapshot;
+use msgtrans_shards::stats::{SessionStats, StatsSnapshot};
 use msgtrans_shards::{CloseReason, Engine, EngineEvent, EventSink, InlineHandler, Packet, PacketType};
 
 use super::config::Limits;
 use crate::error::{Result, TransportError};
 use crate::event::{ConnectionInfo, EventStreamClosed, RawEvents, ServerEvent, TransportContext, TransportResult};
+use crate::metrics::{MetricsConfig, MetricsServer};
 use crate::protocol::{ListenerConfig, ServerProtocolConfig};
 use crate::SessionId;
 
@@ -22,6 +23,7 @@ pub struct TransportServerBuilder {
     pin: bool,
     limits: Limits,
     handler: Option<Arc<dyn InlineHandler>>,
+    metrics: Option<MetricsConfig>,
 }
 
 impl Default for TransportServerBuilder {
@@ -39,7 +41,19 @@ impl TransportServerBuilder {
             pin: true,
             limits: Limits::default(),
             handler: None,
+            metrics: None,
         }
+    }
+    /// Serves `/metrics` (Prometheus), `/stats.json` and a live dashboard
+    /// at `/` on `addr`, from a thread of its own (not a shard). Off unless
+    /// asked for; see [`crate::metrics`].
+    pub fn metrics(self, addr: SocketAddr) -> Self {
+        self.metrics_config(MetricsConfig::new(addr))
+    }
+    /// [`TransportServerBuilder::metrics`] with its limits spelled out.
+    pub fn metrics_config(mut self, config: MetricsConfig) -> Self {
+        self.metrics = Some(config);
+        self
     }
     /// Adds a listener. Several of the same protocol may be added.
     pub fn with_protocol<C: ServerProtocolConfig>(mut self, config: C) -> Self {
@@ -212,6 +226,20 @@ impl TransportServerBuilder {
                 }
             }
         }
+        let metrics = match self.metrics {
+            None => None,
+            Some(cfg) => {
+                let addr = cfg.addr;
+                let e = Arc::clone(&engine);
+                match MetricsServer::start(cfg, Arc::new(move || e.stats())) {
+                    Ok(m) => Some(m),
+                    Err(source) => {
+                        engine.stop().await;
+                        return Err(msgtrans_shards::StartError::Bind { addr, source }.into());
+                    }
+                }
+            }
+        };
         if lifecycle.load(Ordering::Relaxed) {
             for (_, a) in &addrs {
                 let _ = tx.send_async(EngineEvent::Listening { addr: *a }).await;
@@ -232,6 +260,7 @@ impl TransportServerBuilder {
                 stopped_tx: std::sync::Mutex::new(Some(stopped_tx)),
                 stopped_rx,
                 stopped_reported: AtomicBool::new(false),
+                metrics,
             }),
         })
     }
@@ -253,6 +282,7 @@ struct Inner {
     stopped_tx: std::sync::Mutex<Option<flume::Sender<()>>>,
     stopped_rx: flume::Receiver<()>,
     stopped_reported: AtomicBool,
+    metrics: Option<MetricsServer>,
 }
 
 /// A running server. Clones share it.
@@ -301,6 +331,11 @@ impl TransportServer {
     /// listener that was given none (clients pass it to `with_ca_cert_pem`).
     pub fn quic_certificate_pem(&self) -> Option<&str> {
         self.inner.quic_certs.first().map(|(_, pem)| pem.as_str())
+    }
+
+    /// Where the metrics endpoint listens, if it was asked for.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.inner.metrics.as_ref().map(MetricsServer::addr)
     }
 
     /// The first WebSocket (`ws://`) address, if any.
@@ -433,9 +468,16 @@ impl TransportServer {
         self.inner.engine.sessions_per_shard()
     }
 
-    /// Counters of every shard.
-    pub fn stats(&self) -> Vec<ShardSnapshot> {
+    /// Counters of every shard and their total, read without stopping or
+    /// asking the shards.
+    pub fn stats(&self) -> StatsSnapshot {
         self.inner.engine.stats()
+    }
+
+    /// One session's counters (asked of its shard); `None` if the session
+    /// is not open.
+    pub async fn session_stats(&self, session_id: SessionId) -> Option<SessionStats> {
+        self.inner.engine.session_stats(session_id).await
     }
 
     /// Waits until the server is stopped (MsgTrans 1.0's `serve`; the server
@@ -469,6 +511,9 @@ impl TransportServer {
 
     async fn finish(&self, drain: Option<Duration>) {
         self.inner.engine.shutdown(drain).await;
+        if let Some(m) = &self.inner.metrics {
+            m.stop();
+        }
         self.inner.stopped_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }

@@ -110,15 +110,27 @@ impl BufferPool {
         for (cap, q) in &self.tiers {
             if min <= *cap {
                 if let Some(v) = q.pop() {
-                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                    self.count(&self.stats.hits);
                     return v;
                 }
-                self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                self.count(&self.stats.misses);
                 return Vec::with_capacity(*cap);
             }
         }
-        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        self.count(&self.stats.misses);
         Vec::with_capacity(min)
+    }
+
+    /// Counts a `get`. On the home shard, the only thread that normally
+    /// takes buffers, a plain load and store suffice (no locked RMW on the
+    /// per-message path); anywhere else it must be an atomic add.
+    #[inline]
+    fn count(&self, c: &AtomicU64) {
+        if HOME.with(Cell::get) == self.home {
+            c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        } else {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Returns a buffer. It is kept in the largest tier it can serve, or

@@ -101,7 +101,7 @@ async fn accept_tls(shard: Rc<Shard>, stream: TcpStream, tls: ServerTls) {
         shard.stats.handshake_failures.add(1);
         return;
     };
-    if let Some(st) = shard.admit(Wire::Tcp) {
+    if let Some(st) = shard.admit_over(Wire::Tcp, true) {
         drive(&shard, st, stream, &[], ends);
     }
 }
@@ -163,12 +163,15 @@ pub(crate) fn drive_then<S>(
     shard.announce_open(&st, opened);
     let shard = Rc::clone(shard);
     let driver = Driver::new(Rc::clone(&shard), Rc::clone(&st), stream, initial);
-    glommio::spawn_local(async move {
+    // Everything the session logs carries its id. At debug level, so a
+    // quiet (info) subscriber pays nothing per session or per poll.
+    let span = tracing::debug_span!("session", session = %st.id, protocol = st.counters.protocol.get().label());
+    let task = async move {
         let reason = driver.await;
         ended(&reason);
         shard.finish(&st, reason);
-    })
-    .detach();
+    };
+    glommio::spawn_local(tracing::Instrument::instrument(task, span)).detach();
 }
 
 /// Turns on TCP keepalive: first probe after `idle`, then every `idle / 4`,
@@ -212,7 +215,7 @@ pub(crate) async fn connect(
         }
         Some(tls) => {
             let stream = tls::connect(&tls, stream, addr, timeout).await?;
-            let st = shard.admit(Wire::Tcp).ok_or_else(|| limit_error(addr))?;
+            let st = shard.admit_over(Wire::Tcp, true).ok_or_else(|| limit_error(addr))?;
             let id = st.id;
             drive(shard, st, stream, &[], ends);
             Ok(id)

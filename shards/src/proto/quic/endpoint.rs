@@ -526,7 +526,7 @@ impl Endpoint {
             _ => return,
         };
         c.deadline = None;
-        let Some(st) = shard.admit_reserved(Wire::Quic) else {
+        let Some(st) = shard.admit_reserved(Wire::Quic, true) else {
             c.q.close(
                 Instant::now(),
                 VarInt::from_u32(app_code::NORMAL),

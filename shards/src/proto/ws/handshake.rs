@@ -57,10 +57,10 @@ pub(crate) async fn connect(
         .map_err(|e| StartError::Connect { addr, source: e.into() })?;
     let ends = Ends::of(shard, &stream);
     match tls {
-        None => upgrade(shard, stream, addr, timeout, &target, ends).await,
+        None => upgrade(shard, stream, addr, timeout, &target, ends, false).await,
         Some(tls) => {
             let stream = super::super::tls::connect(&tls, stream, addr, timeout).await?;
-            upgrade(shard, stream, addr, timeout, &target, ends).await
+            upgrade(shard, stream, addr, timeout, &target, ends, true).await
         }
     }
 }
@@ -72,6 +72,7 @@ async fn upgrade<S>(
     timeout: Duration,
     target: &WsTarget,
     ends: Ends,
+    tls: bool,
 ) -> Result<crate::SessionId, StartError>
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
@@ -123,7 +124,7 @@ where
     let (buf, len) = super::super::tls::within(timeout, exchange)
         .await
         .unwrap_or_else(|| Err(err(std::io::ErrorKind::TimedOut.into())))?;
-    let st = shard.admit(Wire::WsClient).ok_or_else(|| limit_error(addr))?;
+    let st = shard.admit_over(Wire::WsClient, tls).ok_or_else(|| limit_error(addr))?;
     let id = st.id;
     drive(shard, st, stream, &buf[len..], ends);
     Ok(id)
@@ -188,7 +189,7 @@ where
             return;
         }
     };
-    let Some(st) = shard.admit(Wire::WsServer) else {
+    let Some(st) = shard.admit_over(Wire::WsServer, cfg.tls.is_some()) else {
         let _ = respond(&mut stream, "503 Service Unavailable", "").await;
         return;
     };
