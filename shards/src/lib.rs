@@ -3,6 +3,7 @@
 //! # Layout
 //!
 //! * [`codec`] and [`packet`] — the MsgTrans wire format, pure functions over bytes.
+//! * [`compress`] — payload compression (zstd, zlib), bounded when decoding.
 //! * [`runtime`] — [`Engine`]: N glommio shards pinned one per core, and the
 //!   handle the public API drives them with.
 //! * `shard` — one core's state: sessions, buffers, listeners, inbox loop.
@@ -18,6 +19,7 @@
 //! event stream).
 
 pub mod codec;
+pub mod compress;
 pub mod config;
 pub mod error;
 pub mod event;
