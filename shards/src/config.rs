@@ -44,6 +44,11 @@ pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default write deadline: a session whose queued output has not moved for
 /// 30 s is closed as a slow consumer, so it cannot pin its queue forever.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default smallest payload that is compressed when a packet asks for it:
+/// 256 bytes. Below that zstd and zlib save a few bytes at best (their own
+/// framing costs 6-20) while the CPU cost per packet stays, so such
+/// packets go out as they are, with the compression byte cleared.
+pub const DEFAULT_COMPRESSION_THRESHOLD: usize = 256;
 /// Bytes read from a socket per read call: 64 KiB amortises the syscall
 /// over many small packets while keeping an active session's buffer small.
 pub const DEFAULT_READ_BUFFER: usize = 64 * 1024;
@@ -91,6 +96,9 @@ pub struct EngineConfig {
     pub io_memory: usize,
     /// Read size per socket read.
     pub read_buffer: usize,
+    /// Payloads shorter than this are sent uncompressed even when their
+    /// packet asks for compression.
+    pub compression_threshold: usize,
     /// Buffer pool tier sizes.
     pub pool: PoolConfig,
 }
@@ -116,6 +124,7 @@ impl Default for EngineConfig {
             event_capacity: DEFAULT_EVENT_CAPACITY,
             io_memory: DEFAULT_IO_MEMORY,
             read_buffer: DEFAULT_READ_BUFFER,
+            compression_threshold: DEFAULT_COMPRESSION_THRESHOLD,
             pool: PoolConfig::default(),
         }
     }

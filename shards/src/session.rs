@@ -24,7 +24,8 @@ use crate::error::{CloseReason, SendError};
 use crate::event::{EngineEvent, ReplyTx};
 use crate::handler::Inline;
 use crate::id::SessionId;
-use crate::packet::{Packet, PacketType};
+use crate::error::CodecError;
+use crate::packet::{CompressionType, Packet, PacketType};
 use crate::proto::ws;
 use crate::pump::Announce;
 use crate::shard::Shard;
@@ -245,8 +246,13 @@ impl SessionState {
         }
         let mut out = self.out.borrow_mut();
         shard.prepare_out(&mut out, len);
-        self.wire
-            .write(&mut out, &packet.header, &packet.ext_header, &packet.payload)?;
+        self.wire.write_packet(
+            shard.cfg.compression_threshold,
+            &mut out,
+            &packet.header,
+            &packet.ext_header,
+            &packet.payload,
+        )?;
         drop(out);
         self.note_sent(&packet.header);
         shard.mesh.tables[shard.index].set_queued(self.id, self.queued());
@@ -475,8 +481,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 break;
             };
             frames += 1;
-            deliver(shard, &self.st, &mut self.stalled, frame, &mut out);
             self.rpos += n;
+            deliver(shard, &self.st, &mut self.stalled, frame, &mut out).map_err(CloseReason::ProtocolError)?;
             if out.len() + self.st.in_flight.get() >= shard.cfg.max_outbound_bytes {
                 break;
             }
@@ -517,14 +523,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     let (msg, text) = self.frag.take().expect("reassembled message");
                     frames += 1;
                     let frame = ws::message_frame(&msg, text, &limits).map_err(|e| ws::fail_with(&mut out, wire, e))?;
-                    deliver(shard, &self.st, &mut self.stalled, frame, &mut out);
+                    deliver(shard, &self.st, &mut self.stalled, frame, &mut out)
+                        .map_err(|e| ws::fail_with(&mut out, wire, ws::MessageError::Packet(e)))?;
                     continue;
                 }
             };
             frames += 1;
             let frame =
                 ws::message_frame(message.0, message.1, &limits).map_err(|e| ws::fail_with(&mut out, wire, e))?;
-            deliver(shard, &self.st, &mut self.stalled, frame, &mut out);
+            deliver(shard, &self.st, &mut self.stalled, frame, &mut out)
+                .map_err(|e| ws::fail_with(&mut out, wire, ws::MessageError::Packet(e)))?;
             if out.len() + self.st.in_flight.get() >= shard.cfg.max_outbound_bytes {
                 break;
             }
@@ -533,15 +541,60 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 }
 
-/// Hands one packet to the handler or the application; if the event queue
-/// is full the event waits in `stalled` and the session reads no further.
+type Stalled = Option<flume::r#async::SendFut<'static, EngineEvent>>;
+
+/// Hands one packet to the handler or the application, its payload
+/// decompressed first if its header says so; if the event queue is full
+/// the event waits in `stalled` and the session reads no further.
+///
+/// # Errors
+/// A compressed payload that is corrupt or inflates past the payload limit.
+#[inline]
 fn deliver(
     shard: &Shard,
     st: &SessionState,
-    stalled: &mut Option<flume::r#async::SendFut<'static, EngineEvent>>,
+    stalled: &mut Stalled,
     frame: FrameRef<'_>,
     out: &mut Vec<u8>,
-) {
+) -> Result<(), CodecError> {
+    // The uncompressed fast path pays this one compare.
+    if frame.header.compression != CompressionType::None {
+        return deliver_compressed(shard, st, stalled, frame, out);
+    }
+    deliver_plain(shard, st, stalled, frame, out);
+    Ok(())
+}
+
+/// Decompresses into the shard's buffer (bounded by the payload limit)
+/// and delivers the plain payload. The header keeps its compression byte,
+/// so the application can see how the packet travelled; its payload length
+/// becomes the plain one.
+#[cold]
+fn deliver_compressed(
+    shard: &Shard,
+    st: &SessionState,
+    stalled: &mut Stalled,
+    frame: FrameRef<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    let FrameRef {
+        mut header,
+        ext_header,
+        payload,
+    } = frame;
+    let max = shard.cfg.frame.max_payload;
+    crate::compress::with_decompressed(header.compression, payload, max, |plain| {
+        header.payload_len = plain.len() as u32;
+        let frame = FrameRef {
+            header,
+            ext_header,
+            payload: plain,
+        };
+        deliver_plain(shard, st, stalled, frame, out)
+    })
+}
+
+fn deliver_plain(shard: &Shard, st: &SessionState, stalled: &mut Stalled, frame: FrameRef<'_>, out: &mut Vec<u8>) {
     st.note_received(&frame.header);
     if let Some(ev) = dispatch(shard, st, frame, out) {
         if let Err(flume::TrySendError::Full(ev)) = shard.sink.tx.try_send(ev) {

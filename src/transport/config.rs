@@ -42,6 +42,9 @@ pub struct Limits {
     pub write_timeout: Option<Duration>,
     /// Events queued for the application before reading pauses (default 65,536).
     pub event_capacity: usize,
+    /// Payloads shorter than this are sent uncompressed even when a send
+    /// asks for compression (default 256 bytes).
+    pub compression_threshold: usize,
 }
 
 impl Default for Limits {
@@ -62,6 +65,7 @@ impl Default for Limits {
             max_ws_frame: d.ws_max_frame,
             write_timeout: d.write_timeout,
             event_capacity: d.event_capacity,
+            compression_threshold: d.compression_threshold,
         }
     }
 }
@@ -88,6 +92,7 @@ impl Limits {
             ws_max_frame: self.max_ws_frame,
             write_timeout: self.write_timeout,
             event_capacity: self.event_capacity.max(1),
+            compression_threshold: self.compression_threshold,
             ..EngineConfig::default()
         }
     }
