@@ -55,7 +55,7 @@ pub mod packet {
 pub use error::{CloseReason, Result, TransportError};
 pub use event::{ClientEvent, ServerEvent, TransportContext};
 pub use msgtrans_shards::stats::ShardSnapshot;
-pub use msgtrans_shards::{Inline, InlineHandler, SessionId};
+pub use msgtrans_shards::{Connected, Inline, InlineHandler, Responder, SessionHandler, SessionId};
 pub use packet::{CompressionType, Packet, PacketType};
 pub use protocol::{TcpClientConfig, TcpServerConfig, WebSocketClientConfig, WebSocketServerConfig};
 pub use tls::{TlsClientConfig, TlsServerConfig};

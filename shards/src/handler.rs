@@ -17,6 +17,14 @@ use crate::shard::Shard;
 pub trait InlineHandler: Send + Sync + 'static {
     /// Handles one packet.
     fn on_message(&self, ctx: &mut Inline<'_>);
+    /// A session opened; runs before any of its packets is handled.
+    fn on_open(&self, session: &mut crate::session_handler::Connected<'_>) {
+        let _ = session;
+    }
+    /// A session whose `on_open` ran has ended.
+    fn on_close(&self, session_id: SessionId, reason: &crate::error::CloseReason) {
+        let _ = (session_id, reason);
+    }
 }
 
 impl<F> InlineHandler for F

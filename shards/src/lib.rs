@@ -12,6 +12,8 @@
 //! * [`mesh`] — cross-shard inboxes with a once-per-batch doorbell.
 //! * [`proto`] — transport pipelines (TCP).
 //! * [`handler`] — the inline, on-shard message handler.
+//! * [`session_handler`] — [`SessionHandler`]: connected / message /
+//!   request with a [`Responder`] / disconnected, inline on the shard.
 //! * [`stats`] — counters readable without stopping a shard.
 //!
 //! Nothing on the per-message path takes a lock or crosses a core unless the
@@ -32,6 +34,7 @@ pub mod proto;
 mod pump;
 pub mod runtime;
 mod session;
+pub mod session_handler;
 mod shard;
 pub mod stats;
 #[doc(hidden)]
@@ -45,4 +48,5 @@ pub use handler::{Inline, InlineHandler};
 pub use id::SessionId;
 pub use packet::{CompressionType, FixedHeader, IntoPayload, Packet, PacketType, ReservedFlags};
 pub use runtime::Engine;
+pub use session_handler::{Connected, Responder, SessionHandler, SessionHandlerAdapter};
 pub use shard::EventSink;

@@ -71,6 +71,9 @@ pub(crate) struct SessionState {
     waiters: RefCell<std::collections::VecDeque<Waiter>>,
     /// When queued output last stopped moving (None: it is moving).
     pub stuck_since: Cell<Option<Instant>>,
+    /// Whether the handler's `on_open` ran, so `on_close` runs exactly
+    /// when it did.
+    pub handler_opened: Cell<bool>,
 }
 
 /// A send waiting for room in the outbound queue.
@@ -99,6 +102,7 @@ impl SessionState {
             draining: Cell::new(false),
             waiters: RefCell::new(std::collections::VecDeque::new()),
             stuck_since: Cell::new(None),
+            handler_opened: Cell::new(false),
         })
     }
 

@@ -152,6 +152,12 @@ impl TransportServerBuilder {
         self.handler = Some(Arc::new(handler));
         self
     }
+    /// Serves sessions with `handler` (MsgTrans 2.0's `SessionHandler`
+    /// shape), inline on the shard that owns each session: the same fast
+    /// path as [`TransportServerBuilder::handler`], which it replaces.
+    pub fn session_handler(self, handler: impl msgtrans_shards::SessionHandler) -> Self {
+        self.handler(msgtrans_shards::SessionHandlerAdapter(handler))
+    }
 
     /// Starts the shards and every listener. The server accepts connections
     /// when this returns; [`TransportServer::serve`] is not needed (it waits
