@@ -106,7 +106,11 @@ async fn the_inline_handler_sees_the_plain_payload_and_replies_go_out_compressed
         c.send(&p).await;
         let back = c.recv().await;
         assert_eq!(back.compression(), alg);
-        assert!(back.payload.len() < 400, "{alg:?} reply was {} bytes", back.payload.len());
+        assert!(
+            back.payload.len() < 400,
+            "{alg:?} reply was {} bytes",
+            back.payload.len()
+        );
         assert_eq!(v1_decompress(alg, &back.payload), body);
         assert_eq!((back.biz_type(), &back.ext_header[..]), (3, &b"ext!"[..]));
     }
@@ -185,7 +189,10 @@ async fn the_threshold_is_configurable() {
         .await
         .unwrap();
     assert_eq!(c.recv().await.compression(), CompressionType::None);
-    server.send_with_options(id, Bytes::from(text(1024)), opts).await.unwrap();
+    server
+        .send_with_options(id, Bytes::from(text(1024)), opts)
+        .await
+        .unwrap();
     assert_eq!(c.recv().await.compression(), CompressionType::Zlib);
     server.stop().await;
 }
@@ -204,9 +211,13 @@ async fn our_client_compresses_requests_and_gets_plain_responses() {
     for client in [&ws, &tcp] {
         for alg in ALGS {
             let opts = TransportOptions::new().with_compression(alg).with_biz_type(4);
-            let r = within(GUARD, "request", client.request_with_options(Bytes::from(text(5000)), opts))
-                .await
-                .unwrap();
+            let r = within(
+                GUARD,
+                "request",
+                client.request_with_options(Bytes::from(text(5000)), opts),
+            )
+            .await
+            .unwrap();
             assert_eq!(r, text(5000));
         }
     }
@@ -231,7 +242,10 @@ async fn a_bomb_over_tcp_closes_that_session_alone() {
         let evil_id = events.established(evil.local_addr()).await;
 
         let b = bomb(alg);
-        assert!(b.payload.len() < MAX_PAYLOAD as usize, "the bomb passes the length check");
+        assert!(
+            b.payload.len() < MAX_PAYLOAD as usize,
+            "the bomb passes the length check"
+        );
         evil.send(&b).await;
         assert!(evil.expect_closed().await.is_empty(), "a bomb gets no answer");
         assert_eq!(
@@ -242,7 +256,10 @@ async fn a_bomb_over_tcp_closes_that_session_alone() {
         // The neighbour carries on, compressed packets and all.
         let p = v1_packet(one_way(2, 1, b"", text(MAX_PAYLOAD as usize)), alg);
         good.send(&p).await;
-        assert_eq!(v1_decompress(alg, &good.recv().await.payload), text(MAX_PAYLOAD as usize));
+        assert_eq!(
+            v1_decompress(alg, &good.recv().await.payload),
+            text(MAX_PAYLOAD as usize)
+        );
         assert_eq!(server.active_sessions().await, vec![good_id]);
         server.stop().await;
     }
@@ -300,9 +317,13 @@ async fn a_bomb_over_websocket_closes_with_1002_and_the_neighbour_carries_on() {
             CloseReason::ProtocolError(CodecError::DecompressedTooLarge { max: MAX_PAYLOAD })
         );
         let opts = TransportOptions::new().with_compression(alg);
-        let r = within(GUARD, "neighbour request", good.request_with_options(Bytes::from(text(4096)), opts))
-            .await
-            .unwrap();
+        let r = within(
+            GUARD,
+            "neighbour request",
+            good.request_with_options(Bytes::from(text(4096)), opts),
+        )
+        .await
+        .unwrap();
         assert_eq!(r, text(4096));
         server.stop().await;
     }

@@ -49,7 +49,10 @@ async fn request_to_session_returns_the_response_with_its_biz_type_and_ext_heade
     resp.set_ext_header(b"trace=2".to_vec());
     c.send(&resp).await;
     let r = within(GUARD, "response", pending).await.unwrap().unwrap();
-    assert_eq!((r.biz_type(), &r.ext_header[..], &r.payload[..]), (43, &b"trace=2"[..], &b"answer"[..]));
+    assert_eq!(
+        (r.biz_type(), &r.ext_header[..], &r.payload[..]),
+        (43, &b"trace=2"[..], &b"answer"[..])
+    );
     server.stop().await;
 }
 
@@ -84,7 +87,10 @@ async fn our_clients_answer_keeps_the_requests_biz_type_and_ext_header() {
     let r = within(GUARD, "request_to_session", server.request_to_session(id, req))
         .await
         .unwrap();
-    assert_eq!((r.biz_type(), &r.ext_header[..], &r.payload[..]), (17, &b"ctx"[..], &b"re: ping"[..]));
+    assert_eq!(
+        (r.biz_type(), &r.ext_header[..], &r.payload[..]),
+        (17, &b"ctx"[..], &b"re: ping"[..])
+    );
     client.stop().await;
     server.stop().await;
 }
@@ -122,7 +128,10 @@ async fn server_send_and_request_with_options_apply_every_option() {
     let b = body.clone();
     let pending = tokio::spawn(async move { s.request_with_options(id, Bytes::from(b), opts).await });
     let q = c.recv().await;
-    assert_eq!((q.packet_type(), q.biz_type(), q.compression()), (PacketType::Request, 6, CompressionType::Zlib));
+    assert_eq!(
+        (q.packet_type(), q.biz_type(), q.compression()),
+        (PacketType::Request, 6, CompressionType::Zlib)
+    );
     let mut resp = Packet::response(q.message_id(), q.payload.clone());
     resp.set_compression(CompressionType::Zlib);
     c.send(&resp).await;
@@ -132,7 +141,12 @@ async fn server_send_and_request_with_options_apply_every_option() {
 
     // The timeout option replaces the server's 30 s default.
     let opts = TransportOptions::new().with_timeout(Duration::from_millis(100));
-    let r = within(GUARD, "timeout", server.request_with_options(id, Bytes::from_static(b"?"), opts)).await;
+    let r = within(
+        GUARD,
+        "timeout",
+        server.request_with_options(id, Bytes::from_static(b"?"), opts),
+    )
+    .await;
     match r {
         Err(TransportError::Timeout { duration, .. }) => assert_eq!(duration, Duration::from_millis(100)),
         other => panic!("expected a timeout, got {other:?}"),
@@ -165,7 +179,10 @@ async fn client_send_with_options_arrives_with_every_option() {
         .await;
     assert_eq!((ctx.message_id, ctx.biz_type), (31, 99));
     assert_eq!(ctx.ext_header.as_deref(), Some(&b"hdr"[..]));
-    assert_eq!((ctx.compression(), &ctx.data[..]), (CompressionType::Zlib, body.as_bytes()));
+    assert_eq!(
+        (ctx.compression(), &ctx.data[..]),
+        (CompressionType::Zlib, body.as_bytes())
+    );
     client.stop().await;
     server.stop().await;
 }

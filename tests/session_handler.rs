@@ -95,7 +95,9 @@ async fn start() -> Fixture {
 }
 
 async fn next_seen(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
-    within(GUARD, "handler callback", rx.recv()).await.expect("handler gone")
+    within(GUARD, "handler callback", rx.recv())
+        .await
+        .expect("handler gone")
 }
 
 /// Connects and reads the greeting that `on_connected` sends.
@@ -147,7 +149,10 @@ async fn connect_and_disconnect_fire_once_each_around_the_sessions_packets() {
     for (id, seen) in &per_session {
         assert_eq!(seen.len(), 3, "{id}: {seen:?}");
         assert_eq!(seen[0], Seen::Connected(*id));
-        assert!(matches!(&seen[1], Seen::Message(s, p) if s == id && p.len() == 1), "{seen:?}");
+        assert!(
+            matches!(&seen[1], Seen::Message(s, p) if s == id && p.len() == 1),
+            "{seen:?}"
+        );
         match &seen[2] {
             Seen::Disconnected(s, reason) if s == id => reasons.push(reason.clone()),
             other => panic!("{id}: last callback {other:?}"),
@@ -173,7 +178,10 @@ async fn a_request_is_answered_inline_keeping_its_header() {
     let mut c = connect(&f).await;
     c.send(&request(77, ANSWER_INLINE, b"shout")).await;
     let r = c.recv().await;
-    assert_eq!((r.packet_type(), r.message_id(), r.biz_type()), (PacketType::Response, 77, ANSWER_INLINE));
+    assert_eq!(
+        (r.packet_type(), r.message_id(), r.biz_type()),
+        (PacketType::Response, 77, ANSWER_INLINE)
+    );
     assert_eq!((&r.ext_header[..], &r.payload[..]), (&b"ctx"[..], &b"SHOUT"[..]));
 
     // A compressed request: the handler reads plain text, and the answer
@@ -209,7 +217,10 @@ async fn a_request_is_answered_later_from_another_thread_while_the_session_goes_
         .unwrap()
         .unwrap();
     let r = c.recv().await;
-    assert_eq!((r.packet_type(), r.message_id(), r.biz_type()), (PacketType::Response, 5, ANSWER_LATER));
+    assert_eq!(
+        (r.packet_type(), r.message_id(), r.biz_type()),
+        (PacketType::Response, 5, ANSWER_LATER)
+    );
     assert_eq!((&r.ext_header[..], &r.payload[..]), (&b"ctx"[..], &b"done at last"[..]));
     f.server.stop().await;
 }

@@ -169,6 +169,7 @@ fn unzstd(data: &[u8], max: usize, out: &mut Vec<u8>) -> Result<(), CodecError> 
                 grow(out, max)?;
             }
             let (in_before, out_before) = (input.pos, out.len());
+            // Writes into `out`'s spare capacity and advances its length.
             let mut ob = OutBuffer::around_pos(out, out_before);
             let hint = dec.ctx.decompress_stream(&mut ob, &mut input).map_err(|code| {
                 if window_too_large(code) {
@@ -177,7 +178,6 @@ fn unzstd(data: &[u8], max: usize, out: &mut Vec<u8>) -> Result<(), CodecError> 
                     corrupt
                 }
             })?;
-            drop(ob);
             if out.len() > max {
                 return Err(too_large(max));
             }
@@ -390,10 +390,17 @@ mod tests {
 
     #[test]
     fn truncated_corrupt_trailing_and_empty_payloads_are_refused() {
-        let cases: [(CompressionType, &[u8]); 2] = [(CompressionType::Zstd, &HELLO_ZSTD), (CompressionType::Zlib, &HELLO_ZLIB)];
+        let cases: [(CompressionType, &[u8]); 2] = [
+            (CompressionType::Zstd, &HELLO_ZSTD),
+            (CompressionType::Zlib, &HELLO_ZLIB),
+        ];
         for (alg, good) in cases {
             let bad = CodecError::CorruptCompressed(alg);
-            assert_eq!(inflate(alg, &good[..good.len() - 3], 1024), Err(bad), "{alg:?} truncated");
+            assert_eq!(
+                inflate(alg, &good[..good.len() - 3], 1024),
+                Err(bad),
+                "{alg:?} truncated"
+            );
             assert_eq!(inflate(alg, &[], 1024), Err(bad), "{alg:?} empty");
             assert_eq!(inflate(alg, b"definitely not compressed", 1024), Err(bad));
             let mut trailing = good.to_vec();
@@ -409,7 +416,10 @@ mod tests {
         // zstd's own decoders (and so 1.0's) accept several frames in a row.
         let mut two = HELLO_ZSTD.to_vec();
         two.extend_from_slice(&HELLO_ZSTD);
-        assert_eq!(inflate(CompressionType::Zstd, &two, 1024).unwrap(), [HELLO, HELLO].concat());
+        assert_eq!(
+            inflate(CompressionType::Zstd, &two, 1024).unwrap(),
+            [HELLO, HELLO].concat()
+        );
     }
 
     #[test]

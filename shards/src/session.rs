@@ -20,11 +20,11 @@ use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncWrite};
 
 use crate::codec::{self, FrameRef};
+use crate::error::CodecError;
 use crate::error::{CloseReason, SendError};
 use crate::event::{EngineEvent, ReplyTx};
 use crate::handler::Inline;
 use crate::id::SessionId;
-use crate::error::CodecError;
 use crate::packet::{CompressionType, Packet, PacketType};
 use crate::proto::ws;
 use crate::pump::Announce;

@@ -481,13 +481,19 @@ impl Shard {
     /// Tells the handler, then the application if it wants lifecycle
     /// events, that `st` opened.
     pub(crate) fn announce_open(&self, st: &Rc<SessionState>, ev: EngineEvent) {
-        if let (Some(h), EngineEvent::Opened { peer, local, protocol, .. }) = (&self.handler, &ev) {
+        if let (
+            Some(h),
+            EngineEvent::Opened {
+                peer, local, protocol, ..
+            },
+        ) = (&self.handler, &ev)
+        {
             st.handler_opened.set(true);
             h.on_open(&mut crate::session_handler::Connected {
                 id: st.id,
                 peer: *peer,
                 local: *local,
-                protocol: *protocol,
+                protocol,
                 shard: self,
             });
             self.flush_outgoing();

@@ -6,6 +6,6 @@ pub mod options;
 pub mod server;
 
 pub use client::{ClientEventStream, TransportClient, TransportClientBuilder};
-pub use options::TransportOptions;
 pub use config::Limits;
+pub use options::TransportOptions;
 pub use server::{ServerEventStream, TransportServer, TransportServerBuilder};

@@ -111,9 +111,20 @@ async fn exercise(server: &Server, ws: bool) {
             .await
             .expect("1.0 send_with_options");
         let ctx = next_message(&mut events).await;
-        assert!(ctx.data.len() < plain.len() / 4, "{alg:?} echo was {} bytes", ctx.data.len());
-        assert!(v1_inflate(alg, &ctx.data) == plain, "{alg:?} echo inflates to the original");
-        assert_eq!(ctx.ext_header.as_deref(), Some(&b"ext"[..]), "ext header is never compressed");
+        assert!(
+            ctx.data.len() < plain.len() / 4,
+            "{alg:?} echo was {} bytes",
+            ctx.data.len()
+        );
+        assert!(
+            v1_inflate(alg, &ctx.data) == plain,
+            "{alg:?} echo inflates to the original"
+        );
+        assert_eq!(
+            ctx.ext_header.as_deref(),
+            Some(&b"ext"[..]),
+            "ext header is never compressed"
+        );
 
         // Under the threshold: the echo comes back plain.
         client
