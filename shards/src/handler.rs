@@ -92,11 +92,10 @@ impl<'a> Inline<'a> {
         self.st.note_sent(header);
         // Lengths come from a decoded frame or from slices the caller owns;
         // the only failure is a slice over 4 GiB, which no frame can be.
-        let threshold = self.shard.cfg.compression_threshold;
         let _ = self
             .st
             .wire
-            .write_packet(threshold, self.out, header, ext_header, payload);
+            .write_packet(&self.shard.cfg, self.out, header, ext_header, payload);
     }
     /// Sends `packet` to any session, on this shard or another. Sending to
     /// the session being served is the same as [`Inline::write`].

@@ -251,7 +251,7 @@ impl SessionState {
         let mut out = self.out.borrow_mut();
         shard.prepare_out(&mut out, len);
         self.wire.write_packet(
-            shard.cfg.compression_threshold,
+            &shard.cfg,
             &mut out,
             &packet.header,
             &packet.ext_header,

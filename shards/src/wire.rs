@@ -5,6 +5,7 @@
 use bytes::BufMut;
 
 use crate::codec;
+use crate::config::EngineConfig;
 use crate::error::CodecError;
 use crate::packet::{CompressionType, FixedHeader};
 
@@ -62,22 +63,23 @@ impl Wire {
 
     /// Appends one packet like [`Wire::write`], first compressing its
     /// payload when its header asks for it (the compression byte) and the
-    /// payload is at least `threshold` bytes. A payload that is shorter, or
+    /// payload is at least `cfg.compression_threshold` bytes. A payload that is shorter, or
     /// that would not shrink, goes out as it is with the byte cleared, so
     /// the byte on the wire always says what the payload is.
     #[inline]
     pub fn write_packet(
         self,
-        threshold: usize,
+        cfg: &EngineConfig,
         out: &mut Vec<u8>,
         header: &FixedHeader,
         ext: &[u8],
         payload: &[u8],
     ) -> Result<(), CodecError> {
+        // The uncompressed path pays this one compare.
         if header.compression == CompressionType::None {
             return self.write(out, header, ext, payload);
         }
-        self.write_compressed(threshold, out, header, ext, payload)
+        self.write_compressed(cfg.compression_threshold, out, header, ext, payload)
     }
 
     #[cold]
