@@ -59,7 +59,8 @@ impl<'a> Inline<'a> {
     pub fn header(&self) -> &FixedHeader {
         &self.frame.header
     }
-    /// The payload, borrowed.
+    /// The payload, borrowed; already decompressed if it arrived
+    /// compressed (the header's compression byte says how it travelled).
     pub fn payload(&self) -> &'a [u8] {
         self.frame.payload
     }
@@ -85,7 +86,9 @@ impl<'a> Inline<'a> {
     }
     /// Writes one frame to this session. Never blocks: the bytes join the
     /// session's outbound queue, and the session stops reading from its peer
-    /// while that queue is over its limit.
+    /// while that queue is over its limit. `payload` is the plain payload: a
+    /// header whose compression byte is set has it compressed (above the
+    /// compression threshold).
     pub fn write(&mut self, header: &FixedHeader, ext_header: &[u8], payload: &[u8]) {
         self.shard
             .prepare_out(self.out, codec::encoded_len(ext_header.len(), payload.len()));

@@ -73,11 +73,12 @@ impl Connected<'_> {
     pub fn protocol(&self) -> &'static str {
         self.protocol
     }
-    /// Queues `packet` for the new session.
+    /// Queues `packet` for the new session. It cannot be refused for room:
+    /// the queue is empty, and one packet always fits an empty queue.
     ///
     /// # Errors
-    /// [`SendError::Backpressure`] if its queue is full (it is empty now, so
-    /// only a packet over the outbound limit can be refused).
+    /// [`SendError::Backpressure`] once earlier greetings have filled the
+    /// outbound queue.
     pub fn send(&mut self, packet: Packet) -> Result<(), SendError> {
         self.shard.route_send(self.id, packet)
     }
