@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use common::*;
 use msgtrans::error::CloseReason;
@@ -268,4 +269,21 @@ async fn a_handler_sending_to_its_own_session_does_not_deadlock() {
         }
     }
     f.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_responder_does_not_hold_up_a_graceful_shutdown() {
+    let mut f = start().await;
+    let mut c = connect(&f).await;
+    // Biz type 0: the handler drops the responder without answering.
+    c.send(&request(3, 0, b"ignored")).await;
+    loop {
+        if let Seen::Request(_, 3) = next_seen(&mut f.seen).await {
+            break;
+        }
+    }
+    // Nothing is in flight any more, so the session closes as soon as the
+    // drain starts; an hour's deadline would trip the hang guard.
+    within(GUARD, "graceful shutdown", f.server.shutdown(Duration::from_secs(3600))).await;
+    assert!(c.recv_or_eof().await.is_none(), "no answer, then the close");
 }

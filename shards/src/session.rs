@@ -120,6 +120,14 @@ impl SessionState {
         }
     }
 
+    /// Counts a request of the peer's that will never be answered, and
+    /// lets a draining session see whether that was the last thing it
+    /// waited for.
+    pub fn note_abandoned(&self) {
+        self.unanswered.set(self.unanswered.get().saturating_sub(1));
+        self.wake();
+    }
+
     /// Starts a graceful close: the session keeps serving until nothing is
     /// in flight, then closes with `Shutdown`.
     pub fn start_draining(&self) {

@@ -38,7 +38,8 @@ pub trait SessionHandler: Send + Sync + 'static {
     /// A request arrived. Answer it through `responder`, at once
     /// ([`Responder::respond_inline`]) or later from any thread
     /// ([`Responder::respond`]). Dropping the responder leaves the request
-    /// unanswered: the peer's own timeout ends it.
+    /// unanswered (the peer's own timeout ends it); a graceful shutdown
+    /// then no longer waits for it.
     fn on_request(&self, ctx: &mut Inline<'_>, responder: Responder);
     /// A session ended. Runs once, after its last packet was handled.
     fn on_disconnected(&self, session_id: SessionId, reason: &CloseReason) {
@@ -100,6 +101,7 @@ pub struct Responder {
     header: FixedHeader,
     ext_header: Bytes,
     home: Arc<Home>,
+    answered: bool,
 }
 
 /// What a responder needs to reach its session's shard from anywhere.
@@ -151,6 +153,7 @@ impl Responder {
                 Bytes::copy_from_slice(ext)
             },
             home,
+            answered: false,
         }
     }
 
@@ -168,7 +171,8 @@ impl Responder {
     /// written, with no hop. `ctx` is the handler's context (any packet of
     /// any session on this shard will do; the response goes to the
     /// requester).
-    pub fn respond_inline(self, ctx: &mut Inline<'_>, payload: &[u8]) {
+    pub fn respond_inline(mut self, ctx: &mut Inline<'_>, payload: &[u8]) {
+        self.answered = true;
         if ctx.session_id() == self.session {
             ctx.write(&self.header, &self.ext_header, payload);
         } else {
@@ -185,7 +189,7 @@ impl Responder {
     /// [`SendError::SessionNotFound`] if the requester has gone,
     /// [`SendError::Encode`] if the payload is over the payload limit,
     /// [`SendError::Stopped`] if the server has stopped.
-    pub fn respond(self, payload: impl IntoPayload) -> Result<(), SendError> {
+    pub fn respond(mut self, payload: impl IntoPayload) -> Result<(), SendError> {
         let payload = payload.into_payload();
         let max = self.home.max_payload;
         if payload.len() > max as usize {
@@ -204,7 +208,9 @@ impl Responder {
             packet: self.packet(payload),
             wait: None,
         };
-        mesh.outboxes[shard].send(cmd).map_err(|_| SendError::Stopped)
+        mesh.outboxes[shard].send(cmd).map_err(|_| SendError::Stopped)?;
+        self.answered = true;
+        Ok(())
     }
 
     fn packet(&self, payload: Bytes) -> Packet {
@@ -214,6 +220,22 @@ impl Responder {
             header,
             ext_header: self.ext_header.clone(),
             payload,
+        }
+    }
+}
+
+impl Drop for Responder {
+    /// An unanswered request is written off with its shard, so a graceful
+    /// shutdown does not wait for an answer that will never come. The peer
+    /// still learns nothing: its own timeout ends the request.
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let shard = self.session.shard();
+        let mesh = &self.home.mesh;
+        if mesh.tables.get(shard).is_some_and(|t| t.is_live(self.session)) {
+            let _ = mesh.outboxes[shard].send(Command::Abandon { id: self.session });
         }
     }
 }

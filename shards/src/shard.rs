@@ -206,6 +206,11 @@ impl Shard {
                 timeout,
                 reply,
             } => self.start_request(id, &mut packet, timeout, reply),
+            Command::Abandon { id } => {
+                if let Some(s) = self.session(id) {
+                    s.note_abandoned();
+                }
+            }
             Command::Broadcast { packet, reply } => {
                 let sessions: Vec<_> = self.slab.borrow().iter().cloned().collect();
                 let mut reached = 0;
