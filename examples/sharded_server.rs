@@ -1,6 +1,7 @@
 //! The sharded echo server: every one-way packet comes back as a one-way
-//! packet with the same payload, biz type and extension header; every
-//! request is answered with a response carrying its id and payload.
+//! packet with the same payload, biz type, extension header and
+//! compression; every request is answered with a response carrying its id
+//! and payload, compressed as the request was.
 //!
 //! By default the echo runs inline on the shards (the fast path);
 //! `--events` serves the same echo from a Tokio task through the event
@@ -250,6 +251,7 @@ async fn main() -> ExitCode {
                 } else {
                     let mut p = Packet::new(PacketType::OneWay, context.message_id);
                     p.set_biz_type(context.biz_type);
+                    p.set_compression(context.compression());
                     if let Some(ext) = context.ext_header {
                         p.set_ext_header(ext);
                     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use msgtrans_shards::{Engine, EngineEvent, IntoPayload, Packet, PacketType};
+use msgtrans_shards::{CompressionType, Engine, EngineEvent, IntoPayload, Packet, PacketType};
 
 use crate::error::{CloseReason, TransportError};
 use crate::SessionId;
@@ -121,6 +121,7 @@ pub struct TransportContext {
     /// When it was handed to the application.
     pub timestamp: Instant,
     packet_type: PacketType,
+    compression: CompressionType,
     engine: Option<Arc<Engine>>,
 }
 
@@ -147,6 +148,7 @@ impl TransportContext {
             data: packet.payload,
             timestamp: Instant::now(),
             packet_type: packet.header.packet_type,
+            compression: packet.header.compression,
             engine: is_request.then(|| Arc::clone(engine)),
         }
     }
@@ -161,14 +163,19 @@ impl TransportContext {
         self.packet_type
     }
 
+    /// How the payload travelled (`data` is always the plain payload).
+    pub fn compression(&self) -> CompressionType {
+        self.compression
+    }
+
     /// The payload as text, with invalid UTF-8 replaced.
     pub fn as_text_lossy(&self) -> String {
         String::from_utf8_lossy(&self.data).into_owned()
     }
 
-    /// Answers the request. The response keeps the request's id, biz type and
-    /// extension header (MsgTrans 1.0 reset the biz type to 0). Does not
-    /// wait: the response is queued on the session's shard.
+    /// Answers the request. The response keeps the request's id, biz type,
+    /// extension header and compression (MsgTrans 1.0 reset the biz type to
+    /// 0). Does not wait: the response is queued on the session's shard.
     ///
     /// # Errors
     /// [`TransportError::Stopped`] when called on a one-way message (there is
@@ -180,6 +187,7 @@ impl TransportContext {
         };
         let mut p = Packet::response(self.message_id, data);
         p.set_biz_type(self.biz_type);
+        p.set_compression(self.compression);
         if let Some(ext) = self.ext_header {
             p.set_ext_header(ext);
         }

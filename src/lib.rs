@@ -57,7 +57,7 @@ pub use error::{CloseReason, Result, TransportError};
 pub use event::{ClientEvent, ServerEvent, TransportContext};
 pub use metrics::MetricsConfig;
 pub use msgtrans_shards::stats::{CloseKind, Protocol, SessionStats, ShardSnapshot, StatsSnapshot};
-pub use msgtrans_shards::{Inline, InlineHandler, SessionId};
+pub use msgtrans_shards::{Connected, Inline, InlineHandler, Responder, SessionHandler, SessionId};
 pub use packet::{CompressionType, Packet, PacketType};
 pub use protocol::{
     QuicClientConfig, QuicServerConfig, TcpClientConfig, TcpServerConfig, WebSocketClientConfig, WebSocketServerConfig,

@@ -55,6 +55,11 @@ pub const DEFAULT_MAX_EMPTY_PACKETS_PER_SEC: usize = 1_000;
 /// caught, while a peer whose requests are never answered cannot pin
 /// unbounded application state.
 pub const DEFAULT_MAX_UNANSWERED_REQUESTS: usize = 8_192;
+/// Default smallest payload that is compressed when a packet asks for it:
+/// 256 bytes. Below that zstd and zlib save a few bytes at best (their own
+/// framing costs 6-20) while the CPU cost per packet stays, so such
+/// packets go out as they are, with the compression byte cleared.
+pub const DEFAULT_COMPRESSION_THRESHOLD: usize = 256;
 /// Bytes read from a socket per read call: 64 KiB amortises the syscall
 /// over many small packets while keeping an active session's buffer small.
 pub const DEFAULT_READ_BUFFER: usize = 64 * 1024;
@@ -108,6 +113,9 @@ pub struct EngineConfig {
     pub io_memory: usize,
     /// Read size per socket read.
     pub read_buffer: usize,
+    /// Payloads shorter than this are sent uncompressed even when their
+    /// packet asks for compression.
+    pub compression_threshold: usize,
     /// Buffer pool tier sizes.
     pub pool: PoolConfig,
 }
@@ -135,6 +143,7 @@ impl Default for EngineConfig {
             event_capacity: DEFAULT_EVENT_CAPACITY,
             io_memory: DEFAULT_IO_MEMORY,
             read_buffer: DEFAULT_READ_BUFFER,
+            compression_threshold: DEFAULT_COMPRESSION_THRESHOLD,
             pool: PoolConfig::default(),
         }
     }

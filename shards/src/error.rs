@@ -18,6 +18,17 @@ pub enum CodecError {
     /// Peer: compression byte is not 0 (none), 1 (zstd) or 2 (zlib).
     #[error("unknown compression {0}")]
     UnknownCompression(u8),
+    /// Peer: the payload decompresses to more than the payload limit (a
+    /// decompression bomb, or a peer with a larger limit than ours).
+    #[error("payload decompresses to more than the maximum of {max} bytes")]
+    DecompressedTooLarge {
+        /// Configured maximum payload.
+        max: u32,
+    },
+    /// Peer: the payload is not a whole, valid stream of the compression
+    /// its header names (truncated, corrupt, trailing bytes, or empty).
+    #[error("payload is not valid {0:?} data")]
+    CorruptCompressed(crate::packet::CompressionType),
     /// Peer: a WebSocket binary message that does not hold exactly one packet.
     #[error("a WebSocket message of {message} bytes does not hold exactly one packet")]
     NotOnePacket {

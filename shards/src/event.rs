@@ -75,6 +75,9 @@ pub(crate) enum Command {
         timeout: Duration,
         reply: ReplyTx,
     },
+    /// A request of the peer's will not be answered (its responder was
+    /// dropped): a draining session need not wait for it.
+    Abandon { id: SessionId },
     /// Queue a packet for every session of this shard; reply with the count.
     Broadcast {
         packet: Packet,

@@ -17,6 +17,14 @@ use crate::shard::Shard;
 pub trait InlineHandler: Send + Sync + 'static {
     /// Handles one packet.
     fn on_message(&self, ctx: &mut Inline<'_>);
+    /// A session opened; runs before any of its packets is handled.
+    fn on_open(&self, session: &mut crate::session_handler::Connected<'_>) {
+        let _ = session;
+    }
+    /// A session whose `on_open` ran has ended.
+    fn on_close(&self, session_id: SessionId, reason: &crate::error::CloseReason) {
+        let _ = (session_id, reason);
+    }
 }
 
 impl<F> InlineHandler for F
@@ -51,7 +59,8 @@ impl<'a> Inline<'a> {
     pub fn header(&self) -> &FixedHeader {
         &self.frame.header
     }
-    /// The payload, borrowed.
+    /// The payload, borrowed; already decompressed if it arrived
+    /// compressed (the header's compression byte says how it travelled).
     pub fn payload(&self) -> &'a [u8] {
         self.frame.payload
     }
@@ -77,14 +86,19 @@ impl<'a> Inline<'a> {
     }
     /// Writes one frame to this session. Never blocks: the bytes join the
     /// session's outbound queue, and the session stops reading from its peer
-    /// while that queue is over its limit.
+    /// while that queue is over its limit. `payload` is the plain payload: a
+    /// header whose compression byte is set has it compressed (above the
+    /// compression threshold).
     pub fn write(&mut self, header: &FixedHeader, ext_header: &[u8], payload: &[u8]) {
         self.shard
             .prepare_out(self.out, codec::encoded_len(ext_header.len(), payload.len()));
         self.st.note_sent(self.shard, header);
         // Lengths come from a decoded frame or from slices the caller owns;
         // the only failure is a slice over 4 GiB, which no frame can be.
-        let _ = self.st.wire.write(self.out, header, ext_header, payload);
+        let _ = self
+            .st
+            .wire
+            .write_packet(&self.shard.cfg, self.out, header, ext_header, payload);
     }
     /// Sends `packet` to any session, on this shard or another. Sending to
     /// the session being served is the same as [`Inline::write`].

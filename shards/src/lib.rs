@@ -3,6 +3,7 @@
 //! # Layout
 //!
 //! * [`codec`] and [`packet`] — the MsgTrans wire format, pure functions over bytes.
+//! * [`compress`] — payload compression (zstd, zlib), bounded when decoding.
 //! * [`runtime`] — [`Engine`]: N glommio shards pinned one per core, and the
 //!   handle the public API drives them with.
 //! * `shard` — one core's state: sessions, buffers, listeners, inbox loop.
@@ -11,6 +12,8 @@
 //! * [`mesh`] — cross-shard inboxes with a once-per-batch doorbell.
 //! * [`proto`] — transport pipelines (TCP).
 //! * [`handler`] — the inline, on-shard message handler.
+//! * [`session_handler`] — [`SessionHandler`]: connected / message /
+//!   request with a [`Responder`] / disconnected, inline on the shard.
 //! * [`stats`] — counters readable without stopping a shard.
 //!
 //! Nothing on the per-message path takes a lock or crosses a core unless the
@@ -18,6 +21,7 @@
 //! event stream).
 
 pub mod codec;
+pub mod compress;
 pub mod config;
 pub mod error;
 pub mod event;
@@ -30,6 +34,7 @@ pub mod proto;
 mod pump;
 pub mod runtime;
 mod session;
+pub mod session_handler;
 mod shard;
 pub mod stats;
 #[doc(hidden)]
@@ -43,4 +48,5 @@ pub use handler::{Inline, InlineHandler};
 pub use id::SessionId;
 pub use packet::{CompressionType, FixedHeader, IntoPayload, Packet, PacketType, ReservedFlags};
 pub use runtime::Engine;
+pub use session_handler::{Connected, Responder, SessionHandler, SessionHandlerAdapter};
 pub use shard::EventSink;

@@ -21,11 +21,11 @@ use futures_lite::{AsyncRead, AsyncWrite};
 
 use crate::codec::{self, FrameRef};
 use crate::config::EngineConfig;
-use crate::error::{CloseReason, SendError, Violation};
+use crate::error::{CloseReason, CodecError, SendError, Violation};
 use crate::event::{EngineEvent, ReplyTx};
 use crate::handler::Inline;
 use crate::id::SessionId;
-use crate::packet::{Packet, PacketType};
+use crate::packet::{CompressionType, Packet, PacketType};
 use crate::proto::ws;
 use crate::pump::Announce;
 use crate::shard::Shard;
@@ -78,6 +78,9 @@ pub(crate) struct SessionState {
     pub stuck_since: Cell<Option<Instant>>,
     /// Traffic and queue depth, for `session_stats` and the shard's gauges.
     pub counters: SessionCounters,
+    /// Whether the handler's `on_open` ran, so `on_close` runs exactly
+    /// when it did.
+    pub handler_opened: Cell<bool>,
 }
 
 /// A send waiting for room in the outbound queue.
@@ -112,6 +115,7 @@ impl SessionState {
             waiters: RefCell::new(std::collections::VecDeque::new()),
             stuck_since: Cell::new(None),
             counters: SessionCounters::new(Protocol::of(wire, false)),
+            handler_opened: Cell::new(false),
         })
     }
 
@@ -168,6 +172,14 @@ impl SessionState {
         if header.packet_type == PacketType::Response {
             self.unanswered.set(self.unanswered.get().saturating_sub(1));
         }
+    }
+
+    /// Counts a request of the peer's that will never be answered, and
+    /// lets a draining session see whether that was the last thing it
+    /// waited for.
+    pub fn note_abandoned(&self) {
+        self.unanswered.set(self.unanswered.get().saturating_sub(1));
+        self.wake();
     }
 
     /// Starts a graceful close: the session keeps serving until nothing is
@@ -309,8 +321,13 @@ impl SessionState {
         }
         let mut out = self.out.borrow_mut();
         shard.prepare_out(&mut out, len);
-        self.wire
-            .write(&mut out, &packet.header, &packet.ext_header, &packet.payload)?;
+        self.wire.write_packet(
+            &shard.cfg,
+            &mut out,
+            &packet.header,
+            &packet.ext_header,
+            &packet.payload,
+        )?;
         drop(out);
         self.note_sent(shard, &packet.header);
         shard.mesh.tables[shard.index].set_queued(self.id, self.queued());
@@ -551,8 +568,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 break;
             };
             frames += 1;
-            deliver(shard, &self.st, &mut self.stalled, frame, &mut out).map_err(CloseReason::PolicyViolation)?;
             self.rpos += n;
+            deliver(shard, &self.st, &mut self.stalled, frame, &mut out)?;
             if out.len() + self.st.in_flight.get() >= shard.cfg.max_outbound_bytes {
                 break;
             }
@@ -577,8 +594,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 .map_err(CloseReason::ProtocolError)?
                 .expect("quic_frame checked the packet is whole");
             frames += 1;
-            deliver(shard, &self.st, &mut self.stalled, frame, &mut out).map_err(CloseReason::PolicyViolation)?;
             self.rpos += n;
+            deliver(shard, &self.st, &mut self.stalled, frame, &mut out)?;
             if out.len() + self.st.in_flight.get() >= shard.cfg.max_outbound_bytes {
                 break;
             }
@@ -620,7 +637,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     frames += 1;
                     let frame = ws::message_frame(&msg, text, &limits).map_err(|e| ws::fail_with(&mut out, wire, e))?;
                     deliver(shard, &self.st, &mut self.stalled, frame, &mut out)
-                        .map_err(|v| ws::violated(&mut out, wire, v))?;
+                        .map_err(|r| ws::closing(&mut out, wire, r))?;
                     continue;
                 }
             };
@@ -628,7 +645,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             let frame =
                 ws::message_frame(message.0, message.1, &limits).map_err(|e| ws::fail_with(&mut out, wire, e))?;
             deliver(shard, &self.st, &mut self.stalled, frame, &mut out)
-                .map_err(|v| ws::violated(&mut out, wire, v))?;
+                .map_err(|r| ws::closing(&mut out, wire, r))?;
             if out.len() + self.st.in_flight.get() >= shard.cfg.max_outbound_bytes {
                 break;
             }
@@ -657,23 +674,68 @@ fn quic_frame(buf: &[u8], limits: &codec::FrameLimits) -> Result<Option<usize>, 
     Ok(Some(QUIC_PREFIX + frame_len))
 }
 
-/// Hands one packet to the handler or the application; if the event queue
-/// is full the event waits in `stalled` and the session reads no further.
-/// A packet that breaks the abuse policy is not delivered: the session ends.
+type Stalled = Option<flume::r#async::SendFut<'static, EngineEvent>>;
+
+/// Hands one packet to the handler or the application, its payload
+/// decompressed first if its header says so; if the event queue is full
+/// the event waits in `stalled` and the session reads no further.
+///
+/// # Errors
+/// A packet that breaks the abuse policy (`PolicyViolation`), or a
+/// compressed payload that is corrupt or inflates past the payload limit
+/// (`ProtocolError`): the packet is not delivered and the session ends.
+#[inline]
 fn deliver(
     shard: &Shard,
     st: &SessionState,
-    stalled: &mut Option<flume::r#async::SendFut<'static, EngineEvent>>,
+    stalled: &mut Stalled,
     frame: FrameRef<'_>,
     out: &mut Vec<u8>,
-) -> Result<(), Violation> {
-    st.note_received(&frame, &shard.cfg)?;
+) -> Result<(), CloseReason> {
+    st.note_received(&frame, &shard.cfg).map_err(CloseReason::PolicyViolation)?;
+    // The uncompressed fast path pays this one compare.
+    if frame.header.compression != CompressionType::None {
+        return deliver_compressed(shard, st, stalled, frame, out).map_err(CloseReason::ProtocolError);
+    }
+    deliver_plain(shard, st, stalled, frame, out);
+    Ok(())
+}
+
+/// Decompresses into the shard's buffer (bounded by the payload limit)
+/// and delivers the plain payload. The header keeps its compression byte,
+/// so the application can see how the packet travelled; its payload length
+/// becomes the plain one.
+#[cold]
+fn deliver_compressed(
+    shard: &Shard,
+    st: &SessionState,
+    stalled: &mut Stalled,
+    frame: FrameRef<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    let FrameRef {
+        mut header,
+        ext_header,
+        payload,
+    } = frame;
+    let max = shard.cfg.frame.max_payload;
+    crate::compress::with_decompressed(header.compression, payload, max, |plain| {
+        header.payload_len = plain.len() as u32;
+        let frame = FrameRef {
+            header,
+            ext_header,
+            payload: plain,
+        };
+        deliver_plain(shard, st, stalled, frame, out)
+    })
+}
+
+fn deliver_plain(shard: &Shard, st: &SessionState, stalled: &mut Stalled, frame: FrameRef<'_>, out: &mut Vec<u8>) {
     if let Some(ev) = dispatch(shard, st, frame, out) {
         if let Err(flume::TrySendError::Full(ev)) = shard.sink.tx.try_send(ev) {
             *stalled = Some(shard.sink.tx.clone().into_send_async(ev));
         }
     }
-    Ok(())
 }
 
 /// Routes one decoded frame. Returns the event to deliver, if any.

@@ -275,6 +275,11 @@ impl Shard {
                 timeout,
                 reply,
             } => self.start_request(id, &mut packet, timeout, reply),
+            Command::Abandon { id } => {
+                if let Some(s) = self.session(id) {
+                    s.note_abandoned();
+                }
+            }
             Command::Broadcast { packet, reply } => {
                 let sessions: Vec<_> = self.slab.borrow().iter().cloned().collect();
                 let mut reached = 0;
@@ -605,6 +610,10 @@ impl Shard {
             self.pool.put(out);
         }
         tracing::debug!(shard = self.index, session = %st.id, %reason, "session closed");
+        if let Some(h) = self.handler.as_ref().filter(|_| st.handler_opened.get()) {
+            h.on_close(st.id, &reason);
+            self.flush_outgoing();
+        }
         if st.announce.get() != Announce::Silent {
             self.pump.emit(EngineEvent::Closed { id: st.id, reason }, None);
         }
@@ -626,8 +635,26 @@ impl Shard {
         }
     }
 
-    /// Tells the application that `st` opened, if it wants lifecycle events.
+    /// Tells the handler, then the application if it wants lifecycle
+    /// events, that `st` opened.
     pub(crate) fn announce_open(&self, st: &Rc<SessionState>, ev: EngineEvent) {
+        if let (
+            Some(h),
+            EngineEvent::Opened {
+                peer, local, protocol, ..
+            },
+        ) = (&self.handler, &ev)
+        {
+            st.handler_opened.set(true);
+            h.on_open(&mut crate::session_handler::Connected {
+                id: st.id,
+                peer: *peer,
+                local: *local,
+                protocol,
+                shard: self,
+            });
+            self.flush_outgoing();
+        }
         if !self.sink.lifecycle.load(Ordering::Relaxed) {
             return;
         }

@@ -5,8 +5,9 @@
 use bytes::BufMut;
 
 use crate::codec;
+use crate::config::EngineConfig;
 use crate::error::CodecError;
-use crate::packet::FixedHeader;
+use crate::packet::{CompressionType, FixedHeader};
 
 /// The envelope around each packet on a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,47 @@ impl Wire {
                 Ok(())
             }
         }
+    }
+
+    /// Appends one packet like [`Wire::write`], first compressing its
+    /// payload when its header asks for it (the compression byte) and the
+    /// payload is at least `cfg.compression_threshold` bytes. A payload that is shorter, or
+    /// that would not shrink, goes out as it is with the byte cleared, so
+    /// the byte on the wire always says what the payload is.
+    #[inline]
+    pub fn write_packet(
+        self,
+        cfg: &EngineConfig,
+        out: &mut Vec<u8>,
+        header: &FixedHeader,
+        ext: &[u8],
+        payload: &[u8],
+    ) -> Result<(), CodecError> {
+        // The uncompressed path pays this one compare.
+        if header.compression == CompressionType::None {
+            return self.write(out, header, ext, payload);
+        }
+        self.write_compressed(cfg.compression_threshold, out, header, ext, payload)
+    }
+
+    #[cold]
+    fn write_compressed(
+        self,
+        threshold: usize,
+        out: &mut Vec<u8>,
+        header: &FixedHeader,
+        ext: &[u8],
+        payload: &[u8],
+    ) -> Result<(), CodecError> {
+        let mut plain = header.clone();
+        plain.compression = CompressionType::None;
+        if payload.len() < threshold {
+            return self.write(out, &plain, ext, payload);
+        }
+        crate::compress::with_compressed(header.compression, payload, |packed| match packed {
+            Some(packed) => self.write(out, header, ext, packed),
+            None => self.write(out, &plain, ext, payload),
+        })
     }
 
     /// Appends a control frame (ping, pong, close) to `out`.

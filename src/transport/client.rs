@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use msgtrans_shards::{CloseReason, CompressionType, Engine, EngineEvent, EventSink, Packet, PacketType};
+use msgtrans_shards::{CloseReason, Engine, EngineEvent, EventSink, Packet, PacketType};
 
 use msgtrans_shards::proto::ws::handshake::WsTarget;
 
@@ -17,56 +17,7 @@ use crate::event::{ClientEvent, ConnectionInfo, EventStreamClosed, RawEvents, Tr
 use crate::protocol::{ClientProtocolConfig, TargetConfig};
 use crate::SessionId;
 
-/// Per-call options for [`TransportClient::send_with_options`] and
-/// [`TransportClient::request_with_options`] (MsgTrans 1.0's type).
-#[derive(Debug, Clone, Default)]
-pub struct TransportOptions {
-    /// Request timeout (default: the client's).
-    pub timeout: Option<Duration>,
-    /// Business type (default 0).
-    pub biz_type: Option<u8>,
-    /// Extension header (default none).
-    pub ext_header: Option<Bytes>,
-    /// Message id of a one-way send (default: the next id). Requests always
-    /// get a fresh id so that two in flight never share one.
-    pub message_id: Option<u32>,
-}
-
-impl TransportOptions {
-    /// No options set.
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// Sets the timeout.
-    pub fn with_timeout(mut self, t: Duration) -> Self {
-        self.timeout = Some(t);
-        self
-    }
-    /// Sets the business type.
-    pub fn with_biz_type(mut self, b: u8) -> Self {
-        self.biz_type = Some(b);
-        self
-    }
-    /// Sets the extension header.
-    pub fn with_ext_header(mut self, e: impl Into<Bytes>) -> Self {
-        self.ext_header = Some(e.into());
-        self
-    }
-    /// Sets the message id of a one-way send.
-    pub fn with_message_id(mut self, id: u32) -> Self {
-        self.message_id = Some(id);
-        self
-    }
-    fn apply(&self, p: &mut Packet) {
-        if let Some(b) = self.biz_type {
-            p.set_biz_type(b);
-        }
-        if let Some(e) = &self.ext_header {
-            p.set_ext_header(e.clone());
-        }
-        p.set_compression(CompressionType::None);
-    }
-}
+pub use super::options::TransportOptions;
 
 /// Builds a [`TransportClient`].
 pub struct TransportClientBuilder {
@@ -135,6 +86,12 @@ impl TransportClientBuilder {
     /// TCP keepalive idle time (`None`: off).
     pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
         self.limits.tcp_keepalive = idle;
+        self
+    }
+    /// Payloads shorter than this go out uncompressed even when a send asks
+    /// for compression (default 256 bytes).
+    pub fn compression_threshold(mut self, bytes: usize) -> Self {
+        self.limits.compression_threshold = bytes;
         self
     }
     /// All limits at once.

@@ -49,6 +49,9 @@ pub struct Limits {
     /// Requests from one peer the application may leave unanswered before
     /// the session is closed with `PolicyViolation` (default 8,192).
     pub max_unanswered_requests: usize,
+    /// Payloads shorter than this are sent uncompressed even when a send
+    /// asks for compression (default 256 bytes).
+    pub compression_threshold: usize,
 }
 
 impl Default for Limits {
@@ -71,6 +74,7 @@ impl Default for Limits {
             event_capacity: d.event_capacity,
             max_empty_packets_per_sec: d.max_empty_packets_per_sec,
             max_unanswered_requests: d.max_unanswered_requests,
+            compression_threshold: d.compression_threshold,
         }
     }
 }
@@ -99,6 +103,7 @@ impl Limits {
             event_capacity: self.event_capacity.max(1),
             max_empty_packets_per_sec: self.max_empty_packets_per_sec,
             max_unanswered_requests: self.max_unanswered_requests,
+            compression_threshold: self.compression_threshold,
             ..EngineConfig::default()
         }
     }

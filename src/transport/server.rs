@@ -159,6 +159,12 @@ impl TransportServerBuilder {
         self.limits.max_unanswered_requests = n;
         self
     }
+    /// Payloads shorter than this go out uncompressed even when a send asks
+    /// for compression (default 256 bytes).
+    pub fn compression_threshold(mut self, bytes: usize) -> Self {
+        self.limits.compression_threshold = bytes;
+        self
+    }
     /// All limits at once.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -171,6 +177,12 @@ impl TransportServerBuilder {
     pub fn handler(mut self, handler: impl InlineHandler) -> Self {
         self.handler = Some(Arc::new(handler));
         self
+    }
+    /// Serves sessions with `handler` (MsgTrans 2.0's `SessionHandler`
+    /// shape), inline on the shard that owns each session: the same fast
+    /// path as [`TransportServerBuilder::handler`], which it replaces.
+    pub fn session_handler(self, handler: impl msgtrans_shards::SessionHandler) -> Self {
+        self.handler(msgtrans_shards::SessionHandlerAdapter(handler))
     }
 
     /// Starts the shards and every listener. The server accepts connections
@@ -301,7 +313,7 @@ impl std::fmt::Debug for TransportServer {
 }
 
 impl TransportServer {
-    fn next_id(&self) -> u32 {
+    pub(crate) fn next_id(&self) -> u32 {
         // Wraps past u32::MAX and skips 0, which 1.0 peers treat as "no id".
         loop {
             let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -433,7 +445,17 @@ impl TransportServer {
             .await
     }
 
-    async fn request_packet(&self, session_id: SessionId, mut packet: Packet, timeout: Duration) -> Result<Packet> {
+    /// The request timeout the server was built with.
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
+    }
+
+    pub(crate) async fn request_packet(
+        &self,
+        session_id: SessionId,
+        mut packet: Packet,
+        timeout: Duration,
+    ) -> Result<Packet> {
         packet.header.packet_type = PacketType::Request;
         self.inner
             .engine

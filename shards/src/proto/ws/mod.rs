@@ -90,6 +90,16 @@ pub(crate) fn violated(out: &mut Vec<u8>, wire: Wire, v: Violation) -> CloseReas
     CloseReason::PolicyViolation(v)
 }
 
+/// Writes the close frame that fits `reason` (1008 for a policy violation,
+/// 1002 for a bad packet) and passes the reason on.
+pub(crate) fn closing(out: &mut Vec<u8>, wire: Wire, reason: CloseReason) -> CloseReason {
+    match reason {
+        CloseReason::PolicyViolation(v) => violated(out, wire, v),
+        CloseReason::ProtocolError(e) => fail_with(out, wire, MessageError::Packet(e)),
+        other => other,
+    }
+}
+
 /// What a message's content was wrong with.
 pub(crate) enum MessageError {
     /// A binary message that is not exactly one valid packet.
