@@ -180,7 +180,8 @@ impl TransportContext {
     /// # Errors
     /// [`TransportError::Stopped`] when called on a one-way message (there is
     /// nobody waiting), [`TransportError::SessionNotFound`] when the
-    /// requester has gone.
+    /// requester has gone, [`TransportError::Backpressure`] when its
+    /// outbound queue is full (its peer does not read).
     pub fn respond(self, data: impl IntoPayload) -> Result<(), TransportError> {
         let (Some(engine), Some(id)) = (self.engine.as_ref(), self.peer) else {
             return Err(TransportError::Stopped);

@@ -199,7 +199,7 @@ fn check_echoes(
             n += 1;
             // A slow consumer: the client's queue fills, then its socket,
             // then the server's outbound queue for this session.
-            if slow.load(Ordering::Relaxed) && n % 64 == 0 {
+            if slow.load(Ordering::Relaxed) && n.is_multiple_of(64) {
                 tokio::time::sleep(Duration::from_millis(30)).await;
             }
         }

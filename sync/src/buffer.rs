@@ -20,14 +20,16 @@ pub const MEDIUM: usize = 16 * 1024;
 /// Capacity of large buffers: bulk transfers. Bigger buffers are freed, not kept.
 pub const LARGE: usize = 256 * 1024;
 
-/// How many buffers each tier keeps at most.
+/// How many buffers each tier keeps at most. A tier keeps buffers of up to
+/// twice its size (the large tier: four times), so the defaults hold at
+/// most 4 + 8 + 16 = 28 MiB per shard.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolConfig {
-    /// Small buffers kept (default 4096 = 2 MiB).
+    /// Small buffers kept (default 4096: 2 to 4 MiB).
     pub small: usize,
-    /// Medium buffers kept (default 256 = 4 MiB).
+    /// Medium buffers kept (default 256: 4 to 8 MiB).
     pub medium: usize,
-    /// Large buffers kept (default 16 = 4 MiB).
+    /// Large buffers kept (default 16: 4 to 16 MiB).
     pub large: usize,
 }
 
@@ -133,22 +135,27 @@ impl BufferPool {
         }
     }
 
-    /// Returns a buffer. It is kept in the largest tier it can serve, or
-    /// freed. Its contents are left as they are (callers `clear()` append
-    /// buffers; read buffers keep their initialised length, so reusing them
-    /// costs no memset).
+    /// Returns a buffer. It is kept in the largest tier it can serve if it
+    /// is at most twice that tier's size (four times for the large tier),
+    /// or freed. Its contents are left as they are (callers `clear()`
+    /// append buffers; read buffers keep their initialised length, so
+    /// reusing them costs no memset).
+    ///
+    /// The size cap is what bounds the pool in bytes, not only in buffers:
+    /// without it a write buffer that grew to 255 KiB went back to the
+    /// medium tier, and a soak slowly filled 256 such slots (64 MiB) per
+    /// shard.
     pub fn put(&self, v: Vec<u8>) {
         if HOME.with(Cell::get) != self.home {
             self.stats.remote_returns.fetch_add(1, Ordering::Relaxed);
         }
         let cap = v.capacity();
-        // Over 4x the large size is a one-off (a huge frame): free it rather
-        // than pin that much memory in the pool.
-        if cap <= LARGE * 4 {
-            if let Some((_, q)) = self.tiers.iter().rev().find(|(c, _)| cap >= *c) {
-                if q.push(v).is_ok() {
-                    return;
-                }
+        if let Some((size, q)) = self.tiers.iter().rev().find(|(c, _)| cap >= *c) {
+            // Over 4x the large size is a one-off (a huge frame): free it
+            // rather than pin that much memory in the pool.
+            let most = if *size == LARGE { LARGE * 4 } else { size * 2 };
+            if cap <= most && q.push(v).is_ok() {
+                return;
             }
         }
         self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -248,5 +255,20 @@ mod tests {
         assert_eq!(pool.snapshot().dropped, 1);
         pool.put(Vec::with_capacity(LARGE * 8));
         assert_eq!(pool.snapshot().dropped, 2);
+    }
+
+    #[test]
+    fn a_buffer_far_over_its_tier_size_is_freed_not_kept() {
+        let pool = BufferPool::new(0, PoolConfig::default());
+        // A write buffer that grew to 100 KiB would serve only as a medium
+        // one: freed, so that 256 of them cannot pin 25 MiB.
+        pool.put(Vec::with_capacity(100 * 1024));
+        pool.put(Vec::with_capacity(4 * SMALL));
+        assert_eq!(pool.snapshot().dropped, 2);
+        pool.put(Vec::with_capacity(2 * MEDIUM));
+        pool.put(Vec::with_capacity(4 * LARGE));
+        assert_eq!(pool.snapshot().dropped, 2, "up to 2x (4x for large) is kept");
+        assert!(pool.get(MEDIUM).capacity() >= MEDIUM);
+        assert_eq!(pool.snapshot().hits, 1);
     }
 }
