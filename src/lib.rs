@@ -59,7 +59,7 @@ pub use msgtrans_shards::{Inline, InlineHandler, SessionId};
 pub use packet::{CompressionType, Packet, PacketType};
 pub use protocol::{TcpClientConfig, TcpServerConfig, WebSocketClientConfig, WebSocketServerConfig};
 pub use tls::{TlsClientConfig, TlsServerConfig};
-pub use transport::{TransportClient, TransportClientBuilder, TransportServer, TransportServerBuilder};
+pub use transport::{RetryConfig, TransportClient, TransportClientBuilder, TransportServer, TransportServerBuilder};
 
 /// Every message id is a u32 (MsgTrans 1.0's alias).
 pub type PacketId = u32;

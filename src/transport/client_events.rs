@@ -1,0 +1,120 @@
+//! The client's event stream. Engine events (connections, messages, send
+//! failures) and the client's own notices (reconnect give-ups) arrive on
+//! two bounded queues; neither drops anything. Events a stop had to give up
+//! on are counted, and the stream reports the count as
+//! [`TransportError::EventsLost`] before it ends.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use msgtrans_shards::EngineEvent;
+
+use super::client::Shared;
+use crate::error::TransportError;
+use crate::event::{ClientEvent, ConnectionInfo, EventStreamClosed, TransportContext};
+
+/// The client's event stream. Clones share one queue: each event goes to
+/// exactly one of them.
+#[derive(Clone)]
+pub struct ClientEventStream {
+    pub(crate) shared: Arc<Shared>,
+}
+
+enum Next {
+    Engine(Option<EngineEvent>),
+    Notice(Option<TransportError>),
+}
+
+impl ClientEventStream {
+    fn convert(&self, ev: EngineEvent) -> Option<ClientEvent> {
+        Some(match ev {
+            EngineEvent::Opened {
+                id,
+                peer,
+                local,
+                protocol,
+            } => ClientEvent::Connected {
+                info: ConnectionInfo {
+                    session_id: id,
+                    local_addr: local,
+                    peer_addr: peer,
+                    protocol: protocol.into(),
+                    established_at: SystemTime::now(),
+                },
+            },
+            EngineEvent::Closed { reason, .. } => ClientEvent::Disconnected { reason },
+            EngineEvent::Message { id, packet } => {
+                ClientEvent::MessageReceived(TransportContext::new(id, packet, &self.shared.engine))
+            }
+            EngineEvent::SendFailed { error, .. } => ClientEvent::Error { error: error.into() },
+            EngineEvent::Listening { .. } => return None,
+        })
+    }
+
+    /// Once the engine has stopped and its queue is empty: what is left
+    /// (notices, then the count of events given up), or `None` at the end.
+    fn tail(&self) -> Option<ClientEvent> {
+        let s = &self.shared;
+        if let Ok(error) = s.notices.try_recv() {
+            return Some(ClientEvent::Error { error });
+        }
+        let engine_lost: u64 = s.engine.stats().iter().map(|x| x.events_abandoned).sum();
+        let count = engine_lost + s.notices_lost.load(Ordering::Relaxed);
+        if count > 0 && !s.lost_reported.swap(true, Ordering::AcqRel) {
+            return Some(ClientEvent::Error {
+                error: TransportError::EventsLost { count },
+            });
+        }
+        None
+    }
+
+    /// The next event; `Err` once the client has stopped and every event
+    /// has been taken.
+    pub async fn recv(&mut self) -> std::result::Result<ClientEvent, EventStreamClosed> {
+        let s = Arc::clone(&self.shared);
+        loop {
+            // Engine events first: a drop's `Disconnected` is queued before
+            // the supervisor can give up on it.
+            let next = match s.events.try_recv() {
+                Ok(ev) => Next::Engine(Some(ev)),
+                Err(flume::TryRecvError::Disconnected) => Next::Engine(None),
+                Err(flume::TryRecvError::Empty) => match s.notices.try_recv() {
+                    Ok(n) => Next::Notice(Some(n)),
+                    Err(_) => {
+                        let engine = async { Next::Engine(s.events.recv_async().await.ok()) };
+                        let notice = async { Next::Notice(s.notices.recv_async().await.ok()) };
+                        futures_lite::future::or(engine, notice).await
+                    }
+                },
+            };
+            match next {
+                Next::Engine(Some(ev)) => {
+                    if let Some(e) = self.convert(ev) {
+                        return Ok(e);
+                    }
+                }
+                // Every shard has ended: nothing more can arrive.
+                Next::Engine(None) => return self.tail().ok_or(EventStreamClosed),
+                Next::Notice(Some(error)) => return Ok(ClientEvent::Error { error }),
+                // Unreachable while `Shared` (which holds the sender) lives.
+                Next::Notice(None) => return self.tail().ok_or(EventStreamClosed),
+            }
+        }
+    }
+
+    /// The next event, or `None` once the stream has ended.
+    pub async fn next(&mut self) -> Option<ClientEvent> {
+        self.recv().await.ok()
+    }
+
+    /// An event if one is ready now.
+    pub fn try_recv(&mut self) -> Option<ClientEvent> {
+        while let Ok(ev) = self.shared.events.try_recv() {
+            if let Some(e) = self.convert(ev) {
+                return Some(e);
+            }
+        }
+        self.shared.notices.try_recv().ok().map(|error| ClientEvent::Error { error })
+    }
+}
