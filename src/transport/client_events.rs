@@ -90,6 +90,9 @@ impl ClientEventStream {
             };
             match next {
                 Next::Engine(Some(ev)) => {
+                    if let EngineEvent::Opened { id, .. } = &ev {
+                        s.slots.settle(*id).await;
+                    }
                     if let Some(e) = self.convert(ev) {
                         return Ok(e);
                     }
@@ -106,15 +109,5 @@ impl ClientEventStream {
     /// The next event, or `None` once the stream has ended.
     pub async fn next(&mut self) -> Option<ClientEvent> {
         self.recv().await.ok()
-    }
-
-    /// An event if one is ready now.
-    pub fn try_recv(&mut self) -> Option<ClientEvent> {
-        while let Ok(ev) = self.shared.events.try_recv() {
-            if let Some(e) = self.convert(ev) {
-                return Some(e);
-            }
-        }
-        self.shared.notices.try_recv().ok().map(|error| ClientEvent::Error { error })
     }
 }

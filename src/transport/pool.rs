@@ -7,6 +7,7 @@
 //! reconnect supervisor); the other waits for it, so a slot never ends up
 //! with two sessions.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -116,6 +117,36 @@ impl Slots {
     pub fn set_wanted(&self, wanted: bool) {
         for s in &self.slots {
             lock(&s.state).wanted = wanted;
+        }
+    }
+
+    /// Returns once `id` is in a slot, or no slot is being opened (then `id`
+    /// is not ours to wait for). The event stream calls this before it
+    /// reports `Connected`, so a client is usable by the time it says so.
+    pub async fn settle(&self, id: SessionId) {
+        loop {
+            if self.slots.iter().any(|s| s.id.load(Ordering::Acquire) == id.as_u64()) {
+                return;
+            }
+            let mut busy: Vec<_> = self
+                .slots
+                .iter()
+                .filter_map(|s| lock(&s.state).busy.clone())
+                .map(|rx| rx.into_recv_async())
+                .collect();
+            if busy.is_empty() {
+                return;
+            }
+            // Whichever opening finishes first; then look again.
+            std::future::poll_fn(|cx| {
+                for f in busy.iter_mut() {
+                    if std::pin::Pin::new(f).poll(cx).is_ready() {
+                        return std::task::Poll::Ready(());
+                    }
+                }
+                std::task::Poll::Pending
+            })
+            .await;
         }
     }
 
