@@ -203,6 +203,14 @@ pub struct Events {
 }
 
 impl Events {
+    /// Events fed by the caller's own task (for servers with custom handling).
+    pub fn from_channel(rx: mpsc::UnboundedReceiver<ServerEvent>) -> Self {
+        Self {
+            rx,
+            stash: VecDeque::new(),
+        }
+    }
+
     /// Waits for the first event that `pick` accepts; every other event is
     /// kept for later calls. Panics if the stream ends or the guard fires.
     pub async fn wait_for<T>(&mut self, what: &str, mut pick: impl FnMut(&ServerEvent) -> Option<T>) -> T {
