@@ -202,6 +202,7 @@ impl TransportClientBuilder {
         // Room for one give-up per connection several times over; the
         // supervisor waits (never drops) when the application is behind.
         let (notices_tx, notices) = flume::bounded(4 * self.pool);
+        let (stopped_tx, stopped) = flume::bounded(0);
         let shared = Arc::new(Shared {
             engine,
             events: rx,
@@ -213,6 +214,8 @@ impl TransportClientBuilder {
             notices_lost: AtomicU64::new(0),
             lost_reported: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            stopped_tx: std::sync::Mutex::new(Some(stopped_tx)),
+            stopped,
         });
         let supervisor = if self.auto_reconnect {
             match Supervisor::start(Arc::clone(&shared)) {
@@ -252,6 +255,11 @@ pub(crate) struct Shared {
     pub lost_reported: AtomicBool,
     /// `stop()` or `shutdown()` has begun.
     pub closing: AtomicBool,
+    /// Dropped once a stop has finished: every event is queued by then
+    /// (the shards' queue is not closed by their exit, so it cannot tell).
+    pub stopped_tx: std::sync::Mutex<Option<flume::Sender<()>>>,
+    /// Disconnects when the stop has finished.
+    pub stopped: flume::Receiver<()>,
 }
 
 impl Shared {
@@ -525,6 +533,7 @@ impl TransportClient {
         if let Some(s) = &self.supervisor {
             s.join().await;
         }
+        self.shared.stopped_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// Closes every connection at once (pending requests fail) and stops

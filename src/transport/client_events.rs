@@ -22,8 +22,10 @@ pub struct ClientEventStream {
 }
 
 enum Next {
-    Engine(Option<EngineEvent>),
-    Notice(Option<TransportError>),
+    Engine(EngineEvent),
+    Notice(TransportError),
+    /// A queue closed or the stop finished: look again.
+    Stopped,
 }
 
 impl ClientEventStream {
@@ -76,20 +78,28 @@ impl ClientEventStream {
         loop {
             // Engine events first: a drop's `Disconnected` is queued before
             // the supervisor can give up on it.
-            let next = match s.events.try_recv() {
-                Ok(ev) => Next::Engine(Some(ev)),
-                Err(flume::TryRecvError::Disconnected) => Next::Engine(None),
-                Err(flume::TryRecvError::Empty) => match s.notices.try_recv() {
-                    Ok(n) => Next::Notice(Some(n)),
-                    Err(_) => {
-                        let engine = async { Next::Engine(s.events.recv_async().await.ok()) };
-                        let notice = async { Next::Notice(s.notices.recv_async().await.ok()) };
-                        futures_lite::future::or(engine, notice).await
-                    }
-                },
+            let next = if let Ok(ev) = s.events.try_recv() {
+                Next::Engine(ev)
+            } else if let Ok(n) = s.notices.try_recv() {
+                Next::Notice(n)
+            } else if s.stopped.is_disconnected() {
+                // The stop has finished and both queues are empty.
+                return self.tail().ok_or(EventStreamClosed);
+            } else if s.events.is_disconnected() {
+                // The shards are gone; the stop is finishing.
+                let _ = s.stopped.recv_async().await;
+                Next::Stopped
+            } else {
+                let engine = async { s.events.recv_async().await.map_or(Next::Stopped, Next::Engine) };
+                let notice = async { s.notices.recv_async().await.map_or(Next::Stopped, Next::Notice) };
+                let stop = async {
+                    let _ = s.stopped.recv_async().await;
+                    Next::Stopped
+                };
+                futures_lite::future::or(engine, futures_lite::future::or(notice, stop)).await
             };
             match next {
-                Next::Engine(Some(ev)) => {
+                Next::Engine(ev) => {
                     if let EngineEvent::Opened { id, .. } = &ev {
                         s.slots.settle(*id).await;
                     }
@@ -97,11 +107,8 @@ impl ClientEventStream {
                         return Ok(e);
                     }
                 }
-                // Every shard has ended: nothing more can arrive.
-                Next::Engine(None) => return self.tail().ok_or(EventStreamClosed),
-                Next::Notice(Some(error)) => return Ok(ClientEvent::Error { error }),
-                // Unreachable while `Shared` (which holds the sender) lives.
-                Next::Notice(None) => return self.tail().ok_or(EventStreamClosed),
+                Next::Stopped => {}
+                Next::Notice(error) => return Ok(ClientEvent::Error { error }),
             }
         }
     }
