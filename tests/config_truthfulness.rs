@@ -1,11 +1,12 @@
-//! Every public builder option does what its doc says. A test that proves
-//! a short timeout option waits under `UNDER_DEFAULT`, shorter than the
-//! default it overrides, so it fails if the option is ignored (three older
-//! tests had guards longer than the default; they now use it too).
-//! The table maps each
+//! Every public builder option does what its doc says. The table maps each
 //! option to the test that proves it; the tests in this file cover the
 //! options no other file does. No option had to be removed: each one below
 //! is honoured.
+//!
+//! A test that proves a short timeout option waits under `UNDER_DEFAULT`,
+//! shorter than the default it overrides, so it fails if the option is
+//! ignored (three older tests had guards longer than the default; they now
+//! use it too).
 //!
 //! | option | proved by |
 //! |---|---|
