@@ -42,7 +42,10 @@ async fn server_session(events: &mut Events) -> SessionId {
 
 async fn next_message(events: &mut ClientEventStream) -> String {
     loop {
-        match within(GUARD, "client event", events.recv()).await.expect("stream ended") {
+        match within(GUARD, "client event", events.recv())
+            .await
+            .expect("stream ended")
+        {
             ClientEvent::MessageReceived(ctx) => return ctx.as_text_lossy(),
             ClientEvent::Connected { .. } => continue,
             other => panic!("unexpected event {other:?}"),

@@ -19,7 +19,9 @@ const CLIENT_SHARDS: usize = 2;
 
 /// A server that answers every request and reports which session sent it.
 async fn recording_server() -> (TransportServer, mpsc::UnboundedReceiver<SessionId>, Events) {
-    let server = within(GUARD, "server build", builder().build()).await.expect("server build");
+    let server = within(GUARD, "server build", builder().build())
+        .await
+        .expect("server build");
     let mut stream = server.subscribe_events();
     let (seen_tx, seen) = mpsc::unbounded_channel();
     let (other_tx, other) = mpsc::unbounded_channel();
@@ -88,7 +90,9 @@ async fn requests_take_the_pooled_connections_in_turn() {
     let rounds = 5;
     for i in 0..POOL * rounds {
         let msg = format!("r{i}");
-        let r = within(GUARD, "request", c.request(msg.as_bytes())).await.expect("request");
+        let r = within(GUARD, "request", c.request(msg.as_bytes()))
+            .await
+            .expect("request");
         assert_eq!(r.data.as_deref(), Some(msg.as_bytes()));
     }
     let mut per_session: HashMap<SessionId, usize> = HashMap::new();

@@ -15,7 +15,9 @@ use common::*;
 use msgtrans::error::TransportError;
 use msgtrans::event::{ClientEvent, ServerEvent};
 use msgtrans::protocol::{TcpClientConfig, TcpServerConfig};
-use msgtrans::transport::{ClientEventStream, TransportClient, TransportClientBuilder, TransportServer, TransportServerBuilder};
+use msgtrans::transport::{
+    ClientEventStream, TransportClient, TransportClientBuilder, TransportServer, TransportServerBuilder,
+};
 use msgtrans::RetryConfig;
 
 /// Quick retries, so a restart is noticed soon; many of them, so the test's
@@ -74,7 +76,10 @@ async fn holding_server(addr: SocketAddr) -> TransportServer {
 /// The next event that is not a received message.
 async fn next_lifecycle(events: &mut ClientEventStream) -> ClientEvent {
     loop {
-        match within(GUARD, "client event", events.recv()).await.expect("stream ended") {
+        match within(GUARD, "client event", events.recv())
+            .await
+            .expect("stream ended")
+        {
             ClientEvent::MessageReceived(_) => continue,
             other => return other,
         }
@@ -117,7 +122,10 @@ async fn a_restarted_server_is_reconnected_to_and_serves_requests_again() {
         matches!(r, Err(TransportError::ConnectionClosed(_))),
         "in-flight request should fail with ConnectionClosed, got {r:?}"
     );
-    assert!(matches!(next_lifecycle(&mut events).await, ClientEvent::Disconnected { .. }));
+    assert!(matches!(
+        next_lifecycle(&mut events).await,
+        ClientEvent::Disconnected { .. }
+    ));
 
     // Nothing is listening: calls fail at once, none waits for the reconnect.
     assert!(matches!(c.request(b"x").await, Err(TransportError::NotConnected)));
@@ -157,9 +165,15 @@ async fn a_client_that_runs_out_of_attempts_reports_reconnect_failed_and_stays_d
     let mut c = client(addr, retry, true).await;
     let mut events = c.subscribe_events();
     within(GUARD, "connect", c.connect()).await.expect("connect");
-    assert!(matches!(next_lifecycle(&mut events).await, ClientEvent::Connected { .. }));
+    assert!(matches!(
+        next_lifecycle(&mut events).await,
+        ClientEvent::Connected { .. }
+    ));
     server.stop().await;
-    assert!(matches!(next_lifecycle(&mut events).await, ClientEvent::Disconnected { .. }));
+    assert!(matches!(
+        next_lifecycle(&mut events).await,
+        ClientEvent::Disconnected { .. }
+    ));
     match next_lifecycle(&mut events).await {
         ClientEvent::Error {
             error: TransportError::ReconnectFailed { attempts, .. },
@@ -176,8 +190,13 @@ async fn a_client_that_runs_out_of_attempts_reports_reconnect_failed_and_stays_d
             .pin_shards(false),
     )
     .await;
-    within(GUARD, "connect again", c.connect()).await.expect("connect again");
-    assert!(matches!(next_lifecycle(&mut events).await, ClientEvent::Connected { .. }));
+    within(GUARD, "connect again", c.connect())
+        .await
+        .expect("connect again");
+    assert!(matches!(
+        next_lifecycle(&mut events).await,
+        ClientEvent::Connected { .. }
+    ));
     echo_ok(&c, b"again").await;
     c.stop().await;
     back.stop().await;
@@ -186,7 +205,10 @@ async fn a_client_that_runs_out_of_attempts_reports_reconnect_failed_and_stays_d
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_retries_until_the_server_is_up() {
     // Reserve a port, then free it: nothing listens there yet.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut c = client(addr, patient(), false).await;
     let connecting = tokio::spawn(async move {
         let r = c.connect().await;
@@ -211,7 +233,10 @@ async fn connect_retries_until_the_server_is_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_retries_connect_fails_at_the_first_refusal() {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut c = client(addr, RetryConfig::none(), false).await;
     let r = within(GUARD, "connect", c.connect()).await;
     assert!(matches!(r, Err(TransportError::Start(_))), "{r:?}");
@@ -224,7 +249,10 @@ async fn a_session_the_server_closes_is_reopened_while_the_server_stays_up() {
     let mut c = client(addr(&server), patient(), true).await;
     let mut events = c.subscribe_events();
     within(GUARD, "connect", c.connect()).await.expect("connect");
-    assert!(matches!(next_lifecycle(&mut events).await, ClientEvent::Connected { .. }));
+    assert!(matches!(
+        next_lifecycle(&mut events).await,
+        ClientEvent::Connected { .. }
+    ));
     let first = c.current_session_id().await.unwrap();
     let on_server = server_events
         .wait_for("ConnectionEstablished", |e| match e {
@@ -233,7 +261,10 @@ async fn a_session_the_server_closes_is_reopened_while_the_server_stays_up() {
         })
         .await;
     server.close_session(on_server).await.expect("close_session");
-    assert!(matches!(next_lifecycle(&mut events).await, ClientEvent::Disconnected { .. }));
+    assert!(matches!(
+        next_lifecycle(&mut events).await,
+        ClientEvent::Disconnected { .. }
+    ));
     match next_lifecycle(&mut events).await {
         ClientEvent::Connected { info } => assert_ne!(info.session_id, first),
         other => panic!("expected Connected, got {other:?}"),

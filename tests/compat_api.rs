@@ -40,12 +40,20 @@ macro_rules! say {
 }
 
 fn said(prefix: &str) -> Vec<String> {
-    LOG.lock().unwrap().iter().filter(|l| l.starts_with(prefix)).cloned().collect()
+    LOG.lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with(prefix))
+        .cloned()
+        .collect()
 }
 
 /// A port nothing listens on now (the programs take fixed addresses).
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// README, "Create a Multi-Protocol Server".
@@ -320,6 +328,9 @@ async fn the_readme_client_and_the_1_0_echo_client_run_against_the_echo_server()
         .expect("ws client");
     assert_eq!(said("ws response: "), ["ws response: What time is it?"]);
     assert_eq!(said("ws echo: "), ["ws echo: Hello from WebSocket client!"]);
-    assert!(said("[START] Server start notification: ").len() >= 2, "one per listener");
+    assert!(
+        said("[START] Server start notification: ").len() >= 2,
+        "one per listener"
+    );
     assert!(!server.is_finished(), "serve() returned early: {:?}", server.await);
 }

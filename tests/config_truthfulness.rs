@@ -104,7 +104,10 @@ fn keepalive_of(local: SocketAddr, peer: SocketAddr) -> Option<Duration> {
         // sessions (which own the fds) are open.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
         let s = socket2::SockRef::from(&fd);
-        let ends = (s.local_addr().ok().and_then(|a| a.as_socket()), s.peer_addr().ok().and_then(|a| a.as_socket()));
+        let ends = (
+            s.local_addr().ok().and_then(|a| a.as_socket()),
+            s.peer_addr().ok().and_then(|a| a.as_socket()),
+        );
         if ends == (Some(local), Some(peer)) {
             return s.keepalive().unwrap().then(|| s.keepalive_time().unwrap());
         }
@@ -122,8 +125,10 @@ async fn tcp_keepalive_sets_the_probe_time_on_both_ends_and_none_turns_it_off() 
             Ok(ClientEvent::Connected { info }) => info.local_addr,
             other => panic!("expected Connected, got {other:?}"),
         };
-        sev.wait_for("ConnectionEstablished", |e| matches!(e, ServerEvent::ConnectionEstablished { .. }).then_some(()))
-            .await;
+        sev.wait_for("ConnectionEstablished", |e| {
+            matches!(e, ServerEvent::ConnectionEstablished { .. }).then_some(())
+        })
+        .await;
         assert_eq!(keepalive_of(addr(&server), local), idle, "server side");
         assert_eq!(keepalive_of(local, addr(&server)), idle.map(|d| d * 2), "client side");
         c.stop().await;
@@ -136,7 +141,10 @@ fn allowed_cores() -> usize {
     // SAFETY: a zeroed cpu_set_t is valid; the call fills it for this thread.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        assert_eq!(libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set), 0);
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+            0
+        );
         libc::CPU_COUNT(&set) as usize
     }
 }
@@ -198,10 +206,17 @@ async fn the_client_max_payload_refuses_big_sends_and_closes_on_big_packets() {
     let mut events = c.subscribe_events();
     let r = c.send(&[0u8; 1025]).await;
     assert!(
-        matches!(r, Err(TransportError::Packet(msgtrans::packet::PacketError::PayloadTooLarge { .. }))),
+        matches!(
+            r,
+            Err(TransportError::Packet(
+                msgtrans::packet::PacketError::PayloadTooLarge { .. }
+            ))
+        ),
         "{r:?}"
     );
-    c.send(&[0u8; 1024]).await.expect("a payload of exactly the limit is sent");
+    c.send(&[0u8; 1024])
+        .await
+        .expect("a payload of exactly the limit is sent");
     let sid = sev
         .wait_for("ConnectionEstablished", |e| match e {
             ServerEvent::ConnectionEstablished { session_id, .. } => Some(*session_id),
@@ -298,7 +313,9 @@ async fn with_bind_address_and_with_target_address_replace_the_address() {
             .pin_shards(false),
     )
     .await;
-    let target = TcpClientConfig::new("127.0.0.1:1").unwrap().with_target_address(addr(&server));
+    let target = TcpClientConfig::new("127.0.0.1:1")
+        .unwrap()
+        .with_target_address(addr(&server));
     let c = connected(TransportClientBuilder::new().with_protocol(target)).await;
     let r = within(GUARD, "request", c.request(b"here")).await.expect("request");
     assert_eq!(r.data.as_deref(), Some(&b"here"[..]));
@@ -350,7 +367,10 @@ async fn the_tcp_connect_timeout_bounds_a_connect_that_gets_no_answer() {
     // The guard is far above the 200 ms asked for and below the 10 s
     // default, so only the option can make this pass.
     let r = within(UNDER_DEFAULT, "connect", c.connect()).await;
-    assert!(matches!(&r, Err(TransportError::Start(m)) if m.contains("timed out")), "{r:?}");
+    assert!(
+        matches!(&r, Err(TransportError::Start(m)) if m.contains("timed out")),
+        "{r:?}"
+    );
     c.stop().await;
 }
 
@@ -451,10 +471,18 @@ async fn send_and_request_options_put_biz_type_ext_header_and_id_on_the_wire() {
     assert_eq!((echoed.message_id, echoed.biz_type), (777, 42));
     assert_eq!(echoed.ext_header.as_deref(), Some(&b"ext"[..]));
     assert_eq!(&echoed.data[..], b"one-way");
-    let reply = within(GUARD, "request", c.request_with_options(Bytes::from_static(b"req"), opts))
-        .await
-        .expect("request_with_options");
-    assert_eq!(&reply[..], b"\x2aext", "the request carried biz type 42 and the extension header");
+    let reply = within(
+        GUARD,
+        "request",
+        c.request_with_options(Bytes::from_static(b"req"), opts),
+    )
+    .await
+    .expect("request_with_options");
+    assert_eq!(
+        &reply[..],
+        b"\x2aext",
+        "the request carried biz type 42 and the extension header"
+    );
     c.stop().await;
     server.stop().await;
 }
@@ -463,5 +491,7 @@ async fn start_inline_echo_with(
     b: TransportServerBuilder,
     h: fn(&mut msgtrans::Inline<'_>),
 ) -> msgtrans::transport::TransportServer {
-    within(GUARD, "server build", b.handler(h).build()).await.expect("server build")
+    within(GUARD, "server build", b.handler(h).build())
+        .await
+        .expect("server build")
 }

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use msgtrans_shards::proto::ws::handshake::WsTarget;
 use msgtrans_shards::{CloseReason, CompressionType, Engine, EngineEvent, EventSink, Packet, PacketType};
 
-use super::config::Limits;
 pub use super::client_events::ClientEventStream;
+use super::config::Limits;
 use super::pool::{Slots, DEFAULT_POOL_SIZE};
 pub use super::reconnect::RetryConfig;
 use super::reconnect::{jitter, sleep, Supervisor};
@@ -326,6 +326,14 @@ impl std::fmt::Debug for TransportClient {
     }
 }
 
+impl Drop for TransportClient {
+    fn drop(&mut self) {
+        // A supervisor waiting for room in the event queue gives up now;
+        // dropping it (next) tells its thread to end.
+        self.shared.closing.store(true, Ordering::Release);
+    }
+}
+
 /// A session the client picked has gone since: to the caller, the client is
 /// not connected.
 fn gone(e: impl Into<TransportError>) -> TransportError {
@@ -548,4 +556,3 @@ impl TransportClient {
         self.finish(Some(deadline)).await
     }
 }
-

@@ -8,7 +8,7 @@ mod reconnect;
 pub mod server;
 
 pub use client::{ClientEventStream, RetryConfig, TransportClient, TransportClientBuilder, TransportOptions};
+pub use config::Limits;
 pub use pool::DEFAULT_POOL_SIZE;
 pub use reconnect::{DEFAULT_BACKOFF_MULTIPLIER, DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY, DEFAULT_MAX_RETRIES};
-pub use config::Limits;
 pub use server::{ServerEventStream, TransportServer, TransportServerBuilder};

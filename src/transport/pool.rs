@@ -102,7 +102,11 @@ impl Slots {
     /// `NotConnected` when none is open, so a caller is never left waiting.
     pub fn pick(&self, engine: &Engine) -> Result<SessionId> {
         let n = self.len();
-        let start = if n == 1 { 0 } else { self.next.fetch_add(1, Ordering::Relaxed) };
+        let start = if n == 1 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        };
         (0..n)
             .find_map(|i| self.live((start + i) % n, engine))
             .ok_or(TransportError::NotConnected)

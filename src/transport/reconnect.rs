@@ -83,7 +83,10 @@ impl RetryConfig {
     /// The delay before retry `attempt` (from 1), with `unit` in `[0, 1)`
     /// choosing where in the jitter band it falls.
     pub fn delay(&self, attempt: usize, unit: f64) -> Duration {
-        let grow = self.backoff_multiplier.max(1.0).powi(attempt.saturating_sub(1).min(64) as i32);
+        let grow = self
+            .backoff_multiplier
+            .max(1.0)
+            .powi(attempt.saturating_sub(1).min(64) as i32);
         let full = (self.initial_delay.as_secs_f64() * grow).min(self.max_delay.as_secs_f64());
         Duration::from_secs_f64(full * (1.0 - 0.5 * unit.clamp(0.0, 1.0)))
     }
@@ -226,6 +229,10 @@ fn reconnect(
     let retry = &shared.retry;
     let mut last = None;
     for attempt in 1..=retry.max_retries {
+        if shared.slots.live(k, &shared.engine).is_some() {
+            // `connect()` reopened it already (its watch is on the way).
+            return Continue(());
+        }
         let deadline = Instant::now() + retry.delay(attempt, jitter());
         loop {
             match ctl.recv_deadline(deadline) {
