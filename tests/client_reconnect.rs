@@ -273,3 +273,100 @@ async fn a_session_the_server_closes_is_reopened_while_the_server_stays_up() {
     c.stop().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_connection_of_a_pool_is_watched_and_reopened() {
+    let (server, mut server_events) = start_events_echo(builder()).await;
+    let mut c = within(
+        GUARD,
+        "client build",
+        TransportClientBuilder::new()
+            .with_protocol(TcpClientConfig::new(&addr(&server).to_string()).unwrap())
+            .shards(2)
+            .connection_pool(3)
+            .retry_strategy(patient())
+            .auto_reconnect(true)
+            .build(),
+    )
+    .await
+    .expect("client build");
+    let mut events = c.subscribe_events();
+    within(GUARD, "connect", c.connect()).await.expect("connect");
+    let mut on_server = Vec::new();
+    for _ in 0..3 {
+        assert!(matches!(
+            next_lifecycle(&mut events).await,
+            ClientEvent::Connected { .. }
+        ));
+        on_server.push(
+            server_events
+                .wait_for("ConnectionEstablished", |e| match e {
+                    ServerEvent::ConnectionEstablished { session_id, .. } => Some(*session_id),
+                    _ => None,
+                })
+                .await,
+        );
+    }
+    let before = c.session_ids();
+    // Each connection drops in turn, and each comes back.
+    for id in on_server {
+        server.close_session(id).await.expect("close_session");
+        assert!(matches!(
+            next_lifecycle(&mut events).await,
+            ClientEvent::Disconnected { .. }
+        ));
+        assert!(matches!(
+            next_lifecycle(&mut events).await,
+            ClientEvent::Connected { .. }
+        ));
+    }
+    let after = c.session_ids();
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(after.iter().all(|id| !before.contains(id)), "{before:?} -> {after:?}");
+    for i in 0..6 {
+        echo_ok(&c, format!("pool {i}").as_bytes()).await;
+    }
+    c.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_connection_is_reopened_too() {
+    let (server, mut server_events) = start_events_echo(ws_builder()).await;
+    let url = format!("ws://{}/ws", server.ws_addr().unwrap());
+    let mut c = within(
+        GUARD,
+        "client build",
+        TransportClientBuilder::new()
+            .with_protocol(msgtrans::protocol::WebSocketClientConfig::new(&url).unwrap())
+            .retry_strategy(patient())
+            .auto_reconnect(true)
+            .build(),
+    )
+    .await
+    .expect("client build");
+    let mut events = c.subscribe_events();
+    within(GUARD, "connect", c.connect()).await.expect("connect");
+    assert!(matches!(
+        next_lifecycle(&mut events).await,
+        ClientEvent::Connected { .. }
+    ));
+    let id = server_events
+        .wait_for("ConnectionEstablished", |e| match e {
+            ServerEvent::ConnectionEstablished { session_id, .. } => Some(*session_id),
+            _ => None,
+        })
+        .await;
+    server.close_session(id).await.expect("close_session");
+    assert!(matches!(
+        next_lifecycle(&mut events).await,
+        ClientEvent::Disconnected { .. }
+    ));
+    match next_lifecycle(&mut events).await {
+        ClientEvent::Connected { info } => assert_eq!(info.protocol, "websocket"),
+        other => panic!("expected Connected, got {other:?}"),
+    }
+    echo_ok(&c, b"ws again").await;
+    c.stop().await;
+    server.stop().await;
+}
