@@ -17,6 +17,9 @@ USAGE:
 OPTIONS:
     --tcp ADDR         server address                 [default: 127.0.0.1:8001]
     --message TEXT     payload to send and request    [default: hello]
+    --pool N           connections to open, used in turn [default: 1]
+    --shards N         client shards the pool spreads over [default: 1]
+    --reconnect        reopen a dropped connection (jittered backoff)
     -h, --help         print this help
 ";
 
@@ -24,8 +27,17 @@ OPTIONS:
 async fn main() -> ExitCode {
     let mut addr = "127.0.0.1:8001".to_string();
     let mut message = "hello".to_string();
+    let mut opts = Opts {
+        pool: 1,
+        shards: 1,
+        reconnect: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
+        if a == "--reconnect" {
+            opts.reconnect = true;
+            continue;
+        }
         match (a.as_str(), it.next()) {
             ("-h" | "--help", _) => {
                 print!("{HELP}");
@@ -33,13 +45,15 @@ async fn main() -> ExitCode {
             }
             ("--tcp", Some(v)) => addr = v,
             ("--message", Some(v)) => message = v,
+            ("--pool", Some(v)) if v.parse::<usize>().is_ok() => opts.pool = v.parse().unwrap_or(1),
+            ("--shards", Some(v)) if v.parse::<usize>().is_ok() => opts.shards = v.parse().unwrap_or(1),
             (other, _) => {
                 eprintln!("error: bad argument {other:?}\n\n{HELP}");
                 return ExitCode::from(2);
             }
         }
     }
-    match run(&addr, &message).await {
+    match run(&addr, &message, &opts).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -48,9 +62,18 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(addr: &str, message: &str) -> Result<(), Box<dyn std::error::Error>> {
+struct Opts {
+    pool: usize,
+    shards: usize,
+    reconnect: bool,
+}
+
+async fn run(addr: &str, message: &str, opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
     let mut client = TransportClientBuilder::new()
         .with_protocol(TcpClientConfig::new(addr)?.with_connect_timeout(Duration::from_secs(5)))
+        .connection_pool(opts.pool)
+        .shards(opts.shards)
+        .auto_reconnect(opts.reconnect)
         .build()
         .await?;
     client.connect().await?;

@@ -40,6 +40,24 @@ pub enum TransportError {
     /// Local: the server or client has been stopped.
     #[error("transport stopped")]
     Stopped,
+    /// Network or peer: a dropped connection could not be reopened within
+    /// the retry strategy's attempts (`auto_reconnect`); the client stays
+    /// disconnected until `connect()` is called again.
+    #[error("reconnect failed after {attempts} attempts: {last_error}")]
+    ReconnectFailed {
+        /// Attempts made (the retry strategy's `max_retries`).
+        attempts: usize,
+        /// Why the last attempt failed.
+        last_error: String,
+    },
+    /// Local: a stop had to give up on events the application did not take
+    /// in time (its event queue stayed full). Reported once, as the last
+    /// event before the stream ends, so no loss goes unnoticed.
+    #[error("{count} events were given up at stop because the event queue stayed full")]
+    EventsLost {
+        /// How many.
+        count: u64,
+    },
     /// Local: invalid configuration.
     #[error(transparent)]
     Config(#[from] ConfigError),

@@ -98,7 +98,10 @@ pub enum ClientEvent {
         /// The message.
         message_id: u32,
     },
-    /// A packet that `send` accepted could not be delivered.
+    /// A packet that `send` accepted could not be delivered; or, with
+    /// `auto_reconnect`, the client gave up reopening a connection
+    /// (`ReconnectFailed`); or, last before the stream ends, a stop gave up
+    /// on events nobody took (`EventsLost`).
     Error {
         /// What went wrong.
         error: TransportError,

@@ -63,7 +63,7 @@ pub use protocol::{
     QuicClientConfig, QuicServerConfig, TcpClientConfig, TcpServerConfig, WebSocketClientConfig, WebSocketServerConfig,
 };
 pub use tls::{TlsClientConfig, TlsServerConfig};
-pub use transport::{TransportClient, TransportClientBuilder, TransportServer, TransportServerBuilder};
+pub use transport::{RetryConfig, TransportClient, TransportClientBuilder, TransportServer, TransportServerBuilder};
 
 /// Every message id is a u32 (MsgTrans 1.0's alias).
 pub type PacketId = u32;

@@ -77,7 +77,12 @@ async fn try_send_fails_at_once_and_send_waits_for_room() {
     let fitted = fill(&server, slow_id).await;
     // `send` of another chunk waits for room; none appears, so it fails
     // after the timeout.
-    let r = within(GUARD, "send on a full queue", server.send(slow_id, &[0x5Au8; CHUNK])).await;
+    let r = within(
+        UNDER_DEFAULT,
+        "send on a full queue (send_timeout 300 ms, default 5 s)",
+        server.send(slow_id, &[0x5Au8; CHUNK]),
+    )
+    .await;
     assert!(
         matches!(r, Err(TransportError::Backpressure(s)) if s == slow_id),
         "{r:?}"

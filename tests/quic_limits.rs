@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use msgtrans::event::ServerEvent;
 use msgtrans::protocol::{QuicClientConfig, QuicServerConfig};
-use msgtrans::transport::{TransportClient, TransportClientBuilder, TransportServer, TransportServerBuilder};
+use msgtrans::transport::{RetryConfig, TransportClient, TransportClientBuilder, TransportServer, TransportServerBuilder};
 use msgtrans::TlsServerConfig;
 
 fn quic_server(b: TransportServerBuilder, addr: &str) -> (TransportServerBuilder, String) {
@@ -29,7 +29,14 @@ async fn try_client(server: &TransportServer, pem: &str) -> Result<TransportClie
         .with_ca_cert_pem(pem)
         .unwrap()
         .with_connect_timeout(Duration::from_secs(5));
-    let mut c = TransportClientBuilder::new().with_protocol(cfg).build().await.unwrap();
+    // One attempt each: these tests count refusals, and a retried connect
+    // to a port that has closed would wait out every attempt's timeout.
+    let mut c = TransportClientBuilder::new()
+        .with_protocol(cfg)
+        .retry_strategy(RetryConfig::none())
+        .build()
+        .await
+        .unwrap();
     within(GUARD, "connect", c.connect()).await?;
     Ok(c)
 }

@@ -89,6 +89,10 @@ pub(crate) enum Command {
         reason: CloseReason,
         reply: flume::Sender<bool>,
     },
+    /// Answer `reply` (with `true`) once the session has closed, without
+    /// closing it; `false` at once if it is not open. Lets a client notice a
+    /// dropped connection without polling.
+    WatchClose { id: SessionId, reply: flume::Sender<bool> },
     /// Start accepting on a listening socket (WebSocket upgrades if `ws`).
     Listen {
         listener: std::net::TcpListener,

@@ -423,6 +423,15 @@ impl Engine {
         }
     }
 
+    /// A receiver that yields once `id` has closed (its pending requests
+    /// have failed by then). Yields at once if `id` is not open; ends
+    /// without a value if the engine stops first.
+    pub fn watch_close(&self, id: SessionId) -> flume::Receiver<bool> {
+        let (reply, rx) = flume::bounded(1);
+        let _ = self.command(id.shard(), Command::WatchClose { id, reply });
+        rx
+    }
+
     /// Every open session.
     pub async fn sessions(&self) -> Vec<SessionId> {
         let mut waits = Vec::new();

@@ -301,6 +301,12 @@ impl Shard {
                     let _ = reply.send(false);
                 }
             },
+            Command::WatchClose { id, reply } => match self.session(id) {
+                Some(s) => s.close_waiters.borrow_mut().push(reply),
+                None => {
+                    let _ = reply.send(false);
+                }
+            },
             Command::Listen { listener, ws, tls } => self.listen(listener, ws, tls),
             Command::Connect {
                 addr,

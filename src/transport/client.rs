@@ -1,19 +1,25 @@
-//! The client: builder, handle and event stream. A client runs its own
-//! shard (one by default), so its connection gets the same batched pipeline
-//! as the server's sessions.
+//! The client: builder and handle. A client runs its own shards (one by
+//! default), so its connections get the same batched pipeline as the
+//! server's sessions. The pool of connections is in `pool.rs`, reconnecting
+//! in `reconnect.rs`, the event stream in `client_events.rs`.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
+use msgtrans_shards::proto::ws::handshake::WsTarget;
 use msgtrans_shards::{CloseReason, Engine, EngineEvent, EventSink, Packet, PacketType};
 
-use msgtrans_shards::proto::ws::handshake::WsTarget;
-
+pub use super::client_events::ClientEventStream;
 use super::config::Limits;
+use super::pool::{Slots, DEFAULT_POOL_SIZE};
+pub use super::reconnect::RetryConfig;
+use super::reconnect::{jitter, sleep, Supervisor};
 use crate::error::{Result, TransportError};
-use crate::event::{ClientEvent, ConnectionInfo, EventStreamClosed, RawEvents, TransportContext, TransportResult};
+#[allow(unused_imports)] // named in docs
+use crate::event::ClientEvent;
+use crate::event::TransportResult;
 use crate::protocol::{ClientProtocolConfig, TargetConfig};
 use crate::SessionId;
 
@@ -24,6 +30,9 @@ pub struct TransportClientBuilder {
     target: Option<TargetConfig>,
     shards: usize,
     limits: Limits,
+    retry: RetryConfig,
+    auto_reconnect: bool,
+    pool: usize,
 }
 
 impl Default for TransportClientBuilder {
@@ -33,12 +42,17 @@ impl Default for TransportClientBuilder {
 }
 
 impl TransportClientBuilder {
-    /// A client with no target yet, one shard, default limits.
+    /// A client with no target yet, one shard, one connection, default
+    /// limits, MsgTrans 1.0's default retries on `connect()`, and no
+    /// reconnect after a drop.
     pub fn new() -> Self {
         Self {
             target: None,
             shards: 1,
             limits: Limits::default(),
+            retry: RetryConfig::default(),
+            auto_reconnect: false,
+            pool: DEFAULT_POOL_SIZE,
         }
     }
     /// Sets the server to connect to (the last call wins).
@@ -49,6 +63,32 @@ impl TransportClientBuilder {
     /// Shards the client runs (default 1).
     pub fn shards(mut self, n: usize) -> Self {
         self.shards = n.max(1);
+        self
+    }
+    /// How `connect()` retries a failed attempt, and how a dropped
+    /// connection is reopened under [`TransportClientBuilder::auto_reconnect`]
+    /// (MsgTrans 1.0's option; the delays are jittered).
+    pub fn retry_strategy(mut self, config: RetryConfig) -> Self {
+        self.retry = config;
+        self
+    }
+    /// Reopen a connection as soon as it drops, with the retry strategy's
+    /// backoff (default off). The drop is reported as
+    /// [`ClientEvent::Disconnected`], the return as [`ClientEvent::Connected`],
+    /// and giving up as [`ClientEvent::Error`] with
+    /// [`TransportError::ReconnectFailed`]. Meanwhile calls fail at once
+    /// with [`TransportError::NotConnected`]. `disconnect()` and `stop()`
+    /// are never undone.
+    pub fn auto_reconnect(mut self, on: bool) -> Self {
+        self.auto_reconnect = on;
+        self
+    }
+    /// Opens `n` connections (default 1), connection `k` from the client's
+    /// shard `k % shards`, and spreads sends and requests over them in turn
+    /// (skipping any that is down). Pair it with `.shards(n)` to use as
+    /// many cores.
+    pub fn connection_pool(mut self, n: usize) -> Self {
+        self.pool = n.max(1);
         self
     }
     /// Largest payload accepted or sent.
@@ -100,7 +140,7 @@ impl TransportClientBuilder {
         self
     }
 
-    /// Starts the client's shard. It does not connect: call
+    /// Starts the client's shards. It does not connect: call
     /// [`TransportClient::connect`].
     pub async fn build(self) -> Result<TransportClient> {
         let target = self
@@ -116,11 +156,38 @@ impl TransportClientBuilder {
             lifecycle: Arc::new(true.into()),
         };
         let engine = Arc::new(Engine::start(cfg, None, sink).await?);
-        Ok(TransportClient {
+        // Room for one give-up per connection several times over; the
+        // supervisor waits (never drops) when the application is behind.
+        let (notices_tx, notices) = flume::bounded(4 * self.pool);
+        let (stopped_tx, stopped) = flume::bounded(0);
+        let shared = Arc::new(Shared {
             engine,
+            events: rx,
             target,
-            session: std::sync::Mutex::new(None),
-            events: Arc::new(RawEvents { rx }),
+            slots: Slots::new(self.pool),
+            retry: self.retry,
+            notices_tx,
+            notices,
+            notices_lost: AtomicU64::new(0),
+            lost_reported: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            stopped_tx: std::sync::Mutex::new(Some(stopped_tx)),
+            stopped,
+        });
+        let supervisor = if self.auto_reconnect {
+            match Supervisor::start(Arc::clone(&shared)) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    shared.engine.stop().await;
+                    return Err(TransportError::Start(format!("reconnect thread: {e}")));
+                }
+            }
+        } else {
+            None
+        };
+        Ok(TransportClient {
+            shared,
+            supervisor,
             next_id: AtomicU32::new(1),
             request_timeout: self.limits.request_timeout,
             send_timeout: self.limits.send_timeout,
@@ -128,12 +195,86 @@ impl TransportClientBuilder {
     }
 }
 
-/// A client connection.
+/// What a client shares with its event streams and reconnect supervisor.
+pub(crate) struct Shared {
+    pub engine: Arc<Engine>,
+    pub target: TargetConfig,
+    pub slots: Slots,
+    pub retry: RetryConfig,
+    /// The engine's events.
+    pub events: flume::Receiver<EngineEvent>,
+    /// Client-level errors for the event stream (reconnect give-ups).
+    pub notices_tx: flume::Sender<TransportError>,
+    pub notices: flume::Receiver<TransportError>,
+    /// Notices a stop gave up on, for `EventsLost`.
+    pub notices_lost: AtomicU64,
+    /// `EventsLost` has been delivered by one of the streams.
+    pub lost_reported: AtomicBool,
+    /// `stop()` or `shutdown()` has begun.
+    pub closing: AtomicBool,
+    /// Dropped once a stop has finished: every event is queued by then
+    /// (the shards' queue is not closed by their exit, so it cannot tell).
+    pub stopped_tx: std::sync::Mutex<Option<flume::Sender<()>>>,
+    /// Disconnects when the stop has finished.
+    pub stopped: flume::Receiver<()>,
+}
+
+impl Shared {
+    /// Opens one connection for slot `k`, from shard `k` (modulo the shard
+    /// count), with no retry.
+    pub async fn open(&self, k: usize) -> Result<SessionId> {
+        Ok(match &self.target {
+            TargetConfig::Tcp(c) => {
+                let tls = c.tls.as_ref().map(|t| t.build(&c.host)).transpose()?;
+                self.engine
+                    .connect_tcp(c.target_address, c.connect_timeout, tls, k)
+                    .await?
+            }
+            TargetConfig::WebSocket(c) => {
+                let target = WsTarget {
+                    host: c.host.clone(),
+                    path: c.path.clone(),
+                };
+                let name = c.host.rsplit_once(':').map_or(c.host.as_str(), |(h, _)| h);
+                let tls = c.tls.as_ref().map(|t| t.build(name)).transpose()?;
+                self.engine
+                    .connect_ws(c.address, c.connect_timeout, target, tls, k)
+                    .await?
+            }
+            TargetConfig::Quic(c) => {
+                let cfg = c.connect_config()?;
+                self.engine
+                    .connect_quic(c.target_address, c.connect_timeout, &cfg, k)
+                    .await?
+            }
+        })
+    }
+
+    /// Queues a client-level error for the event stream. Waits while the
+    /// queue is full, so nothing is dropped; a stop that finds it still
+    /// full counts the notice as lost (reported as `EventsLost`).
+    pub fn notify(&self, mut e: TransportError) {
+        loop {
+            match self.notices_tx.send_timeout(e, NOTICE_STOP_CHECK) {
+                Ok(()) => return,
+                Err(flume::SendTimeoutError::Timeout(back)) if !self.closing.load(Ordering::Acquire) => e = back,
+                Err(_) => {
+                    self.notices_lost.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("client event queue full at stop; reconnect failure given up");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// How often a supervisor blocked on a full event queue checks for a stop.
+const NOTICE_STOP_CHECK: Duration = Duration::from_millis(50);
+
+/// A client: one connection, or `connection_pool(n)` of them.
 pub struct TransportClient {
-    engine: Arc<Engine>,
-    target: TargetConfig,
-    session: std::sync::Mutex<Option<SessionId>>,
-    events: Arc<RawEvents>,
+    shared: Arc<Shared>,
+    supervisor: Option<Supervisor>,
     next_id: AtomicU32,
     request_timeout: Duration,
     send_timeout: Duration,
@@ -141,17 +282,37 @@ pub struct TransportClient {
 
 impl std::fmt::Debug for TransportClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TransportClient").field("target", &self.target).finish()
+        f.debug_struct("TransportClient")
+            .field("target", &self.shared.target)
+            .field("pool", &self.shared.slots.len())
+            .finish()
+    }
+}
+
+impl Drop for TransportClient {
+    fn drop(&mut self) {
+        // A supervisor waiting for room in the event queue gives up now;
+        // dropping it (next) tells its thread to end.
+        self.shared.closing.store(true, Ordering::Release);
+    }
+}
+
+/// A session the client picked has gone since: to the caller, the client is
+/// not connected.
+fn gone(e: impl Into<TransportError>) -> TransportError {
+    match e.into() {
+        TransportError::SessionNotFound(_) => TransportError::NotConnected,
+        other => other,
     }
 }
 
 impl TransportClient {
+    fn engine(&self) -> &Engine {
+        &self.shared.engine
+    }
+
     fn session(&self) -> Result<SessionId> {
-        self.session
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .filter(|id| self.engine.is_live(*id))
-            .ok_or(TransportError::NotConnected)
+        self.shared.slots.pick(&self.shared.engine)
     }
 
     fn next_id(&self) -> u32 {
@@ -163,54 +324,89 @@ impl TransportClient {
         }
     }
 
-    /// Connects to the configured server.
+    /// Connects every connection of the pool that is not open, retrying
+    /// each as the retry strategy says. Returns the last error if any
+    /// connection could not be opened (the others stay open and usable).
     pub async fn connect(&mut self) -> Result<()> {
-        if self.session().is_ok() {
-            return Ok(());
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Err(TransportError::Stopped);
         }
-        let id = match &self.target {
-            TargetConfig::Tcp(c) => {
-                let tls = c.tls.as_ref().map(|t| t.build(&c.host)).transpose()?;
-                self.engine
-                    .connect_tcp(c.target_address, c.connect_timeout, tls, 0)
-                    .await?
+        self.shared.slots.set_wanted(true);
+        let mut result = Ok(());
+        for k in 0..self.shared.slots.len() {
+            if let Err(e) = self.connect_slot(k).await {
+                result = Err(e);
             }
-            TargetConfig::WebSocket(c) => {
-                let target = WsTarget {
-                    host: c.host.clone(),
-                    path: c.path.clone(),
-                };
-                let name = c.host.rsplit_once(':').map_or(c.host.as_str(), |(h, _)| h);
-                let tls = c.tls.as_ref().map(|t| t.build(name)).transpose()?;
-                self.engine
-                    .connect_ws(c.address, c.connect_timeout, target, tls, 0)
-                    .await?
+        }
+        result
+    }
+
+    async fn connect_slot(&self, k: usize) -> Result<()> {
+        let claim = loop {
+            if self.shared.slots.live(k, self.engine()).is_some() {
+                return Ok(());
             }
-            TargetConfig::Quic(c) => {
-                let cfg = c.connect_config()?;
-                self.engine
-                    .connect_quic(c.target_address, c.connect_timeout, &cfg, 0)
-                    .await?
+            match self.shared.slots.claim(k) {
+                Ok(c) => break c,
+                // The supervisor is reopening it: wait for its outcome.
+                Err(busy) => {
+                    let _ = busy.recv_async().await;
+                }
             }
         };
-        *self.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+        let retry = &self.shared.retry;
+        let mut attempt = 0;
+        loop {
+            match self.shared.open(k).await {
+                Ok(id) => {
+                    claim.set(id);
+                    drop(claim);
+                    if let Some(s) = &self.supervisor {
+                        s.watch(k, id);
+                    }
+                    return Ok(());
+                }
+                Err(e) if attempt >= retry.max_retries || self.engine().is_stopped() => return Err(e),
+                Err(e) => {
+                    attempt += 1;
+                    let delay = retry.delay(attempt, jitter());
+                    tracing::debug!(slot = k, attempt, ?delay, error = %e, "connect failed; retrying");
+                    sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Closes every connection (pending requests fail at once) and keeps
+    /// them closed: `auto_reconnect` does not reopen them.
+    pub async fn disconnect(&self) -> Result<()> {
+        self.shared.slots.set_wanted(false);
+        let ids = self.shared.slots.all_live(self.engine());
+        if ids.is_empty() {
+            return Err(TransportError::NotConnected);
+        }
+        for id in ids {
+            match self.engine().close(id, CloseReason::LocalClose).await {
+                Ok(()) | Err(msgtrans_shards::SendError::SessionNotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         Ok(())
     }
 
-    /// Closes the connection. Pending requests fail at once.
-    pub async fn disconnect(&self) -> Result<()> {
-        let id = self.session()?;
-        Ok(self.engine.close(id, CloseReason::LocalClose).await?)
-    }
-
-    /// Whether the connection is open.
+    /// Whether a connection is open.
     pub async fn is_connected(&self) -> bool {
         self.session().is_ok()
     }
 
-    /// The session id of the open connection.
+    /// The session id of the first open connection.
     pub async fn current_session_id(&self) -> Option<SessionId> {
-        self.session().ok()
+        self.shared.slots.all_live(self.engine()).first().copied()
+    }
+
+    /// Every open connection's session id, in pool order.
+    pub fn session_ids(&self) -> Vec<SessionId> {
+        self.shared.slots.all_live(self.engine())
     }
 
     /// Sends `data` as a one-way packet. `Ok` means it is queued on an open
@@ -218,9 +414,10 @@ impl TransportClient {
     pub async fn send(&self, data: &[u8]) -> Result<TransportResult> {
         let id = self.session()?;
         let mid = self.next_id();
-        self.engine
+        self.engine()
             .send_waiting(id, Packet::one_way(mid, data), self.send_timeout)
-            .await?;
+            .await
+            .map_err(gone)?;
         Ok(TransportResult::sent(id, mid))
     }
 
@@ -239,7 +436,7 @@ impl TransportClient {
         let id = self.session()?;
         let mut p = Packet::one_way(options.message_id.unwrap_or_else(|| self.next_id()), data);
         options.apply(&mut p);
-        Ok(self.engine.send_waiting(id, p, self.send_timeout).await?)
+        self.engine().send_waiting(id, p, self.send_timeout).await.map_err(gone)
     }
 
     /// Sends a request with options and returns the response payload.
@@ -253,10 +450,10 @@ impl TransportClient {
 
     /// Sends a whole packet as is.
     pub async fn send_packet(&self, packet: Packet) -> Result<()> {
-        Ok(self
-            .engine
+        self.engine()
             .send_waiting(self.session()?, packet, self.send_timeout)
-            .await?)
+            .await
+            .map_err(gone)
     }
 
     /// Sends `data` as a one-way packet only if the outbound queue has room
@@ -264,7 +461,7 @@ impl TransportClient {
     pub fn try_send(&self, data: &[u8]) -> Result<TransportResult> {
         let id = self.session()?;
         let mid = self.next_id();
-        self.engine.try_send(id, Packet::one_way(mid, data))?;
+        self.engine().try_send(id, Packet::one_way(mid, data)).map_err(gone)?;
         Ok(TransportResult::sent(id, mid))
     }
 
@@ -276,18 +473,19 @@ impl TransportClient {
 
     async fn request_packet(&self, id: SessionId, mut packet: Packet, timeout: Duration) -> Result<Packet> {
         packet.header.packet_type = PacketType::Request;
-        self.engine
+        self.engine()
             .request(id, packet, timeout)
             .await
-            .map_err(|e| TransportError::from_send(e, timeout))
+            .map_err(|e| gone(TransportError::from_send(e, timeout)))
     }
 
     /// The client's events. Clones of the stream share one queue: each
-    /// event is delivered once, and none is dropped.
+    /// event is delivered once, and none is dropped. If a stop has to give
+    /// up on events the application did not take in time, the stream says
+    /// so with [`TransportError::EventsLost`] before it ends.
     pub fn subscribe_events(&self) -> ClientEventStream {
         ClientEventStream {
-            events: Arc::clone(&self.events),
-            engine: Arc::clone(&self.engine),
+            shared: Arc::clone(&self.shared),
         }
     }
 
@@ -296,77 +494,28 @@ impl TransportClient {
         Ok(self.subscribe_events())
     }
 
-    /// Closes the connection at once (pending requests fail) and stops the
-    /// client's shard.
+    async fn finish(&self, drain: Option<Duration>) {
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.slots.set_wanted(false);
+        if let Some(s) = &self.supervisor {
+            s.request_stop();
+        }
+        self.shared.engine.shutdown(drain).await;
+        if let Some(s) = &self.supervisor {
+            s.join().await;
+        }
+        self.shared.stopped_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Closes every connection at once (pending requests fail) and stops
+    /// the client's shards and its reconnect supervisor.
     pub async fn stop(&self) {
-        self.engine.stop().await;
+        self.finish(None).await
     }
 
     /// Finishes requests in flight and queued sends (up to `deadline`),
-    /// then closes the connection and stops the client's shard.
+    /// then closes the connections and stops the client's shards.
     pub async fn shutdown(&self, deadline: Duration) {
-        self.engine.shutdown(Some(deadline)).await;
-    }
-}
-
-/// The client's event stream.
-pub struct ClientEventStream {
-    events: Arc<RawEvents>,
-    engine: Arc<Engine>,
-}
-
-impl ClientEventStream {
-    fn convert(&self, ev: EngineEvent) -> Option<ClientEvent> {
-        Some(match ev {
-            EngineEvent::Opened {
-                id,
-                peer,
-                local,
-                protocol,
-            } => ClientEvent::Connected {
-                info: ConnectionInfo {
-                    session_id: id,
-                    local_addr: local,
-                    peer_addr: peer,
-                    protocol: protocol.into(),
-                    established_at: SystemTime::now(),
-                },
-            },
-            EngineEvent::Closed { reason, .. } => ClientEvent::Disconnected { reason },
-            EngineEvent::Message { id, packet } => {
-                ClientEvent::MessageReceived(TransportContext::new(id, packet, &self.engine))
-            }
-            EngineEvent::SendFailed { error, .. } => ClientEvent::Error { error: error.into() },
-            EngineEvent::Listening { .. } => return None,
-        })
-    }
-
-    /// The next event; `Err` once the client has shut down and every event
-    /// has been taken.
-    pub async fn recv(&mut self) -> std::result::Result<ClientEvent, EventStreamClosed> {
-        loop {
-            if let Some(ev) = self.events.try_recv() {
-                if let Some(e) = self.convert(ev) {
-                    return Ok(e);
-                }
-                continue;
-            }
-            if self.engine.is_stopped() {
-                return Err(EventStreamClosed);
-            }
-            match self.events.recv().await {
-                Some(ev) => {
-                    if let Some(e) = self.convert(ev) {
-                        return Ok(e);
-                    }
-                }
-                None => return Err(EventStreamClosed),
-            }
-        }
-    }
-
-    /// The next event, or `None` once the stream has ended.
-    pub async fn next(&mut self) -> Option<ClientEvent> {
-        self.recv().await.ok()
+        self.finish(Some(deadline)).await
     }
 }

@@ -28,6 +28,12 @@ use tokio::sync::mpsc;
 /// shared debug build; only there so a hang fails instead of blocking CI.
 pub const GUARD: Duration = Duration::from_secs(20);
 
+/// Hang guard for a test that proves a short configured timeout (a few
+/// hundred ms) overrides a default of 5 s or more: shorter than those
+/// defaults, so the test fails if the option is ignored, and still many
+/// times the configured value on a slow shared build.
+pub const UNDER_DEFAULT: Duration = Duration::from_millis(2500);
+
 /// Shards every test server runs.
 pub const SHARDS: usize = 2;
 
