@@ -71,6 +71,19 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes the allocator has handed out and not had back (glibc), to tell a
+/// leak (this grows) from fragmentation (RSS grows, this does not).
+fn heap_in_use_kib() -> u64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's counters.
+        let m = unsafe { libc::mallinfo2() };
+        ((m.uordblks + m.hblkhd) / 1024) as u64
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    0
+}
+
 /// What the soak counts, from every task.
 #[derive(Default)]
 struct Tally {
@@ -406,8 +419,9 @@ async fn soak_loses_repeats_and_reorders_nothing_the_server_accepted() {
                 peak = peak.max(rss);
                 let pooled: u64 = server.stats().iter().map(|s| s.pool.kept_bytes).sum();
                 println!(
-                    "soak: {:>4} s  rss {rss} KiB  server pools {} KiB  accepted {}  echoed {}",
+                    "soak: {:>4} s  rss {rss} KiB  heap in use {} KiB  server pools {} KiB  accepted {}  echoed {}",
                     start.elapsed().as_secs(),
+                    heap_in_use_kib(),
                     pooled / 1024,
                     tally.accepted.load(Ordering::Relaxed),
                     tally.echoed.load(Ordering::Relaxed)
