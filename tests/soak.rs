@@ -71,6 +71,19 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes the allocator has handed out and not had back (glibc), to tell a
+/// leak (this grows) from fragmentation (RSS grows, this does not).
+fn heap_in_use_kib() -> u64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's counters.
+        let m = unsafe { libc::mallinfo2() };
+        ((m.uordblks + m.hblkhd) / 1024) as u64
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    0
+}
+
 /// What the soak counts, from every task.
 #[derive(Default)]
 struct Tally {
@@ -397,15 +410,19 @@ async fn soak_loses_repeats_and_reorders_nothing_the_server_accepted() {
     let never = tokio::spawn(never_reader(server.clone(), end));
     let sampler = {
         let tally = Arc::clone(&tally);
+        let server = server.clone();
         tokio::spawn(async move {
             let mut peak = 0;
             while Instant::now() < end {
                 tokio::time::sleep(Duration::from_secs(10).min(end.saturating_duration_since(Instant::now()))).await;
                 let rss = rss_kib();
                 peak = peak.max(rss);
+                let pooled: u64 = server.stats().iter().map(|s| s.pool.kept_bytes).sum();
                 println!(
-                    "soak: {:>4} s  rss {rss} KiB  accepted {}  echoed {}",
+                    "soak: {:>4} s  rss {rss} KiB  heap in use {} KiB  server pools {} KiB  accepted {}  echoed {}",
                     start.elapsed().as_secs(),
+                    heap_in_use_kib(),
+                    pooled / 1024,
                     tally.accepted.load(Ordering::Relaxed),
                     tally.echoed.load(Ordering::Relaxed)
                 );
@@ -420,6 +437,15 @@ async fn soak_loses_repeats_and_reorders_nothing_the_server_accepted() {
     let never_read = never.await.expect("never-reader");
     let rss_peak = sampler.await.unwrap();
     let rss_end = rss_kib();
+    // Every session of the soak ended, none is left behind.
+    within(GUARD, "sessions back to 0", async {
+        while server.sessions_per_shard().iter().sum::<usize>() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let pooled: u64 = server.stats().iter().map(|s| s.pool.kept_bytes).sum();
+    println!("soak: server pools hold {} KiB at the end", pooled / 1024);
     server.stop().await;
 
     println!(

@@ -54,6 +54,8 @@ pub struct PoolStats {
     pub remote_returns: AtomicU64,
     /// Buffers freed because their tier was full or they were too big.
     pub dropped: AtomicU64,
+    /// Bytes of capacity the queues hold now.
+    pub kept_bytes: AtomicU64,
 }
 
 /// A point-in-time copy of [`PoolStats`].
@@ -67,6 +69,8 @@ pub struct PoolSnapshot {
     pub remote_returns: u64,
     /// Buffers freed instead of kept.
     pub dropped: u64,
+    /// Bytes of capacity the pool holds now (what it pins while idle).
+    pub kept_bytes: u64,
 }
 
 #[cfg(not(loom))]
@@ -113,6 +117,8 @@ impl BufferPool {
             if min <= *cap {
                 if let Some(v) = q.pop() {
                     self.count(&self.stats.hits);
+                    // Buffers come back from any thread: an atomic add.
+                    self.stats.kept_bytes.fetch_sub(v.capacity() as u64, Ordering::Relaxed);
                     return v;
                 }
                 self.count(&self.stats.misses);
@@ -154,8 +160,14 @@ impl BufferPool {
             // Over 4x the large size is a one-off (a huge frame): free it
             // rather than pin that much memory in the pool.
             let most = if *size == LARGE { LARGE * 4 } else { size * 2 };
-            if cap <= most && q.push(v).is_ok() {
-                return;
+            if cap <= most {
+                // Counted before the push: a concurrent pop may take the
+                // buffer (and subtract) at once.
+                self.stats.kept_bytes.fetch_add(cap as u64, Ordering::Relaxed);
+                if q.push(v).is_ok() {
+                    return;
+                }
+                self.stats.kept_bytes.fetch_sub(cap as u64, Ordering::Relaxed);
             }
         }
         self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -175,6 +187,7 @@ impl BufferPool {
             misses: self.stats.misses.load(Ordering::Relaxed),
             remote_returns: self.stats.remote_returns.load(Ordering::Relaxed),
             dropped: self.stats.dropped.load(Ordering::Relaxed),
+            kept_bytes: self.stats.kept_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -268,7 +281,9 @@ mod tests {
         pool.put(Vec::with_capacity(2 * MEDIUM));
         pool.put(Vec::with_capacity(4 * LARGE));
         assert_eq!(pool.snapshot().dropped, 2, "up to 2x (4x for large) is kept");
+        assert_eq!(pool.snapshot().kept_bytes, (2 * MEDIUM + 4 * LARGE) as u64);
         assert!(pool.get(MEDIUM).capacity() >= MEDIUM);
         assert_eq!(pool.snapshot().hits, 1);
+        assert_eq!(pool.snapshot().kept_bytes, (4 * LARGE) as u64);
     }
 }
