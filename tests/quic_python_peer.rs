@@ -3,7 +3,8 @@
 //! ALPN `msgtrans/1` and no ALPN are served on one port, a wrong ALPN is
 //! refused, per-packet unidirectional streams (MsgTrans 1.0.0–1.0.2) are
 //! answered in kind, a malformed packet closes that connection alone, a
-//! silent peer is closed at the idle timeout, a peer whose address changes
+//! silent peer is closed at the idle timeout, a vanished one too (its
+//! pending request fails then), a peer whose address changes
 //! keeps its connection (datagrams relayed across shards), and the peer
 //! sees exactly the transport limits we configure.
 
@@ -14,7 +15,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
+use msgtrans::event::ServerEvent;
 use msgtrans::protocol::QuicServerConfig;
+use msgtrans::CloseReason;
 use msgtrans::transport::{TransportServer, TransportServerBuilder};
 use msgtrans::TlsServerConfig;
 
@@ -27,16 +30,28 @@ async fn serve(quic: impl FnOnce(QuicServerConfig) -> QuicServerConfig, b: Trans
     let (tls, pem) = TlsServerConfig::self_signed(&["localhost"]).unwrap();
     let cfg = quic(QuicServerConfig::new("127.0.0.1:0").unwrap().with_tls(tls));
     let server = start_inline_echo(b.shards(SHARDS).pin_shards(false).with_protocol(cfg)).await;
+    Peer::new(server, pem)
+}
+
+/// A peer whose server reports events to the test.
+async fn serve_with_events(b: TransportServerBuilder) -> (Peer, Events) {
+    let (tls, pem) = TlsServerConfig::self_signed(&["localhost"]).unwrap();
+    let cfg = QuicServerConfig::new("127.0.0.1:0").unwrap().with_tls(tls);
+    let (server, events) = start_events_echo(b.shards(SHARDS).pin_shards(false).with_protocol(cfg)).await;
+    (Peer::new(server, pem), events)
+}
+
+impl Peer {
+    fn new(server: TransportServer, pem: String) -> Peer {
     let ca = std::env::temp_dir().join(format!(
         "msgtrans-quic-ca-{}-{}.pem",
         std::process::id(),
         server.quic_addr().unwrap().port()
     ));
-    std::fs::write(&ca, pem).unwrap();
-    Peer { server, ca }
-}
+        std::fs::write(&ca, pem).unwrap();
+        Peer { server, ca }
+    }
 
-impl Peer {
     /// Runs one case of quic_check.py; returns its output, failing the
     /// test with it if the script failed.
     async fn run(&self, case: &str, extra: &[&str]) -> String {
@@ -93,6 +108,34 @@ async fn a_silent_aioquic_client_is_closed_by_the_server_idle_timeout() {
     // Closed by the server's own timeout (between 1x and 2x), well before
     // aioquic's own 30 s idle timeout would end it.
     assert!((1.0..2.0 + 1.0).contains(&took), "closed after {took}s: {out}");
+    peer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_peer_is_closed_at_the_idle_timeout_and_its_pending_request_fails() {
+    let idle = Duration::from_secs(1);
+    let (peer, mut events) = serve_with_events(TransportServerBuilder::new().idle_timeout(Some(idle))).await;
+    peer.run("vanish", &[]).await;
+    let id = events
+        .wait_for("ConnectionEstablished", |e| match e {
+            ServerEvent::ConnectionEstablished { session_id, .. } => Some(*session_id),
+            _ => None,
+        })
+        .await;
+    // The peer's process is gone and sent no close. A request to it, with
+    // a timeout far beyond the idle timeout, fails when the idle timeout
+    // closes the connection, not when its own timeout runs out.
+    let started = std::time::Instant::now();
+    let r = within(
+        idle * 2 + GUARD,
+        "pending request",
+        peer.server.request_with_timeout(id, b"anyone?", Duration::from_secs(120)),
+    )
+    .await;
+    assert!(r.is_err(), "a request to a vanished peer succeeded: {r:?}");
+    assert!(started.elapsed() < idle * 3, "failed only after {:?}", started.elapsed());
+    assert_eq!(events.closed(id).await, CloseReason::IdleTimeout);
+    assert_eq!(peer.server.session_count().await, 0);
     peer.stop().await;
 }
 

@@ -235,6 +235,14 @@ def main():
         if p.terminated.error_code != 0:
             fail(f"idle close with code {p.terminated.error_code}")
         ok(f"closed by the server after {took:.2f}s idle")
+    elif a.case == "vanish":
+        # Served once, then gone without a CONNECTION_CLOSE: os._exit skips
+        # every cleanup, as a crashed or unplugged peer would.
+        p = Peer(a.addr, a.cafile)
+        p.handshake()
+        p.request(p.bidi(), 1, b"here")
+        print("ok: served, vanishing", flush=True)
+        os._exit(0)
     elif a.case == "migrate":
         p = Peer(a.addr, a.cafile)
         p.handshake()
