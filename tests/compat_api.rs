@@ -9,8 +9,9 @@
 //!    fixed ports of the 1.0 text are parameters, so tests can run side by
 //!    side; `println!` becomes `say!`, which also records the line so the
 //!    test can check what the program saw.
-//! 3. QUIC: the README server also adds `QuicServerConfig`. It is marked
-//!    `QUIC-MERGE` below and comes back once the QUIC transport lands.
+//! 3. QUIC: as in 1.0, `QuicServerConfig::new` with no certificate gets a
+//!    self-signed one, so the test's QUIC client uses 1.0's
+//!    `danger_skip_verification`.
 //! 4. `TransportContext::respond` returns a `Result` (1.0 returned nothing
 //!    and dropped errors), so 1.0's `context.respond(..);` statements warn
 //!    about an unused result; the programs allow that warning.
@@ -61,21 +62,21 @@ fn free_addr() -> SocketAddr {
 mod readme_server {
     use msgtrans::{
         event::ServerEvent,
-        protocol::{TcpServerConfig, WebSocketServerConfig}, // QUIC-MERGE: QuicServerConfig
+        protocol::{QuicServerConfig, TcpServerConfig, WebSocketServerConfig},
         transport::TransportServerBuilder,
     };
 
-    pub async fn main(tcp: &str, ws: &str) -> Result<(), Box<dyn std::error::Error>> {
+    pub async fn main(tcp: &str, ws: &str, quic: &str) -> Result<(), Box<dyn std::error::Error>> {
         // Configure multiple protocols - the same business logic serves all of them.
         let tcp_config = TcpServerConfig::new(tcp)?;
         let websocket_config = WebSocketServerConfig::new(ws)?.with_path("/ws");
-        // QUIC-MERGE: let quic_config = QuicServerConfig::new("127.0.0.1:8003")?;
+        let quic_config = QuicServerConfig::new(quic)?;
 
         let server = TransportServerBuilder::new()
             .max_connections(10000)
             .with_protocol(tcp_config)
             .with_protocol(websocket_config)
-            // QUIC-MERGE: .with_protocol(quic_config)
+            .with_protocol(quic_config)
             .build()
             .await?;
 
@@ -277,8 +278,9 @@ async fn wait_listening(addr: SocketAddr) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_server_echoes_one_way_messages_to_the_readme_client() {
     let (tcp, ws) = (free_addr(), free_addr());
+    let quic = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let server = tokio::spawn(async move {
-        readme_server::main(&tcp.to_string(), &ws.to_string())
+        readme_server::main(&tcp.to_string(), &ws.to_string(), &quic.to_string())
             .await
             .map_err(|e| e.to_string())
     });
@@ -286,25 +288,30 @@ async fn the_readme_server_echoes_one_way_messages_to_the_readme_client() {
     // The README server answers requests with a one-way "Echo: ..." rather
     // than a response, so the README client's request is answered by the
     // echo_server program instead (below); here the one-way echo is checked
-    // with a client that only sends.
-    let mut c = msgtrans::transport::TransportClientBuilder::new()
-        .with_protocol(msgtrans::protocol::TcpClientConfig::new(&tcp.to_string()).unwrap())
-        .build()
-        .await
-        .unwrap();
-    c.connect().await.unwrap();
-    let mut events = c.subscribe_events();
-    c.send(b"readme").await.unwrap();
-    let echoed = within(GUARD, "echo", async {
-        loop {
-            if let Ok(msgtrans::ClientEvent::MessageReceived(ctx)) = events.recv().await {
-                return ctx.as_text_lossy();
+    // with clients that only send, over TCP and over QUIC.
+    let quic_client = msgtrans::protocol::QuicClientConfig::new(&quic.to_string())
+        .unwrap()
+        .danger_skip_verification();
+    for target in [
+        msgtrans::transport::TransportClientBuilder::new()
+            .with_protocol(msgtrans::protocol::TcpClientConfig::new(&tcp.to_string()).unwrap()),
+        msgtrans::transport::TransportClientBuilder::new().with_protocol(quic_client),
+    ] {
+        let mut c = target.build().await.unwrap();
+        within(GUARD, "connect", c.connect()).await.unwrap();
+        let mut events = c.subscribe_events();
+        c.send(b"readme").await.unwrap();
+        let echoed = within(GUARD, "echo", async {
+            loop {
+                if let Ok(msgtrans::ClientEvent::MessageReceived(ctx)) = events.recv().await {
+                    return ctx.as_text_lossy();
+                }
             }
-        }
-    })
-    .await;
-    assert_eq!(echoed, "Echo: readme");
-    c.stop().await;
+        })
+        .await;
+        assert_eq!(echoed, "Echo: readme");
+        c.stop().await;
+    }
     assert!(!server.is_finished(), "serve() returned early: {:?}", server.await);
 }
 

@@ -224,6 +224,39 @@ async fn our_client_compresses_requests_and_gets_plain_responses() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_threshold_is_configurable() {
+    let server = within(GUARD, "build", builder().handler(describing_echo).build())
+        .await
+        .unwrap();
+    let mut c = msgtrans::TransportClientBuilder::new()
+        .with_protocol(msgtrans::TcpClientConfig::new(&addr(&server).to_string()).unwrap())
+        .compression_threshold(1024)
+        .build()
+        .await
+        .unwrap();
+    within(GUARD, "connect", c.connect()).await.unwrap();
+    let opts = TransportOptions::new()
+        .with_compression(CompressionType::Zlib)
+        .with_biz_type(DESCRIBE);
+    for (n, want) in [(1023, CompressionType::None), (1024, CompressionType::Zlib)] {
+        let seen = within(
+            GUARD,
+            "request",
+            c.request_with_options(Bytes::from(text(n)), opts.clone()),
+        )
+        .await
+        .unwrap();
+        let seen = String::from_utf8(seen.to_vec()).unwrap();
+        assert!(
+            seen.starts_with(&format!("{want:?} {n} ")),
+            "{n} bytes went out as {seen}"
+        );
+    }
+    c.stop().await;
+    server.stop().await;
+}
+
 /// A packet whose payload inflates to 8 MiB of zeros from a few KiB.
 fn bomb(alg: CompressionType) -> Packet {
     v1_packet(Packet::one_way(66, vec![0u8; 8 << 20]), alg)

@@ -17,7 +17,7 @@
 //! | `max_connections` | `connection_limits.rs::max_connections_refuses_the_extra_one_and_admits_after_a_close`, `ws_limits.rs::an_extra_websocket_connection_gets_503` |
 //! | `max_connections_per_shard` | `connection_limits.rs::max_connections_per_shard_holds_on_every_shard` |
 //! | `max_payload`, `max_ext_header` | `bad_input_closes_session_alone.rs`, `request_limits.rs::sending_more_than_the_size_limits_fails_before_anything_is_queued`, `ws_bad_input.rs::a_message_over_the_limit_closes_with_1009_from_its_header_alone` |
-//! | `max_outbound_bytes` | `outbound_queue_is_bounded.rs::try_send_fails_at_once_and_send_waits_for_room`; sends from other threads: the `limits` engineer's test (TODO-merge) |
+//! | `max_outbound_bytes` | `outbound_queue_is_bounded.rs::try_send_fails_at_once_and_send_waits_for_room`; sends from other threads: `outbound_limit_holds_for_fast_senders.rs::unpaced_try_send_from_a_tokio_task_stays_within_the_limit_and_loses_nothing` |
 //! | `request_timeout` | `request_limits.rs`, here: `the_server_request_timeout_bounds_a_request_the_client_never_answers` |
 //! | `event_capacity` | `message_ids.rs::a_full_event_queue_pauses_reading_instead_of_dropping_events` |
 //! | `max_inflight_requests` | `request_limits.rs::a_request_over_the_in_flight_limit_fails_with_too_many_requests` |
@@ -28,7 +28,10 @@
 //! | `send_timeout`, `write_timeout` | `outbound_queue_is_bounded.rs` (both tests) |
 //! | `limits` | here: `limits_sets_every_limit_at_once_on_server_and_client` |
 //! | `handler` | `inline_handler_sends.rs`, `shard_threads.rs` |
-//! | compression options | TODO-merge: the `compress` engineer's tests |
+//! | `compression_threshold` | `compression.rs::payloads_under_the_threshold_or_that_would_not_shrink_go_out_plain`, `::the_threshold_is_configurable` |
+//! | `max_empty_packets_per_sec`, `max_unanswered_requests` | `abuse_policy.rs` (all tests, TCP and WebSocket) |
+//! | `session_handler` | `session_handler.rs` (all tests) |
+//! | `metrics`, `metrics_config` | `metrics_endpoint.rs`, `metrics_config.rs` (each `MetricsConfig` field) |
 //! | **`TransportClientBuilder`** | |
 //! | `with_protocol` | `client_api.rs`, `ws_client_server.rs`, `tls.rs` |
 //! | `shards`, `connection_pool` | `client_pool.rs` (all three tests) |
@@ -42,6 +45,7 @@
 //! | `idle_timeout` | here: `the_client_idle_timeout_closes_a_silent_connection` |
 //! | `tcp_keepalive` | here: `tcp_keepalive_sets_the_probe_time_on_both_ends_and_none_turns_it_off` |
 //! | `limits` | here: `limits_sets_every_limit_at_once_on_server_and_client` |
+//! | `compression_threshold` | `compression.rs::the_clients_threshold_is_configurable` |
 //! | **protocol configs** | |
 //! | `TcpServerConfig::with_bind_address`, `TcpClientConfig::with_target_address` | here: `with_bind_address_and_with_target_address_replace_the_address` |
 //! | `TcpClientConfig::with_connect_timeout` | here: `the_tcp_connect_timeout_bounds_a_connect_that_gets_no_answer` |
@@ -49,10 +53,17 @@
 //! | `WebSocketServerConfig::with_path` | `ws_client_server.rs`, `ws_bad_input.rs` |
 //! | `with_tls`, `TlsServerConfig::self_signed`, `TlsClientConfig::with_ca_pem`, `dangerous_skip_verification` | `tls.rs` |
 //! | `TlsServerConfig::from_pem_files`, `TlsClientConfig::with_ca_file`, `with_server_name` | here: `tls_from_files_and_with_server_name_verify_the_named_host` |
+//! | `QuicServerConfig` (`with_tls`, auto self-signed) | `quic.rs`, `quic_python_peer.rs` |
+//! | `QuicServerConfig::with_cert_pem`, `with_key_pem` | `quic_options.rs::a_certificate_from_pem_strings_is_served_and_bad_or_half_pem_is_refused` |
+//! | QUIC `with_max_idle_timeout`, `with_keep_alive_interval` (server and client) | `quic.rs::a_silent_connection_closes_at_the_idle_timeout_unless_kept_alive`, `quic_options.rs::the_clients_idle_timeout_is_negotiated_and_closes_a_quiet_connection` |
+//! | QUIC `with_max_concurrent_streams`, `with_max_concurrent_uni_streams`, `with_stream_receive_window`, `with_receive_window` | server: `quic_python_peer.rs::aioquic_sees_the_transport_limits_we_configure_and_the_defaults` (aioquic reads the transport parameters we send). The client's go through the same `QuicTransport` conversion; no peer in these tests reports what it was granted |
+//! | `QuicClientConfig::with_ca_cert_pem`, `dangerous_skip_verification` | `quic.rs::an_untrusting_client_is_refused_and_the_dangerous_opt_out_connects` |
+//! | `QuicClientConfig::with_alpn` | `quic_options.rs::with_alpn_none_is_served_as_msgtrans_1_and_another_alpn_is_refused` |
+//! | `QuicClientConfig::with_server_name`, `with_target_address`, `with_connect_timeout` | `quic_options.rs` (one test each) |
 //! | **`TransportOptions`** | |
 //! | `timeout` | `client_api.rs::request_with_options_timeout_overrides_the_client_default` |
 //! | `biz_type`, `ext_header`, `message_id` | here: `send_and_request_options_put_biz_type_ext_header_and_id_on_the_wire` |
-//! | `compression` | TODO-merge: the `compress` engineer's tests |
+//! | `compression` | `send_options.rs::server_send_and_request_with_options_apply_every_option`, `::client_send_with_options_arrives_with_every_option`, `compression.rs::our_client_compresses_requests_and_gets_plain_responses` |
 
 mod common;
 

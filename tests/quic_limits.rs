@@ -10,7 +10,9 @@ use std::time::Duration;
 use common::*;
 use msgtrans::event::ServerEvent;
 use msgtrans::protocol::{QuicClientConfig, QuicServerConfig};
-use msgtrans::transport::{RetryConfig, TransportClient, TransportClientBuilder, TransportServer, TransportServerBuilder};
+use msgtrans::transport::{
+    RetryConfig, TransportClient, TransportClientBuilder, TransportServer, TransportServerBuilder,
+};
 use msgtrans::TlsServerConfig;
 
 fn quic_server(b: TransportServerBuilder, addr: &str) -> (TransportServerBuilder, String) {

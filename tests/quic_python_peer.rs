@@ -17,8 +17,8 @@ use std::time::Duration;
 use common::*;
 use msgtrans::event::ServerEvent;
 use msgtrans::protocol::QuicServerConfig;
-use msgtrans::CloseReason;
 use msgtrans::transport::{TransportServer, TransportServerBuilder};
+use msgtrans::CloseReason;
 use msgtrans::TlsServerConfig;
 
 struct Peer {
@@ -43,11 +43,11 @@ async fn serve_with_events(b: TransportServerBuilder) -> (Peer, Events) {
 
 impl Peer {
     fn new(server: TransportServer, pem: String) -> Peer {
-    let ca = std::env::temp_dir().join(format!(
-        "msgtrans-quic-ca-{}-{}.pem",
-        std::process::id(),
-        server.quic_addr().unwrap().port()
-    ));
+        let ca = std::env::temp_dir().join(format!(
+            "msgtrans-quic-ca-{}-{}.pem",
+            std::process::id(),
+            server.quic_addr().unwrap().port()
+        ));
         std::fs::write(&ca, pem).unwrap();
         Peer { server, ca }
     }
@@ -129,11 +129,16 @@ async fn a_vanished_peer_is_closed_at_the_idle_timeout_and_its_pending_request_f
     let r = within(
         idle * 2 + GUARD,
         "pending request",
-        peer.server.request_with_timeout(id, b"anyone?", Duration::from_secs(120)),
+        peer.server
+            .request_with_timeout(id, b"anyone?", Duration::from_secs(120)),
     )
     .await;
     assert!(r.is_err(), "a request to a vanished peer succeeded: {r:?}");
-    assert!(started.elapsed() < idle * 3, "failed only after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < idle * 3,
+        "failed only after {:?}",
+        started.elapsed()
+    );
     assert_eq!(events.closed(id).await, CloseReason::IdleTimeout);
     assert_eq!(peer.server.session_count().await, 0);
     peer.stop().await;

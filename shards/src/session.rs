@@ -644,8 +644,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             frames += 1;
             let frame =
                 ws::message_frame(message.0, message.1, &limits).map_err(|e| ws::fail_with(&mut out, wire, e))?;
-            deliver(shard, &self.st, &mut self.stalled, frame, &mut out)
-                .map_err(|r| ws::closing(&mut out, wire, r))?;
+            deliver(shard, &self.st, &mut self.stalled, frame, &mut out).map_err(|r| ws::closing(&mut out, wire, r))?;
             if out.len() + self.st.in_flight.get() >= shard.cfg.max_outbound_bytes {
                 break;
             }
@@ -692,7 +691,8 @@ fn deliver(
     frame: FrameRef<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), CloseReason> {
-    st.note_received(&frame, &shard.cfg).map_err(CloseReason::PolicyViolation)?;
+    st.note_received(&frame, &shard.cfg)
+        .map_err(CloseReason::PolicyViolation)?;
     // The uncompressed fast path pays this one compare.
     if frame.header.compression != CompressionType::None {
         return deliver_compressed(shard, st, stalled, frame, out).map_err(CloseReason::ProtocolError);

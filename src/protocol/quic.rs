@@ -34,7 +34,7 @@ macro_rules! transport_options {
             self.transport.max_bidi_streams = n;
             self
         }
-        /// Unidirectional streams the peer may open at once (default 1,024;
+        /// Unidirectional streams the peer may open at once (default 100;
         /// MsgTrans 1.0.0–1.0.2 use one per packet).
         pub fn with_max_concurrent_uni_streams(mut self, n: u32) -> Self {
             self.transport.max_uni_streams = n;
@@ -91,7 +91,9 @@ impl QuicServerConfig {
         self
     }
     /// The certificate chain, PEM (MsgTrans 1.0's name; pair it with
-    /// [`QuicServerConfig::with_key_pem`]).
+    /// [`QuicServerConfig::with_key_pem`]). Checked once both are given; a
+    /// server given only one of them fails to start rather than fall back
+    /// to a self-signed certificate.
     pub fn with_cert_pem(mut self, pem: impl Into<String>) -> Result<Self, ConfigError> {
         self.cert_pem = Some(pem.into());
         self.load_pem()
@@ -117,6 +119,11 @@ impl QuicServerConfig {
     /// The engine's listener config; makes the self-signed certificate if
     /// none was given, and returns its PEM then.
     pub(crate) fn listen_config(&self) -> Result<(QuicListenConfig, Option<String>), ConfigError> {
+        if self.cert_pem.is_some() != self.key_pem.is_some() {
+            return Err(ConfigError::Tls {
+                reason: "QUIC: with_cert_pem and with_key_pem go together; only one was given".into(),
+            });
+        }
         let (tls, pem) = match &self.tls {
             Some(t) => (t.clone(), None),
             None => {
