@@ -6,12 +6,14 @@
 //! process to a server it runs as a child process (so the server's resident
 //! memory is its own), has each connection answer one request, reports the
 //! server's resident memory per connection, then closes them all and checks
-//! that the server is back to zero sessions.
+//! that the server is back to zero sessions (`--rounds` repeats it, to show
+//! that memory is reused rather than leaked).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use msgtrans::event::ServerEvent;
 use msgtrans::protocol::{QuicClientConfig, QuicServerConfig};
 use msgtrans::transport::{RetryConfig, TransportClient, TransportClientBuilder, TransportServerBuilder};
 use msgtrans::Inline;
@@ -27,6 +29,7 @@ OPTIONS:
     --clients K        client engines (one thread each) [default: 8]
     --shards S         server shards                    [default: 2]
     --hold S           seconds to hold them all open    [default: 5]
+    --rounds R         open, hold and close them R times [default: 1]
     --uni N            server's concurrent unidirectional streams per
                        connection                       [default: 1024]
     -h, --help         print this help
@@ -39,6 +42,7 @@ struct Args {
     clients: usize,
     shards: usize,
     hold: u64,
+    rounds: usize,
     uni: u32,
 }
 
@@ -48,6 +52,7 @@ fn parse() -> Result<Option<Args>, String> {
         clients: 8,
         shards: 2,
         hold: 5,
+        rounds: 1,
         uni: msgtrans::protocol::quic::DEFAULT_QUIC_MAX_UNI_STREAMS,
     };
     let mut it = std::env::args().skip(1);
@@ -62,6 +67,7 @@ fn parse() -> Result<Option<Args>, String> {
             "--clients" if n > 0 => a.clients = n,
             "--shards" if n > 0 => a.shards = n,
             "--hold" => a.hold = n as u64,
+            "--rounds" if n > 0 => a.rounds = n,
             "--uni" => a.uni = n.try_into().map_err(|_| format!("--uni {n}: too large"))?,
             _ => return Err(format!("bad argument {arg} {value}")),
         }
@@ -100,6 +106,17 @@ async fn serve(shards: usize, conns: usize, uni: u32) -> Result<(), String> {
         server.quic_addr().ok_or("no quic address")?,
         cert.display()
     );
+    // Why sessions closed, reported with the count.
+    let closes = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<String, u64>::new()));
+    let mut events = server.subscribe_events();
+    let seen = std::sync::Arc::clone(&closes);
+    tokio::spawn(async move {
+        while let Ok(ev) = events.recv().await {
+            if let ServerEvent::ConnectionClosed { reason, .. } = ev {
+                *seen.lock().unwrap().entry(format!("{reason:?}")).or_default() += 1;
+            }
+        }
+    });
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
@@ -111,7 +128,8 @@ async fn serve(shards: usize, conns: usize, uni: u32) -> Result<(), String> {
     });
     while let Some(line) = rx.recv().await {
         if line.trim() == "count" {
-            println!("sessions {}", server.session_count().await);
+            let closes = format!("{:?}", closes.lock().unwrap());
+            println!("sessions {} closes {closes}", server.session_count().await);
         }
     }
     server.stop().await;
@@ -146,14 +164,15 @@ impl Server {
         Ok((Server { child, stdin, stdout }, addr, cert))
     }
 
-    fn sessions(&mut self) -> Result<usize, String> {
+    /// The server's session count, and why sessions closed so far.
+    fn sessions(&mut self) -> Result<(usize, String), String> {
         writeln!(self.stdin, "count").map_err(|e| e.to_string())?;
         let mut line = String::new();
         self.stdout.read_line(&mut line).map_err(|e| e.to_string())?;
-        line.trim()
-            .strip_prefix("sessions ")
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| format!("server said {line:?}"))
+        let rest = line.trim().strip_prefix("sessions ").unwrap_or("");
+        let (n, closes) = rest.split_once(" closes ").unwrap_or((rest, ""));
+        let n = n.parse().map_err(|_| format!("server said {line:?}"))?;
+        Ok((n, closes.to_string()))
     }
 
     /// Resident memory, from /proc.
@@ -205,47 +224,67 @@ async fn run(a: &Args) -> Result<(), String> {
     let (mut server, addr, cert) = Server::spawn(a.shards, a.conns, a.uni)?;
     let pem = std::fs::read_to_string(&cert).map_err(|e| e.to_string())?;
     let before = server.rss()?;
+    let mut result = Ok(());
+    for round in 1..=a.rounds {
+        println!("round {round}:");
+        result = one_round(a, &mut server, &addr, &pem, before).await;
+        if result.is_err() {
+            break;
+        }
+    }
+    server.stop();
+    result
+}
+
+/// Opens, holds, checks and closes `a.conns` connections once.
+async fn one_round(a: &Args, server: &mut Server, addr: &str, pem: &str, before: u64) -> Result<(), String> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for k in 0..a.clients {
         let n = a.conns / a.clients + usize::from(k < a.conns % a.clients);
-        tasks.push(tokio::spawn(open(addr.clone(), pem.clone(), n)));
+        tasks.push(tokio::spawn(open(addr.to_string(), pem.to_string(), n)));
     }
     let mut clients = Vec::new();
     for t in tasks {
-        clients.push(t.await.map_err(|e| e.to_string())??);
+        match t.await.map_err(|e| e.to_string())? {
+            Ok(c) => clients.push(c),
+            Err(e) => {
+                let (n, closes) = server.sessions()?;
+                return Err(format!("{e} (server: {n} sessions, closes {closes})"));
+            }
+        }
     }
     let opened = started.elapsed();
     let held: usize = clients.iter().map(|c| c.session_ids().len()).sum();
-    let sessions = server.sessions()?;
+    let (sessions, _) = server.sessions()?;
     let during = server.rss()?;
     println!(
-        "opened {held} connections in {:.1}s, each answered a request; server holds {sessions} sessions",
+        "  opened {held} connections in {:.1}s, each answered a request; server holds {sessions} sessions",
         opened.as_secs_f64()
     );
     println!(
-        "server resident memory {:.1} MB -> {:.1} MB: {} bytes per connection",
+        "  server resident memory {:.1} MB at start, {:.1} MB now: {} bytes per connection",
         before as f64 / 1e6,
         during as f64 / 1e6,
         (during.saturating_sub(before)) / held.max(1) as u64
     );
     tokio::time::sleep(Duration::from_secs(a.hold)).await;
-    let still = server.sessions()?;
-    println!("after holding {}s: {still} sessions", a.hold);
+    let (still, closes) = server.sessions()?;
+    println!("  after holding {}s: {still} sessions; closes so far {closes}", a.hold);
     for c in &clients {
         c.stop().await;
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut left = server.sessions()?;
+    // A close lost in a burst of datagrams ends at the idle timeout (30 s).
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let (mut left, mut closes) = server.sessions()?;
     while left > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        left = server.sessions()?;
+        (left, closes) = server.sessions()?;
     }
     println!(
-        "after closing: {left} sessions, resident {:.1} MB",
+        "  after closing: {left} sessions, resident {:.1} MB; closes since start {closes}",
         server.rss()? as f64 / 1e6
     );
-    server.stop();
     if held != a.conns || sessions != a.conns || still != a.conns || left != 0 {
         return Err(format!(
             "wanted {} held throughout and 0 after: held {held}, server {sessions}, after hold {still}, after close {left}",

@@ -12,19 +12,43 @@ use msgtrans::packet::{Packet, PacketType};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_midway_delivers_every_accepted_message_once_in_order() {
+    shutdown_midway(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_midway_over_websocket_delivers_every_accepted_message_once_in_order() {
+    shutdown_midway(true).await;
+}
+
+/// 10,000 numbered packets, as raw TCP packets or one WebSocket binary
+/// message each, with a shutdown beginning halfway. (QUIC's run is in
+/// `quic_limits.rs`.)
+async fn shutdown_midway(ws: bool) {
     const N: u32 = 10_000;
-    let server = within(GUARD, "build", builder().build()).await.unwrap();
-    let port = addr(&server);
+    let b = if ws { ws_builder() } else { builder() };
+    let server = within(GUARD, "build", b.build()).await.unwrap();
+    let port = if ws { server.ws_addr().unwrap() } else { addr(&server) };
     let mut stream = server.subscribe_events();
-    let client = RawClient::connect(port).await;
-    let (_reader, mut writer) = client.stream.into_split();
+    let socket = if ws {
+        common::ws_raw::upgraded(port).await
+    } else {
+        RawClient::connect(port).await.stream
+    };
+    let (_reader, mut writer) = socket.into_split();
     // The client writes 10,000 numbered packets in chunks, as fast as it can.
     let sender = tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
         for chunk in (0..N).collect::<Vec<_>>().chunks(100) {
             let bytes: Vec<u8> = chunk
                 .iter()
-                .flat_map(|i| wire(&one_way(*i, 0, b"", i.to_be_bytes().to_vec())))
+                .flat_map(|i| {
+                    let p = wire(&one_way(*i, 0, b"", i.to_be_bytes().to_vec()));
+                    if ws {
+                        common::ws_raw::client_frame(2, &p)
+                    } else {
+                        p
+                    }
+                })
                 .collect();
             if writer.write_all(&bytes).await.is_err() {
                 return;

@@ -1,6 +1,6 @@
 //! Soak: mixed load on every transport at once for `MSGTRANS_SOAK_SECS`
-//! seconds (default 60): our clients over TCP, TCP+TLS, WebSocket and
-//! WSS send numbered packets in rounds that end normally, end early (a
+//! seconds (default 60): our clients over TCP, TCP+TLS, WebSocket, WSS
+//! and QUIC send numbered packets in rounds that end normally, end early (a
 //! disconnect with echoes still in flight) or read slowly; raw peers send
 //! oversized frames, reset mid-packet, or never read at all. It asserts
 //! that among the packets the server accepted none was lost, repeated or
@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use common::ws_raw::{client_frame, upgraded};
 use common::*;
 use msgtrans::event::{ClientEvent, ServerEvent};
-use msgtrans::protocol::{TcpClientConfig, TcpServerConfig, WebSocketClientConfig, WebSocketServerConfig};
+use msgtrans::protocol::{
+    QuicClientConfig, QuicServerConfig, TcpClientConfig, TcpServerConfig, WebSocketClientConfig, WebSocketServerConfig,
+};
 use msgtrans::transport::{TransportClient, TransportClientBuilder, TransportServer, TransportServerBuilder};
 use msgtrans::{Inline, SessionId, TlsClientConfig, TlsServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,17 +37,17 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Our clients per transport.
 const WORKERS: usize = 2;
 
-/// The transports under soak. QUIC joins this list (and `connect`) once
-/// its client and server configs exist.
+/// The transports under soak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Kind {
     Tcp,
     TcpTls,
     Ws,
     Wss,
+    Quic,
 }
 
-const KINDS: [Kind; 4] = [Kind::Tcp, Kind::TcpTls, Kind::Ws, Kind::Wss];
+const KINDS: [Kind; 5] = [Kind::Tcp, Kind::TcpTls, Kind::Ws, Kind::Wss, Kind::Quic];
 
 /// xorshift64*: reproducible from the printed seed, no dependency.
 struct Rng(u64);
@@ -147,7 +149,8 @@ async fn start_server(tally: &Arc<Tally>) -> (TransportServer, String) {
         .with_protocol(TcpServerConfig::new("127.0.0.1:0").unwrap())
         .with_protocol(TcpServerConfig::new("127.0.0.1:0").unwrap().with_tls(tls.clone()))
         .with_protocol(ws("127.0.0.1:0"))
-        .with_protocol(ws("127.0.0.1:0").with_tls(tls))
+        .with_protocol(ws("127.0.0.1:0").with_tls(tls.clone()))
+        .with_protocol(QuicServerConfig::new("127.0.0.1:0").unwrap().with_tls(tls))
         .handler(handler)
         .build()
         .await
@@ -173,6 +176,12 @@ async fn connect(kind: Kind, server: &TransportServer, pem: &str) -> TransportCl
             WebSocketClientConfig::new(&format!("wss://localhost:{}/ws", port("wss")))
                 .unwrap()
                 .with_tls(ca()),
+        ),
+        Kind::Quic => b.with_protocol(
+            QuicClientConfig::new(&format!("localhost:{}", server.quic_addr().unwrap().port()))
+                .unwrap()
+                .with_ca_cert_pem(pem)
+                .unwrap(),
         ),
     };
     b.build().await.expect("soak client")

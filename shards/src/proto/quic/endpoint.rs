@@ -112,6 +112,13 @@ pub(crate) struct Endpoint {
     starting: RefCell<Vec<Starting>>,
     /// Set when the shard stops: the driver ends and the socket closes.
     closed: Cell<bool>,
+    /// A connection's transmit that the full socket did not take. While it
+    /// waits, no connection is asked for more, and the driver waits for the
+    /// socket to drain. Dropping it instead would be a loss of our own
+    /// making, which QUIC answers by slowing down, and a dropped
+    /// CONNECTION_CLOSE is never sent again (a burst of closes lost a third
+    /// of them that way, each then ending only at the peer's idle timeout).
+    held: RefCell<Option<(quinn_proto::Transmit, Vec<u8>)>>,
 }
 
 struct Starting {
@@ -164,15 +171,46 @@ impl Endpoint {
             live: Cell::new(0),
             starting: RefCell::new(Vec::new()),
             closed: Cell::new(false),
+            held: RefCell::new(None),
         }))
     }
 
+    /// Sends an endpoint's own answer (a refusal, a version negotiation, a
+    /// stateless reset). These are not held: the peer sends its packet again.
     fn send(&self, t: &quinn_proto::Transmit, contents: &[u8]) {
         if let Some(udp) = self.udp.borrow().as_ref() {
             if let Err(e) = udp.send(t, contents) {
                 tracing::debug!(error = %e, "quic send failed");
             }
         }
+    }
+
+    /// Sends a connection's transmit, or holds it if the socket is full.
+    /// Returns whether the caller may send more.
+    fn send_or_hold(&self, t: quinn_proto::Transmit, contents: &[u8]) -> bool {
+        let Some(udp) = self.udp.borrow().as_ref().map(|u| u.send(&t, contents)) else {
+            return true;
+        };
+        match udp {
+            Ok(true) => true,
+            Ok(false) => {
+                *self.held.borrow_mut() = Some((t, contents.to_vec()));
+                false
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "quic send failed");
+                true
+            }
+        }
+    }
+
+    /// Sends the held transmit if the socket takes it now; whether none is
+    /// held afterwards.
+    fn flush_held(&self) -> bool {
+        let Some((t, data)) = self.held.borrow_mut().take() else {
+            return true;
+        };
+        self.send_or_hold(t, &data)
     }
 
     fn wake(&self) {
@@ -261,6 +299,7 @@ impl Endpoint {
                 return Poll::Ready(());
             }
             let now = Instant::now();
+            self.flush_held();
             let mut more = false;
             for round in 0..RECV_ROUNDS {
                 let mut got = Vec::new();
@@ -304,6 +343,15 @@ impl Endpoint {
             if readable {
                 continue;
             }
+            if self.held.borrow().is_some() {
+                let writable = match self.udp.borrow_mut().as_mut() {
+                    Some(udp) => udp.poll_writable(cx).is_ready(),
+                    None => return Poll::Ready(()),
+                };
+                if writable {
+                    continue;
+                }
+            }
             let next = self.inner.borrow().timers.peek().map(|Reverse((t, _, _))| *t);
             match next {
                 Some(t) if t <= Instant::now() => continue,
@@ -319,7 +367,8 @@ impl Endpoint {
                 }
                 None => *timer = None,
             }
-            if !self.inner.borrow().dirty.is_empty() || !self.inner.borrow().forwarded.is_empty() {
+            let blocked = self.held.borrow().is_some();
+            if (!blocked && !self.inner.borrow().dirty.is_empty()) || !self.inner.borrow().forwarded.is_empty() {
                 continue;
             }
             return Poll::Pending;
@@ -439,6 +488,10 @@ impl Endpoint {
 
     fn drive_dirty(self: &Rc<Self>, shard: &Rc<Shard>, now: Instant) {
         loop {
+            if self.held.borrow().is_some() {
+                // The socket is full: the rest wait, still marked dirty.
+                return;
+            }
             let next = self.inner.borrow_mut().dirty.pop();
             let Some(ch) = next else { return };
             self.drive(shard, ch, now);
@@ -461,11 +514,17 @@ impl Endpoint {
             }
         }
         loop {
+            if self.held.borrow().is_some() {
+                // Driven again once the socket drains.
+                mark(&mut inner.dirty, c, ch);
+                break;
+            }
             inner.scratch.clear();
             let Some(t) = c.q.poll_transmit(now, self.max_datagrams, &mut inner.scratch) else {
                 break;
             };
-            self.send(&t, &inner.scratch[..t.size]);
+            let size = t.size;
+            self.send_or_hold(t, &inner.scratch[..size]);
         }
         c.timeout = c.q.poll_timeout();
         if c.q.is_drained() {

@@ -18,6 +18,12 @@ const RECV_BATCH: usize = quinn_udp::BATCH_SIZE;
 /// Kernel buffer asked for in each direction: a burst of 64 KiB packets
 /// from many connections must not overflow before the shard reads it.
 const SOCKET_BUFFER: usize = 4 << 20;
+/// Receive buffer taken past `net.core.rmem_max` where the process may
+/// (`CAP_NET_ADMIN`, `SO_RCVBUFFORCE`). The kernel charges each small
+/// datagram about 1 KiB or more, so 4 MiB holds only a few thousand: a
+/// client closing 6,250 connections at once overflowed it and a third of
+/// the CONNECTION_CLOSEs were lost (each then ended at the idle timeout).
+const FORCED_RECV_BUFFER: usize = 32 << 20;
 /// Datagrams per GSO send. quinn-udp may report 64 segments, but 64 full
 /// datagrams pass the 64 KiB a single send can carry and the kernel then
 /// refuses the whole send; quinn's own driver caps at 10 for that reason.
@@ -77,6 +83,7 @@ impl Udp {
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
         let _ = state.set_send_buffer_size(UdpSockRef::from(&socket), SOCKET_BUFFER);
         let _ = state.set_recv_buffer_size(UdpSockRef::from(&socket), SOCKET_BUFFER);
+        force_recv_buffer(&socket, FORCED_RECV_BUFFER);
         let offload = std::env::var_os("MSGTRANS_QUIC_NO_OFFLOAD").is_none();
         // With GRO one slot may hold many coalesced datagrams.
         let slot = if offload && state.gro_segments() > 1 {
@@ -135,9 +142,10 @@ impl Udp {
         Ok(count.max(n))
     }
 
-    /// Sends one transmit (several datagrams under GSO). A full socket
-    /// buffer drops it: QUIC recovers a lost datagram like any loss.
-    pub(crate) fn send(&self, t: &quinn_proto::Transmit, contents: &[u8]) -> io::Result<()> {
+    /// Sends one transmit (several datagrams under GSO). `Ok(false)`: the
+    /// socket buffer is full and nothing was sent; the caller keeps the
+    /// transmit and waits for [`Udp::poll_writable`].
+    pub(crate) fn send(&self, t: &quinn_proto::Transmit, contents: &[u8]) -> io::Result<bool> {
         let tx = Transmit {
             destination: t.destination,
             ecn: t.ecn.and_then(|e| quinn_udp::EcnCodepoint::from_bits(e as u8)),
@@ -146,15 +154,36 @@ impl Udp {
             src_ip: t.src_ip,
         };
         match self.state.try_send(UdpSockRef::from(&self.socket), &tx) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// `Ready` once the socket may take a datagram again.
+    pub(crate) fn poll_writable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.ready.poll_writable(cx)
     }
 
     /// `Ready` once the socket may have datagrams.
     pub(crate) fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.ready.poll_readable(cx)
+    }
+}
+
+/// Raises the receive buffer past the system cap if allowed; otherwise the
+/// buffer stays as it was.
+fn force_recv_buffer(socket: &UdpSocket, bytes: usize) {
+    let v = bytes as libc::c_int;
+    // SAFETY: a valid socket fd and a c_int option value of the right size.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 
