@@ -185,7 +185,7 @@ async fn the_udp_port_is_refused_while_held_and_free_after_stop() {
     let addr = server.quic_addr().unwrap().to_string();
     let (b, _) = quic_server(TransportServerBuilder::new(), &addr);
     let second = within(GUARD, "second build", b.build()).await;
-    let err = second.err().expect("a second server joined the QUIC port");
+    let err = second.expect_err("a second server joined the QUIC port");
     assert!(err.to_string().contains("in use"), "{err}");
     server.stop().await;
     let (b, _) = quic_server(TransportServerBuilder::new(), &addr);

@@ -168,3 +168,58 @@ async fn the_clients_idle_timeout_is_negotiated_and_closes_a_quiet_connection() 
     c.stop().await;
     server.stop().await;
 }
+
+/// What the server still holds for a client that has stopped reading
+/// (its event queue is full), after 1 MiB was sent to it.
+async fn held_for_a_stalled_client(window: Option<u32>) -> u64 {
+    let (tls, pem) = msgtrans::TlsServerConfig::self_signed(&["localhost"]).unwrap();
+    let b = TransportServerBuilder::new()
+        .shards(1)
+        .pin_shards(false)
+        .max_outbound_bytes(8 << 20)
+        .with_protocol(QuicServerConfig::new("127.0.0.1:0").unwrap().with_tls(tls));
+    let (server, mut events) = start_events_echo(b).await;
+    let mut cfg = config(&server, &pem);
+    if let Some(w) = window {
+        cfg = cfg.with_stream_receive_window(w).with_receive_window(w);
+    }
+    let mut c = TransportClientBuilder::new()
+        .with_protocol(cfg)
+        .event_capacity(1)
+        .retry_strategy(RetryConfig::none())
+        .build()
+        .await
+        .unwrap();
+    // Subscribed and never read: once one event waits, the client stops
+    // reading its connection.
+    let stalled = c.subscribe_events();
+    within(GUARD, "connect", c.connect()).await.unwrap();
+    let id = events
+        .wait_for("ConnectionEstablished", |e| match e {
+            ServerEvent::ConnectionEstablished { session_id, .. } => Some(*session_id),
+            _ => None,
+        })
+        .await;
+    let chunk = vec![7u8; 16 << 10];
+    for _ in 0..64 {
+        within(GUARD, "send", server.send(id, &chunk)).await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let held = server.session_stats(id).await.expect("session").queued_bytes;
+    drop(stalled);
+    c.stop().await;
+    server.stop().await;
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_receive_windows_bound_what_the_server_may_send_ahead() {
+    // With the default windows (2 MiB per stream, 8 MiB in all) the whole
+    // 1 MiB leaves the server and waits in the stalled client.
+    let default = held_for_a_stalled_client(None).await;
+    assert!(default < 64 << 10, "default windows: the server still holds {default} bytes");
+    // With 16 KiB windows the client grants little, and the rest stays
+    // queued on the server.
+    let small = held_for_a_stalled_client(Some(16 << 10)).await;
+    assert!(small > 900 << 10, "16 KiB windows: the server holds only {small} bytes");
+}

@@ -82,7 +82,7 @@ struct Inner {
     conns: HashMap<usize, Conn>,
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     dirty: Vec<usize>,
-    forwarded: Vec<(SocketAddr, Option<IpAddr>, Option<EcnCodepoint>, Vec<u8>)>,
+    forwarded: Vec<Datagram>,
     next_gen: u64,
     scratch: Vec<u8>,
 }
@@ -94,6 +94,9 @@ pub(crate) struct Relayed {
     pub ecn: Option<u8>,
     pub data: Vec<u8>,
 }
+
+/// A received datagram: from, our address it came to, ECN, contents.
+type Datagram = (SocketAddr, Option<IpAddr>, Option<EcnCodepoint>, Vec<u8>);
 
 /// One shard's endpoint, shared by its driver task and its sessions.
 pub(crate) struct Endpoint {
