@@ -217,7 +217,10 @@ async fn the_clients_receive_windows_bound_what_the_server_may_send_ahead() {
     // With the default windows (2 MiB per stream, 8 MiB in all) the whole
     // 1 MiB leaves the server and waits in the stalled client.
     let default = held_for_a_stalled_client(None).await;
-    assert!(default < 64 << 10, "default windows: the server still holds {default} bytes");
+    assert!(
+        default < 64 << 10,
+        "default windows: the server still holds {default} bytes"
+    );
     // With 16 KiB windows the client grants little, and the rest stays
     // queued on the server.
     let small = held_for_a_stalled_client(Some(16 << 10)).await;
