@@ -372,6 +372,7 @@ async fn tls_clients(big: &[usize]) {
             events,
             ws: true,
             tls: true,
+            quic: false,
         });
         exercise(v2_wss(&server).await, "wss", big, false).await;
         exercise(v2_tcp_tls(&server).await, "tcp+tls", big, true).await;
@@ -416,6 +417,7 @@ async fn tls_large_responses_complete() {
             events,
             ws: true,
             tls: true,
+            quic: false,
         });
         for wss in [false, true] {
             let (kind, port) = if wss {
