@@ -6,7 +6,8 @@
 //! silent peer is closed at the idle timeout, a vanished one too (its
 //! pending request fails then), a peer whose address changes
 //! keeps its connection (datagrams relayed across shards), and the peer
-//! sees exactly the transport limits we configure.
+//! sees exactly the transport limits we configure, as a client and, with
+//! aioquic as the server (tests/peers/quic_server.py), as a server.
 
 mod common;
 
@@ -190,4 +191,73 @@ async fn aioquic_sees_the_transport_limits_we_configure_and_the_defaults() {
     );
     assert!(out.contains(&want), "{out} (wanted {want})");
     peer.stop().await;
+}
+
+/// aioquic as the server: it prints the transport parameters our client
+/// sends, so the client's limits are seen on the wire by another stack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aioquic_server_sees_the_transport_limits_our_client_configures() {
+    use msgtrans::protocol::QuicClientConfig;
+    use msgtrans::transport::{RetryConfig, TransportClientBuilder};
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("msgtrans-aioquic-server-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    assert!(python.exists(), "run ./scripts/setup-peers.sh (scripts/test.sh does)");
+    let mut child = Command::new(python)
+        .arg(root.join("tests/peers/quic_server.py"))
+        .arg(&cert_path)
+        .arg(&key_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let port_line = within(GUARD, "aioquic server port", lines.recv())
+        .await
+        .expect("a port line");
+    let port: u16 = port_line
+        .strip_prefix("port ")
+        .and_then(|p| p.parse().ok())
+        .expect(&port_line);
+
+    let cfg = QuicClientConfig::new(&format!("localhost:{port}"))
+        .unwrap()
+        .with_ca_cert_pem(cert.cert.pem())
+        .unwrap()
+        .with_max_idle_timeout(Duration::from_secs(9))
+        .with_max_concurrent_streams(4)
+        .with_max_concurrent_uni_streams(6)
+        .with_stream_receive_window(111_000)
+        .with_receive_window(333_000);
+    let mut c = TransportClientBuilder::new()
+        .with_protocol(cfg)
+        .retry_strategy(RetryConfig::none())
+        .build()
+        .await
+        .unwrap();
+    within(GUARD, "connect to aioquic", c.connect()).await.expect("connect");
+    let params = within(GUARD, "params", lines.recv()).await.expect("a params line");
+    assert_eq!(
+        params,
+        "params idle=9.0 bidi=4 uni=6 max_data=333000 stream_data=111000"
+    );
+    c.stop().await;
+    drop(child.stdin.take());
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::remove_dir_all(&dir).ok();
 }
