@@ -6,8 +6,8 @@
 //! silent peer is closed at the idle timeout, a vanished one too (its
 //! pending request fails then), a peer whose address changes
 //! keeps its connection (datagrams relayed across shards), and the peer
-//! sees exactly the transport limits we configure, as a client and, with
-//! aioquic as the server (tests/peers/quic_server.py), as a server.
+//! sees exactly the transport limits we configure on our server and, with
+//! aioquic as the server (tests/peers/quic_server.py), on our client.
 
 mod common;
 
