@@ -168,9 +168,21 @@ fn ws_header(out: &mut Vec<u8>, fin_opcode: u8, len: u64, mask: Option<[u8; 4]>)
 
 /// XORs `buf` with `mask`, as if `buf` started `offset` bytes into the
 /// masked payload.
+///
+/// Eight bytes at a time: byte by byte, unmasking was what made a 64 KiB
+/// message cost the server twice as much over ws as over tcp.
 pub(crate) fn apply_mask(buf: &mut [u8], mask: [u8; 4], offset: usize) {
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b ^= mask[(offset + i) & 3];
+    // The key as it falls from `offset` on; every chunk starts at a
+    // multiple of 4 from there, so one word serves them all.
+    let m: [u8; 4] = std::array::from_fn(|i| mask[(offset + i) & 3]);
+    let word = u64::from_ne_bytes([m[0], m[1], m[2], m[3], m[0], m[1], m[2], m[3]]);
+    let mut chunks = buf.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let v = u64::from_ne_bytes((&*c).try_into().expect("8 bytes")) ^ word;
+        c.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= m[i & 3];
     }
 }
 
@@ -200,6 +212,24 @@ fn new_mask() -> [u8; 4] {
 mod tests {
     use super::*;
     use crate::packet::Packet;
+
+    #[test]
+    fn masking_by_words_matches_masking_byte_by_byte_at_every_length_and_offset() {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        for len in 0..40 {
+            for offset in 0..8 {
+                let data: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(37)).collect();
+                let mut fast = data.clone();
+                apply_mask(&mut fast, mask, offset);
+                let slow: Vec<u8> = data
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| b ^ mask[(offset + i) & 3])
+                    .collect();
+                assert_eq!(fast, slow, "len {len} offset {offset}");
+            }
+        }
+    }
 
     #[test]
     fn server_frames_are_one_unmasked_binary_message_per_packet() {
