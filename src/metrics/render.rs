@@ -29,7 +29,7 @@ const SHARD_METRICS: &[(&str, &str, &str, Read)] = &[
     (
         "msgtrans_handshake_failures_total",
         "counter",
-        "WebSocket or TLS handshakes refused or timed out.",
+        "WebSocket, TLS or QUIC handshakes refused or timed out.",
         |s| s.handshake_failures,
     ),
     (
@@ -97,6 +97,12 @@ const SHARD_METRICS: &[(&str, &str, &str, Read)] = &[
         "counter",
         "Packets this shard relayed to other shards.",
         |s| s.cross_shard_out,
+    ),
+    (
+        "msgtrans_quic_datagrams_relayed_total",
+        "counter",
+        "QUIC datagrams this shard received for a connection another shard owns, and relayed to it.",
+        |s| s.quic_forwarded,
     ),
     (
         "msgtrans_doorbell_wakeups_total",
