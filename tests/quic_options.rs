@@ -226,3 +226,24 @@ async fn the_clients_receive_windows_bound_what_the_server_may_send_ahead() {
     let small = held_for_a_stalled_client(Some(16 << 10)).await;
     assert!(small > 900 << 10, "16 KiB windows: the server holds only {small} bytes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_to_a_port_nobody_serves_is_refused_at_once() {
+    // Bound and released: nothing listens there now, so the kernel answers
+    // "port unreachable".
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = QuicClientConfig::new(&format!("127.0.0.1:{port}"))
+        .unwrap()
+        .dangerous_skip_verification();
+    let started = Instant::now();
+    let r = connect(cfg).await;
+    let took = started.elapsed();
+    let err = r.expect_err("connected to a port nobody serves");
+    assert!(err.to_string().to_lowercase().contains("refused"), "{err}");
+    // The 10 s default connect timeout did not have to run out.
+    assert!(took < UNDER_DEFAULT, "refused only after {took:?}");
+}

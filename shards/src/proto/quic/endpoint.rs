@@ -321,6 +321,11 @@ impl Endpoint {
                     }
                     Err(e) => {
                         tracing::debug!(shard = shard.index, error = %e, "quic recv failed");
+                        let refused = match self.udp.borrow().as_ref() {
+                            Some(udp) => udp.take_refusals(),
+                            None => Vec::new(),
+                        };
+                        self.refused(shard, now, &refused);
                         break;
                     }
                 }
@@ -634,9 +639,32 @@ impl Endpoint {
         }
     }
 
+    /// Our handshakes to these addresses met "port unreachable": nobody
+    /// serves there, so they fail now rather than at their timeout.
+    fn refused(&self, shard: &Shard, now: Instant, from: &[SocketAddr]) {
+        if from.is_empty() {
+            return;
+        }
+        let mut guard = self.inner.borrow_mut();
+        let inner = &mut *guard;
+        for (ch, c) in inner.conns.iter_mut() {
+            let handshaking = matches!(c.phase, Phase::Handshake { .. });
+            if handshaking && c.q.side() == Side::Client && from.contains(&c.q.remote_address()) {
+                c.deadline = None;
+                c.q.close(now, VarInt::from_u32(app_code::NORMAL), "refused".into());
+                self.fail_with(shard, c, std::io::ErrorKind::ConnectionRefused.into());
+                mark(&mut inner.dirty, c, *ch);
+            }
+        }
+    }
+
     /// A handshake that will not finish: its reservation is released and
     /// a waiting `connect` is told why.
     fn fail_handshake(&self, shard: &Shard, c: &mut Conn, why: String) {
+        self.fail_with(shard, c, std::io::Error::other(why));
+    }
+
+    fn fail_with(&self, shard: &Shard, c: &mut Conn, source: std::io::Error) {
         let Phase::Handshake { reply } = &mut c.phase else {
             return;
         };
@@ -645,10 +673,7 @@ impl Endpoint {
             shard.stats.handshake_failures.add(1);
         }
         if let Some((reply, addr)) = reply.take() {
-            let _ = reply.send(Err(StartError::Connect {
-                addr,
-                source: std::io::Error::other(why),
-            }));
+            let _ = reply.send(Err(StartError::Connect { addr, source }));
         }
         c.phase = Phase::Closed;
         self.live.set(self.live.get() - 1);

@@ -56,7 +56,10 @@ pub fn bind_reuseport(addr: SocketAddr, shards: usize) -> Result<(SocketAddr, Ve
     Ok((addr, out))
 }
 
-/// A client endpoint's socket on an ephemeral port.
+/// A client endpoint's socket on an ephemeral port. It asks for ICMP
+/// errors (`IP_RECVERR`): on an unconnected UDP socket the kernel reports
+/// none otherwise, and a connect to a port nobody serves could only wait
+/// out its timeout. With them it fails at once ([`Udp::take_refusals`]).
 pub fn bind_client(ipv6: bool) -> io::Result<UdpSocket> {
     let s = if ipv6 {
         UdpSocket::bind("[::]:0")?
@@ -64,6 +67,24 @@ pub fn bind_client(ipv6: bool) -> io::Result<UdpSocket> {
         UdpSocket::bind("0.0.0.0:0")?
     };
     s.set_nonblocking(true)?;
+    let on: libc::c_int = 1;
+    let opts: &[(libc::c_int, libc::c_int)] = if ipv6 {
+        &[(libc::SOL_IPV6, libc::IPV6_RECVERR), (libc::SOL_IP, libc::IP_RECVERR)]
+    } else {
+        &[(libc::SOL_IP, libc::IP_RECVERR)]
+    };
+    for &(level, name) in opts {
+        // SAFETY: a valid socket and a c_int option of the right size.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                level,
+                name,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
     Ok(s)
 }
 
@@ -142,6 +163,48 @@ impl Udp {
         Ok(count.max(n))
     }
 
+    /// Drains the socket's error queue and returns the addresses that
+    /// answered with "port unreachable". Call it when a receive fails: the
+    /// kernel reports a queued error there first, and the socket stays
+    /// readable (`POLLERR`) until the queue is empty.
+    pub(crate) fn take_refusals(&self) -> Vec<SocketAddr> {
+        let mut refused = Vec::new();
+        loop {
+            // SAFETY: zeroed plain-old-data buffers for recvmsg to fill.
+            let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+            let mut control = [0u64; 64];
+            let mut byte = [0u8; 1];
+            let mut iov = libc::iovec {
+                iov_base: byte.as_mut_ptr().cast(),
+                iov_len: byte.len(),
+            };
+            // SAFETY: as above.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+            msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&control) as _;
+            // SAFETY: msg points at the live buffers above.
+            let n = unsafe {
+                libc::recvmsg(
+                    self.socket.as_raw_fd(),
+                    &mut msg,
+                    libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                return refused;
+            }
+            if errno_of(&msg) == Some(libc::ECONNREFUSED) {
+                if let Some(addr) = socket_addr(&name) {
+                    refused.push(addr);
+                }
+            }
+        }
+    }
+
     /// Sends one transmit (several datagrams under GSO). `Ok(false)`: the
     /// socket buffer is full and nothing was sent; the caller keeps the
     /// transmit and waits for [`Udp::poll_writable`].
@@ -168,6 +231,47 @@ impl Udp {
     /// `Ready` once the socket may have datagrams.
     pub(crate) fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.ready.poll_readable(cx)
+    }
+}
+
+/// The errno of the extended error in an error-queue message, if any.
+fn errno_of(msg: &libc::msghdr) -> Option<i32> {
+    // SAFETY: walks the control buffer recvmsg filled, as the CMSG macros
+    // are meant to; the data of an IP(V6)_RECVERR message is a
+    // sock_extended_err (read unaligned: cmsg data has no alignment promise).
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            if (c.cmsg_level == libc::SOL_IP && c.cmsg_type == libc::IP_RECVERR)
+                || (c.cmsg_level == libc::SOL_IPV6 && c.cmsg_type == libc::IPV6_RECVERR)
+            {
+                let e: libc::sock_extended_err = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                return Some(e.ee_errno as i32);
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    None
+}
+
+/// A `sockaddr_storage` the kernel filled, as a `SocketAddr`.
+fn socket_addr(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    // SAFETY: the family says which of the two layouts the kernel wrote.
+    unsafe {
+        match name.ss_family as libc::c_int {
+            libc::AF_INET => {
+                let a = &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+                let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+                Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
+            }
+            libc::AF_INET6 => {
+                let a = &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
+                let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+                Some(SocketAddr::from((ip, u16::from_be(a.sin6_port))))
+            }
+            _ => None,
+        }
     }
 }
 
