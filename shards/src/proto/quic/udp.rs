@@ -106,12 +106,13 @@ impl Udp {
         let _ = state.set_recv_buffer_size(UdpSockRef::from(&socket), SOCKET_BUFFER);
         force_recv_buffer(&socket, FORCED_RECV_BUFFER);
         let offload = std::env::var_os("MSGTRANS_QUIC_NO_OFFLOAD").is_none();
+        // quinn-udp turns GRO on for every socket. Without offload it is
+        // turned off again: left on, a peer's GSO bursts arrive coalesced,
+        // and 2 KiB slots would cut them short (the datagrams lost, and the
+        // measurement with them).
+        let gro = state.gro_segments() > 1 && (offload || !disable_gro(&socket));
         // With GRO one slot may hold many coalesced datagrams.
-        let slot = if offload && state.gro_segments() > 1 {
-            64 * 1024
-        } else {
-            2048
-        };
+        let slot = if gro { 64 * 1024 } else { 2048 };
         let ready = glommio::net::FdReady::new(socket.as_raw_fd());
         Ok(Self {
             bufs: (0..RECV_BATCH).map(|_| vec![0u8; slot]).collect(),
@@ -273,6 +274,22 @@ fn socket_addr(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
             _ => None,
         }
     }
+}
+
+/// Turns `UDP_GRO` off; whether that worked.
+fn disable_gro(socket: &UdpSocket) -> bool {
+    let off: libc::c_int = 0;
+    // SAFETY: a valid socket and a c_int option of the right size.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&off as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    r == 0
 }
 
 /// Raises the receive buffer past the system cap if allowed; otherwise the
