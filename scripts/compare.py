@@ -75,6 +75,15 @@ PROTO_SERVERS = [
      "msgtrans sharded_server over QUIC (load: our engine on its own core)",
      "quic", "listening quic "),
 ]
+# Run only when named in --servers: the QUIC server with GSO/GRO switched
+# off (quinn-udp's segmentation offload; see shards/src/proto/quic/udp.rs),
+# to set beside msgtrans_quic.
+OPT_IN_SERVERS = [
+    ("msgtrans_quic_nogso", "sharded_server",
+     ["--tcp", "127.0.0.1:0", "--no-ws", "--quic", "{addr}", "--shards", "{shards}"],
+     "msgtrans_quic with MSGTRANS_QUIC_NO_OFFLOAD=1 (no GSO/GRO)",
+     "quic", "listening quic ", {"MSGTRANS_QUIC_NO_OFFLOAD": "1"}),
+]
 BINARIES = ["sharded_server", "baseline_tokio", "baseline_framed", "baseline_glommio",
             "baseline_uring", "load"]
 DEFAULT_WORKLOADS = ["64B-1x1", "64B-64x16", "1K-64x16", "64K-8x4"]
@@ -166,6 +175,8 @@ class Server:
     proto: str = "tcp"         # load's --proto
     ready: str = READY         # the line that says the server is ready
     sweep: bool = True         # part of the connection sweep
+    env: dict = field(default_factory=dict)  # set in the server's environment
+    opt_in: bool = False       # runs only when named in --servers
 
 
 @dataclass
@@ -446,7 +457,8 @@ def one_run(cfg, server: Server, run: Run) -> Run:
         try:
             proc = subprocess.Popen(run.server_cmd, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, cwd=REPO)
+                                    start_new_session=True, cwd=REPO,
+                                    env={**os.environ, **server.env} if server.env else None)
         except OSError as e:
             run.error = f"cannot start server {shlex.join(run.server_cmd)}: {e}"
             return run
@@ -1023,6 +1035,8 @@ servers (rows):
   msgtrans_ws       sharded_server over WebSocket (load: raw io_uring frames)
   msgtrans_wss      sharded_server over WebSocket+TLS (load: our engine)
   msgtrans_quic     sharded_server over QUIC (load: our engine)
+  msgtrans_quic_nogso  the same with MSGTRANS_QUIC_NO_OFFLOAD=1 (no GSO/GRO);
+                    only when named in --servers
   NAME              from --extra NAME=CMD
 The baselines speak TCP only: the ws/wss/quic rows' ratios compare a
 protocol's cost with a TCP echo. Those rows are not part of the sweep.
@@ -1041,6 +1055,8 @@ examples:
   python3 scripts/compare.py --quick
   python3 scripts/compare.py --build --rounds 3 --shards 1,2 --check
   python3 scripts/compare.py --extra 'msgtrans1=/path/to/v1_server --addr {{addr}}'
+  python3 scripts/compare.py --servers msgtrans_quic,msgtrans_quic_nogso \\
+      --workloads 64B-64x16,64K-8x4 --rounds 3 --sweep '' --no-history
 """
 
 
@@ -1138,6 +1154,9 @@ def main(argv=None) -> int:
     servers = [Server(n, [str(cfg.bin_dir / b)] + a, role) for n, b, a, role in BUILTIN_SERVERS]
     servers += [Server(n, [str(cfg.bin_dir / b)] + a, role, proto=proto, ready=ready, sweep=False)
                 for n, b, a, role, proto, ready in PROTO_SERVERS]
+    servers += [Server(n, [str(cfg.bin_dir / b)] + a, role, proto=proto, ready=ready, sweep=False,
+                       env=env, opt_in=True)
+                for n, b, a, role, proto, ready, env in OPT_IN_SERVERS]
     for spec in cfg.extra:
         if "=" not in spec:
             raise Fatal(f"--extra {spec!r}: expected NAME=CMD")
@@ -1155,6 +1174,8 @@ def main(argv=None) -> int:
         if unknown:
             raise Fatal(f"--servers: unknown {unknown}; known: {[s.name for s in servers]}")
         servers = [s for s in servers if s.name in want or s.extra]
+    else:
+        servers = [s for s in servers if not s.opt_in]
     if not any(s.name == REFERENCE for s in servers):
         log(f"warning: {REFERENCE} is not in the run; ratios will be empty")
 
