@@ -501,17 +501,16 @@ fn main() -> ExitCode {
     std::thread::sleep(Duration::from_secs_f64(args.duration));
     shared.phase.store(DONE, Ordering::Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
-    let msgs = match &engine_run {
-        Some(r) => r.msgs(),
-        None => shared.msgs.load(Ordering::Relaxed),
-    };
     let cpu1 = pid.as_deref().and_then(cpu_seconds);
     let self1 = cpu_seconds("self");
-    // Connections end at their next read; closing the sockets is enough.
-    let mut hist = match engine_run {
+    // The engine hands its counts over as it stops; the raw threads count
+    // in `shared`. Neither counts anything after DONE.
+    let (mut msgs, mut hist) = match engine_run {
         Some(r) => r.finish(),
-        None => Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap(),
+        None => (0, Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap()),
     };
+    msgs += shared.msgs.load(Ordering::Relaxed);
+    // Connections end at their next read; closing the sockets is enough.
     for h in threads {
         // Each thread notices DONE within one ring wait (50 ms).
         if let Ok(Ok(part)) = h.join() {

@@ -5,10 +5,12 @@
 //! `--cpus`), the same batched pipeline as the server under test. An inline
 //! handler does the work on the shard: for each echo it records the latency
 //! and writes the next packet into the same batch, so P stay in flight per
-//! connection with no task, channel or lock shared between cores. Per-shard
-//! state (histogram, count, the packet being sent) sits behind an
-//! uncontended mutex that only the owning shard takes until the end.
+//! connection with no task, channel or lock shared between cores. Each
+//! shard keeps its histogram, count and outgoing payload in a thread-local,
+//! with no lock per message; when the engine stops, each shard's sessions
+//! close on it (`on_close`), and the first close hands its state over.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -23,10 +25,7 @@ use msgtrans_shards::{CloseReason, Engine, EngineConfig, EventSink, Inline, Inli
 
 use crate::{Args, Proto, Shared, DONE, MEASURE};
 
-/// One shard's share of the run, alone on its cache lines.
-#[repr(align(128))]
-struct PerShard(Mutex<State>);
-
+/// One shard's share of the run.
 struct State {
     hist: Histogram<u64>,
     msgs: u64,
@@ -34,11 +33,17 @@ struct State {
     payload: Vec<u8>,
 }
 
+thread_local! {
+    /// This shard's state; made at its first echo.
+    static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
+}
+
 struct Driver {
     shared: Arc<Shared>,
     size: usize,
     inflight: usize,
-    shards: Vec<PerShard>,
+    /// Every shard's state, handed over as the engine stops.
+    done: Mutex<Vec<State>>,
 }
 
 impl Driver {
@@ -76,22 +81,29 @@ impl InlineHandler for Driver {
         if phase == DONE {
             return;
         }
-        let shard = &self.shards[ctx.session_id().shard()];
-        let mut st = shard.0.lock().unwrap_or_else(|e| e.into_inner());
-        if phase == MEASURE {
-            let _ = st.hist.record(t.saturating_sub(sent).max(1));
-            st.msgs += 1;
-        }
-        st.payload[..8].copy_from_slice(&t.to_le_bytes());
-        // The echo's header is the one we sent: one-way, same length.
-        let header = ctx.header().clone();
-        ctx.write(&header, &[], &st.payload);
+        STATE.with_borrow_mut(|st| {
+            let st = st.get_or_insert_with(|| State {
+                hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap(),
+                msgs: 0,
+                payload: vec![0xAB; self.size],
+            });
+            if phase == MEASURE {
+                let _ = st.hist.record(t.saturating_sub(sent).max(1));
+                st.msgs += 1;
+            }
+            st.payload[..8].copy_from_slice(&t.to_le_bytes());
+            // The echo's header is the one we sent: one-way, same length.
+            let header = ctx.header().clone();
+            ctx.write(&header, &[], &st.payload);
+        });
     }
 
     fn on_close(&self, id: SessionId, reason: &CloseReason) {
         if self.shared.phase.load(Ordering::Relaxed) != DONE {
             eprintln!("load: connection {id} closed during the run: {reason}");
             self.shared.errors.fetch_add(1, Ordering::Relaxed);
+        } else if let Some(st) = STATE.with_borrow_mut(Option::take) {
+            self.done.lock().unwrap_or_else(|e| e.into_inner()).push(st);
         }
     }
 }
@@ -152,15 +164,7 @@ pub fn start(args: &Args, shared: Arc<Shared>) -> Result<Run, String> {
         shared,
         size: args.size,
         inflight: args.inflight,
-        shards: (0..args.threads)
-            .map(|_| {
-                PerShard(Mutex::new(State {
-                    hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap(),
-                    msgs: 0,
-                    payload: vec![0xAB; args.size],
-                }))
-            })
-            .collect(),
+        done: Mutex::new(Vec::new()),
     });
     let (tx, _rx) = flume::bounded(1024);
     let sink = EventSink {
@@ -209,19 +213,16 @@ async fn connect_all(engine: &Engine, args: &Args) -> Result<(), String> {
 }
 
 impl Run {
-    /// Messages measured so far.
-    pub fn msgs(&self) -> u64 {
-        let lock = |s: &PerShard| s.0.lock().unwrap_or_else(|e| e.into_inner()).msgs;
-        self.driver.shards.iter().map(lock).sum()
-    }
-
-    /// Stops the engine (the phase must be DONE) and returns the latencies.
-    pub fn finish(self) -> Histogram<u64> {
+    /// Stops the engine (the phase must be DONE: nothing is counted after
+    /// that) and returns the messages measured and their latencies.
+    pub fn finish(self) -> (u64, Histogram<u64>) {
         futures_lite::future::block_on(self.engine.stop());
         let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
-        for s in &self.driver.shards {
-            let _ = hist.add(&s.0.lock().unwrap_or_else(|e| e.into_inner()).hist);
+        let mut msgs = 0;
+        for s in self.driver.done.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = hist.add(&s.hist);
+            msgs += s.msgs;
         }
-        hist
+        (msgs, hist)
     }
 }
