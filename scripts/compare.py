@@ -77,12 +77,18 @@ PROTO_SERVERS = [
 ]
 # Run only when named in --servers: the QUIC server with GSO/GRO switched
 # off (quinn-udp's segmentation offload; see shards/src/proto/quic/udp.rs),
-# to set beside msgtrans_quic.
+# to set beside msgtrans_quic: on the server only, or on the load
+# generator's engine as well. Each: ..., server env, load env.
+NO_OFFLOAD = {"MSGTRANS_QUIC_NO_OFFLOAD": "1"}
 OPT_IN_SERVERS = [
     ("msgtrans_quic_nogso", "sharded_server",
      ["--tcp", "127.0.0.1:0", "--no-ws", "--quic", "{addr}", "--shards", "{shards}"],
-     "msgtrans_quic with MSGTRANS_QUIC_NO_OFFLOAD=1 (no GSO/GRO)",
-     "quic", "listening quic ", {"MSGTRANS_QUIC_NO_OFFLOAD": "1"}),
+     "msgtrans_quic with MSGTRANS_QUIC_NO_OFFLOAD=1 on the server (the load keeps GSO/GRO)",
+     "quic", "listening quic ", NO_OFFLOAD, {}),
+    ("msgtrans_quic_nogso_both", "sharded_server",
+     ["--tcp", "127.0.0.1:0", "--no-ws", "--quic", "{addr}", "--shards", "{shards}"],
+     "msgtrans_quic with MSGTRANS_QUIC_NO_OFFLOAD=1 on the server and the load generator",
+     "quic", "listening quic ", NO_OFFLOAD, NO_OFFLOAD),
 ]
 BINARIES = ["sharded_server", "baseline_tokio", "baseline_framed", "baseline_glommio",
             "baseline_uring", "load"]
@@ -175,7 +181,8 @@ class Server:
     proto: str = "tcp"         # load's --proto
     ready: str = READY         # the line that says the server is ready
     sweep: bool = True         # part of the connection sweep
-    env: dict = field(default_factory=dict)  # set in the server's environment
+    env: dict = field(default_factory=dict)       # set in the server's environment
+    load_env: dict = field(default_factory=dict)  # set in the load generator's
     opt_in: bool = False       # runs only when named in --servers
 
 
@@ -488,7 +495,8 @@ def one_run(cfg, server: Server, run: Run) -> Run:
         timeout = cfg.duration + cfg.warmup + cfg.load_grace
         snap0 = (time.monotonic(), system_cpu(), process_cpu(proc.pid), children_cpu())
         lp = subprocess.Popen(run.load_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO)
+                              stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO,
+                              env={**os.environ, **server.load_env} if server.load_env else None)
         _register(lp)
         try:
             out, err = lp.communicate(timeout=timeout)
@@ -1035,8 +1043,9 @@ servers (rows):
   msgtrans_ws       sharded_server over WebSocket (load: raw io_uring frames)
   msgtrans_wss      sharded_server over WebSocket+TLS (load: our engine)
   msgtrans_quic     sharded_server over QUIC (load: our engine)
-  msgtrans_quic_nogso  the same with MSGTRANS_QUIC_NO_OFFLOAD=1 (no GSO/GRO);
-                    only when named in --servers
+  msgtrans_quic_nogso  the same with MSGTRANS_QUIC_NO_OFFLOAD=1 (no GSO/GRO)
+                    on the server; only when named in --servers
+  msgtrans_quic_nogso_both  ...on the server and the load generator; the same
   NAME              from --extra NAME=CMD
 The baselines speak TCP only: the ws/wss/quic rows' ratios compare a
 protocol's cost with a TCP echo. Those rows are not part of the sweep.
@@ -1055,7 +1064,7 @@ examples:
   python3 scripts/compare.py --quick
   python3 scripts/compare.py --build --rounds 3 --shards 1,2 --check
   python3 scripts/compare.py --extra 'msgtrans1=/path/to/v1_server --addr {{addr}}'
-  python3 scripts/compare.py --servers msgtrans_quic,msgtrans_quic_nogso \\
+  python3 scripts/compare.py --servers msgtrans_quic,msgtrans_quic_nogso,msgtrans_quic_nogso_both \\
       --workloads 64B-64x16,64K-8x4 --rounds 3 --sweep '' --no-history
 """
 
@@ -1155,8 +1164,8 @@ def main(argv=None) -> int:
     servers += [Server(n, [str(cfg.bin_dir / b)] + a, role, proto=proto, ready=ready, sweep=False)
                 for n, b, a, role, proto, ready in PROTO_SERVERS]
     servers += [Server(n, [str(cfg.bin_dir / b)] + a, role, proto=proto, ready=ready, sweep=False,
-                       env=env, opt_in=True)
-                for n, b, a, role, proto, ready, env in OPT_IN_SERVERS]
+                       env=env, load_env=load_env, opt_in=True)
+                for n, b, a, role, proto, ready, env, load_env in OPT_IN_SERVERS]
     for spec in cfg.extra:
         if "=" not in spec:
             raise Fatal(f"--extra {spec!r}: expected NAME=CMD")
