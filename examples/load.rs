@@ -3,12 +3,20 @@
 //! HDR histogram and, given the server's pid, server CPU time per message
 //! (utime+stime from /proc), the honest per-core figure on a small machine.
 //!
-//! Each load thread (`--threads`, pinned with `--cpus`) drives its
-//! connections on one io_uring set up with DEFER_TASKRUN: the server's
-//! wake-ups never interrupt it, and one `io_uring_enter` per loop turn
-//! submits every connection's sends and receives. For each batch of echoes
-//! that comes back it sends as many new packets, so P stay in flight. It has
-//! to cost less per message than the servers it measures.
+//! TCP and WebSocket run on a raw io_uring loop: each load thread
+//! (`--threads`, pinned with `--cpus`) drives its connections on one ring
+//! set up with DEFER_TASKRUN, so the server's wake-ups never interrupt it,
+//! and one `io_uring_enter` per loop turn submits every connection's sends
+//! and receives. For each batch of echoes that comes back it sends as many
+//! new packets, so P stay in flight. WebSocket differs only in the framing
+//! (`load/ws.rs`): the upgrade is done blocking before the measured loop,
+//! then each packet goes out as one masked binary frame.
+//!
+//! TLS, WSS and QUIC (and any protocol with `--engine`) run through our own
+//! engine on its own shards (`load/engine.rs`), with an inline handler that
+//! answers each echo with the next packet: the same pipeline as the server,
+//! so the load costs about what the server does per message and needs a
+//! core of its own. It reports its own CPU per message beside the server's.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -18,6 +26,13 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+// Crate roots look for modules beside them: these live in examples/load/,
+// where cargo does not take them for examples of their own.
+#[path = "load/engine.rs"]
+mod engine;
+#[path = "load/ws.rs"]
+mod ws;
+
 const HELP: &str = "\
 load: drive a msgtrans echo server and measure it
 
@@ -25,14 +40,25 @@ USAGE:
     load [OPTIONS]
 
 OPTIONS:
-    --addr ADDR          server address                      [default: 127.0.0.1:8001]
-    --proto P            tcp (ws, wss, quic: when they land) [default: tcp]
+    --proto P            tcp or ws: raw io_uring loop; tls (TCP+TLS), wss or
+                         quic: our engine on its own shards  [default: tcp]
+    --addr ADDR          server address [default: sharded_server's for the
+                         protocol: 127.0.0.1:8001 tcp and tls, :8002 ws and
+                         wss, :8003 quic]
+    --ws-path PATH       WebSocket path to upgrade           [default: /ws]
+    --ca PEM             trust this CA certificate (tls, wss, quic); the
+                         server prints the file of its self-signed one
+    --server-name NAME   name the server's certificate must carry
+                                                   [default: the address's IP]
+    --engine             drive tcp or ws through the engine as well, to
+                         compare its cost with the raw loop's
     -c, --conns C        connections                         [default: 64]
     -p, --inflight P     messages in flight per connection   [default: 16]
     -s, --size B         payload bytes (min 8)               [default: 64]
     -d, --duration S     measured seconds                    [default: 10]
     -w, --warmup S       warm-up seconds, not measured       [default: 2]
-    -t, --threads T      load generator threads, one ring each [default: 1]
+    -t, --threads T      load threads (one ring each) or engine shards
+                                                             [default: 1]
     --cpus LIST          pin threads to these cpus, e.g. 1 or 1,2
     --server-pid PID     report the server's CPU time per message
     --json               print one JSON line instead of text
@@ -44,9 +70,42 @@ const WARMUP: u8 = 0;
 const MEASURE: u8 = 1;
 const DONE: u8 = 2;
 
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Proto {
+    Tcp,
+    Ws,
+    Tls,
+    Wss,
+    Quic,
+}
+
+impl Proto {
+    fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Ws => "ws",
+            Proto::Tls => "tls",
+            Proto::Wss => "wss",
+            Proto::Quic => "quic",
+        }
+    }
+    fn default_port(self) -> u16 {
+        match self {
+            Proto::Tcp | Proto::Tls => 8001,
+            Proto::Ws | Proto::Wss => 8002,
+            Proto::Quic => 8003,
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Args {
     addr: SocketAddr,
+    proto: Proto,
+    ws_path: String,
+    ca: Option<String>,
+    server_name: Option<String>,
+    engine: bool,
     conns: usize,
     inflight: usize,
     size: usize,
@@ -61,6 +120,11 @@ struct Args {
 fn parse() -> Result<Option<Args>, String> {
     let mut a = Args {
         addr: "127.0.0.1:8001".parse().unwrap(),
+        proto: Proto::Tcp,
+        ws_path: "/ws".into(),
+        ca: None,
+        server_name: None,
+        engine: false,
         conns: 64,
         inflight: 16,
         size: 64,
@@ -71,6 +135,7 @@ fn parse() -> Result<Option<Args>, String> {
         server_pid: None,
         json: false,
     };
+    let mut addr = None;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         if arg == "-h" || arg == "--help" {
@@ -80,12 +145,27 @@ fn parse() -> Result<Option<Args>, String> {
             a.json = true;
             continue;
         }
+        if arg == "--engine" {
+            a.engine = true;
+            continue;
+        }
         let v = it.next().ok_or(format!("{arg} needs a value"))?;
         let num = |v: &str| v.parse::<f64>().map_err(|e| format!("{arg}: {e}"));
         match arg.as_str() {
-            "--addr" => a.addr = v.parse().map_err(|e| format!("--addr: {e}"))?,
-            "--proto" if v == "tcp" => {}
-            "--proto" => return Err(format!("--proto {v}: only tcp is available in this build")),
+            "--addr" => addr = Some(v.parse().map_err(|e| format!("--addr: {e}"))?),
+            "--proto" => {
+                a.proto = match v.as_str() {
+                    "tcp" => Proto::Tcp,
+                    "ws" => Proto::Ws,
+                    "tls" => Proto::Tls,
+                    "wss" => Proto::Wss,
+                    "quic" => Proto::Quic,
+                    _ => return Err(format!("--proto {v}: expected tcp, ws, tls, wss or quic")),
+                }
+            }
+            "--ws-path" => a.ws_path = v,
+            "--ca" => a.ca = Some(v),
+            "--server-name" => a.server_name = Some(v),
             "-c" | "--conns" => a.conns = num(&v)? as usize,
             "-p" | "--inflight" => a.inflight = num(&v)? as usize,
             "-s" | "--size" => a.size = num(&v)? as usize,
@@ -105,6 +185,7 @@ fn parse() -> Result<Option<Args>, String> {
     if a.size < 8 || a.conns == 0 || a.inflight == 0 || a.threads == 0 {
         return Err("need --size >= 8 and positive --conns, --inflight, --threads".into());
     }
+    a.addr = addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], a.proto.default_port())));
     Ok(Some(a))
 }
 
@@ -136,6 +217,48 @@ fn frame(buf: &mut Vec<u8>, size: usize, stamp_ns: u64) {
     buf.extend_from_slice(&0u16.to_be_bytes());
     buf.extend_from_slice(&stamp_ns.to_le_bytes());
     buf.resize(buf.len() + size - 8, 0xAB);
+}
+
+/// How packets travel on the raw loop: back to back (TCP), or one masked
+/// binary WebSocket frame each, copied from this pre-masked template.
+enum Framing {
+    Tcp,
+    Ws(Vec<u8>),
+}
+
+impl Framing {
+    fn push(&self, buf: &mut Vec<u8>, size: usize, stamp_ns: u64) {
+        match self {
+            Framing::Tcp => frame(buf, size, stamp_ns),
+            Framing::Ws(template) => ws::push_frame(buf, template, stamp_ns),
+        }
+    }
+}
+
+/// Parses the echoes at the start of `buf` (a whole number of them), calls
+/// `each` with every one's timestamp, and returns the bytes they took.
+fn parse_echoes(framing: &Framing, buf: &[u8], frame_len: usize, mut each: impl FnMut(u64)) -> std::io::Result<usize> {
+    let stamp = |p: &[u8]| u64::from_le_bytes(p[HEADER..HEADER + 8].try_into().unwrap());
+    let mut off = 0;
+    match framing {
+        Framing::Tcp => {
+            while buf.len() - off >= frame_len {
+                each(stamp(&buf[off..]));
+                off += frame_len;
+            }
+        }
+        Framing::Ws(_) => {
+            while let ws::Parsed::Packet { total, payload_at, len } = ws::parse(&buf[off..])? {
+                if len != frame_len {
+                    let why = format!("WebSocket message of {len} bytes, expected one packet of {frame_len}");
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
+                }
+                each(stamp(&buf[off + payload_at..]));
+                off += total;
+            }
+        }
+    }
+    Ok(off)
 }
 
 /// One connection of a load thread.
@@ -189,18 +312,35 @@ fn drive(args: &Args, conns: usize, shared: &Shared) -> std::io::Result<Histogra
         .setup_single_issuer()
         .setup_defer_taskrun()
         .build((conns * 2).next_power_of_two().max(64) as u32)?;
+    let framing = match args.proto {
+        Proto::Ws => {
+            let mut packet = Vec::with_capacity(frame_len);
+            frame(&mut packet, args.size, 0);
+            Framing::Ws(ws::masked_template(&packet))
+        }
+        _ => Framing::Tcp,
+    };
+    // Room for every echo in flight, with its WebSocket header.
+    let wire_len = frame_len + if args.proto == Proto::Ws { 14 } else { 0 };
     let mut cs = Vec::with_capacity(conns);
     for _ in 0..conns {
-        let sock = std::net::TcpStream::connect(args.addr)?;
+        let mut sock = std::net::TcpStream::connect(args.addr)?;
         sock.set_nodelay(true)?;
-        let mut wbuf = Vec::with_capacity(frame_len * args.inflight);
+        let mut rbuf = vec![0; (wire_len * args.inflight).max(64 * 1024)];
+        let mut have = 0;
+        if args.proto == Proto::Ws {
+            let early = ws::upgrade(&mut sock, &args.addr.to_string(), &args.ws_path)?;
+            rbuf[..early.len()].copy_from_slice(&early);
+            have = early.len();
+        }
+        let mut wbuf = Vec::with_capacity(wire_len * args.inflight);
         for _ in 0..args.inflight {
-            frame(&mut wbuf, args.size, now());
+            framing.push(&mut wbuf, args.size, now());
         }
         cs.push(Conn {
             sock,
-            rbuf: vec![0; (frame_len * args.inflight).max(64 * 1024)],
-            have: 0,
+            rbuf,
+            have,
             wbuf,
             wpos: 0,
             next: Vec::new(),
@@ -246,24 +386,20 @@ fn drive(args: &Args, conns: usize, shared: &Shared) -> std::io::Result<Histogra
                     return Err(std::io::ErrorKind::UnexpectedEof.into());
                 }
                 c.have += res as usize;
-                let mut off = 0;
                 let mut done = 0u64;
-                while c.have - off >= frame_len {
-                    let p = &c.rbuf[off + HEADER..off + HEADER + 8];
-                    let sent = u64::from_le_bytes(p.try_into().unwrap());
+                let off = parse_echoes(&framing, &c.rbuf[..c.have], frame_len, |sent| {
                     if phase == MEASURE {
                         let _ = hist.record(t.saturating_sub(sent).max(1));
                     }
-                    off += frame_len;
                     done += 1;
-                }
+                })?;
                 c.rbuf.copy_within(off..c.have, 0);
                 c.have -= off;
                 if phase == MEASURE {
                     shared.msgs.fetch_add(done, Ordering::Relaxed);
                 }
                 for _ in 0..done {
-                    frame(&mut c.next, args.size, t);
+                    framing.push(&mut c.next, args.size, t);
                 }
                 sqes.push(recv_sqe(c, key));
                 if c.wpos == c.wbuf.len() && !c.next.is_empty() {
@@ -289,12 +425,19 @@ fn drive(args: &Args, conns: usize, shared: &Shared) -> std::io::Result<Histogra
 
 fn pin(cpu: Option<usize>) {
     if let Some(cpu) = cpu {
-        // SAFETY: a zeroed cpu_set_t with one bit set, passed with its size.
-        unsafe {
-            let mut set = std::mem::zeroed::<libc::cpu_set_t>();
+        pin_to(&[cpu]);
+    }
+}
+
+/// Restricts the calling thread (and the threads it starts) to `cpus`.
+fn pin_to(cpus: &[usize]) {
+    // SAFETY: a zeroed cpu_set_t with some bits set, passed with its size.
+    unsafe {
+        let mut set = std::mem::zeroed::<libc::cpu_set_t>();
+        for &cpu in cpus {
             libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
         }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
 
@@ -317,7 +460,18 @@ fn main() -> ExitCode {
         epoch: Instant::now(),
     });
     let mut threads = Vec::new();
-    for t in 0..args.threads {
+    let via_engine = args.engine || !matches!(args.proto, Proto::Tcp | Proto::Ws);
+    let mut engine_run = None;
+    if via_engine {
+        match engine::start(&args, Arc::clone(&shared)) {
+            Ok(r) => engine_run = Some(r),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    for t in (0..args.threads).filter(|_| !via_engine) {
         let conns = args.conns / args.threads + usize::from(t < args.conns % args.threads);
         let cpu = args.cpus.get(t % args.cpus.len().max(1)).copied();
         let (a, sh) = (args.clone(), Arc::clone(&shared));
@@ -347,11 +501,16 @@ fn main() -> ExitCode {
     std::thread::sleep(Duration::from_secs_f64(args.duration));
     shared.phase.store(DONE, Ordering::Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
-    let msgs = shared.msgs.load(Ordering::Relaxed);
     let cpu1 = pid.as_deref().and_then(cpu_seconds);
     let self1 = cpu_seconds("self");
+    // The engine hands its counts over as it stops; the raw threads count
+    // in `shared`. Neither counts anything after DONE.
+    let (mut msgs, mut hist) = match engine_run {
+        Some(r) => r.finish(),
+        None => (0, Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap()),
+    };
+    msgs += shared.msgs.load(Ordering::Relaxed);
     // Connections end at their next read; closing the sockets is enough.
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
     for h in threads {
         // Each thread notices DONE within one ring wait (50 ms).
         if let Ok(Ok(part)) = h.join() {
@@ -373,13 +532,18 @@ fn main() -> ExitCode {
     if args.json {
         let opt = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.1}"));
         println!(
-            "{{\"conns\":{},\"inflight\":{},\"size\":{},\"seconds\":{:.3},\"msgs\":{},\"msgs_per_s\":{:.0},\"mb_per_s\":{:.2},\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"server_cpu_ns_per_msg\":{},\"load_cpu_ns_per_msg\":{},\"errors\":{}}}",
-            args.conns, args.inflight, args.size, elapsed, msgs, rate, mbps, q(0.5), q(0.99), q(0.999), opt(server_ns), opt(load_ns), errors
+            "{{\"proto\":\"{}\",\"engine\":{},\"conns\":{},\"inflight\":{},\"size\":{},\"seconds\":{:.3},\"msgs\":{},\"msgs_per_s\":{:.0},\"mb_per_s\":{:.2},\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"server_cpu_ns_per_msg\":{},\"load_cpu_ns_per_msg\":{},\"errors\":{}}}",
+            args.proto.name(), via_engine, args.conns, args.inflight, args.size, elapsed, msgs, rate, mbps, q(0.5), q(0.99), q(0.999), opt(server_ns), opt(load_ns), errors
         );
     } else {
         println!(
-            "{} conns x {} in flight, {} B payload, {:.1} s",
-            args.conns, args.inflight, args.size, elapsed
+            "{} conns x {} in flight, {} B payload, {:.1} s, {}{}",
+            args.conns,
+            args.inflight,
+            args.size,
+            elapsed,
+            args.proto.name(),
+            if via_engine { " (engine)" } else { "" }
         );
         println!("  {:.0} msg/s, {:.1} MB/s, {} errors", rate, mbps, errors);
         println!(

@@ -37,6 +37,8 @@ from xml.sax.saxutils import escape
 
 REPO = Path(__file__).resolve().parent.parent
 READY = "listening tcp "
+# What sharded_server prints for a certificate clients must trust.
+CERT_LINE = "certificate (trust it in clients): "
 REFERENCE = "baseline_tokio"
 
 # name, binary, argument template, role (printed under the table)
@@ -53,6 +55,40 @@ BUILTIN_SERVERS = [
      "msgtrans sharded_server, inline on-shard handler"),
     ("msgtrans_events", "sharded_server", ["--tcp", "{addr}", "--no-ws", "--no-quic", "--shards", "{shards}", "--events"],
      "msgtrans sharded_server --events (Tokio event stream)"),
+]
+# The same server over its other protocols: name, binary, argument template,
+# role, protocol (load's --proto), the line that says it is ready. The TCP
+# listener cannot be switched off, so it takes a free port. The baselines
+# speak TCP only, so these rows' ratios compare with a TCP echo. They are
+# left out of the connection sweep (a TCP plot).
+PROTO_SERVERS = [
+    ("msgtrans_ws", "sharded_server",
+     ["--tcp", "127.0.0.1:0", "--ws", "{addr}", "--no-quic", "--shards", "{shards}"],
+     "msgtrans sharded_server over WebSocket (load: raw io_uring, masked frames)",
+     "ws", "listening websocket "),
+    ("msgtrans_wss", "sharded_server",
+     ["--tcp", "127.0.0.1:0", "--ws", "{addr}", "--no-quic", "--self-signed", "--shards", "{shards}"],
+     "msgtrans sharded_server over WebSocket+TLS (load: our engine on its own core)",
+     "wss", "listening wss "),
+    ("msgtrans_quic", "sharded_server",
+     ["--tcp", "127.0.0.1:0", "--no-ws", "--quic", "{addr}", "--shards", "{shards}"],
+     "msgtrans sharded_server over QUIC (load: our engine on its own core)",
+     "quic", "listening quic "),
+]
+# Run only when named in --servers: the QUIC server with GSO/GRO switched
+# off (quinn-udp's segmentation offload; see shards/src/proto/quic/udp.rs),
+# to set beside msgtrans_quic: on the server only, or on the load
+# generator's engine as well. Each: ..., server env, load env.
+NO_OFFLOAD = {"MSGTRANS_QUIC_NO_OFFLOAD": "1"}
+OPT_IN_SERVERS = [
+    ("msgtrans_quic_nogso", "sharded_server",
+     ["--tcp", "127.0.0.1:0", "--no-ws", "--quic", "{addr}", "--shards", "{shards}"],
+     "msgtrans_quic with MSGTRANS_QUIC_NO_OFFLOAD=1 on the server (the load keeps GSO/GRO)",
+     "quic", "listening quic ", NO_OFFLOAD, {}),
+    ("msgtrans_quic_nogso_both", "sharded_server",
+     ["--tcp", "127.0.0.1:0", "--no-ws", "--quic", "{addr}", "--shards", "{shards}"],
+     "msgtrans_quic with MSGTRANS_QUIC_NO_OFFLOAD=1 on the server and the load generator",
+     "quic", "listening quic ", NO_OFFLOAD, NO_OFFLOAD),
 ]
 BINARIES = ["sharded_server", "baseline_tokio", "baseline_framed", "baseline_glommio",
             "baseline_uring", "load"]
@@ -142,6 +178,12 @@ class Server:
     argv: list[str]          # with {addr}/{host}/{port}/{shards} placeholders
     role: str
     extra: bool = False
+    proto: str = "tcp"         # load's --proto
+    ready: str = READY         # the line that says the server is ready
+    sweep: bool = True         # part of the connection sweep
+    env: dict = field(default_factory=dict)       # set in the server's environment
+    load_env: dict = field(default_factory=dict)  # set in the load generator's
+    opt_in: bool = False       # runs only when named in --servers
 
 
 @dataclass
@@ -293,6 +335,17 @@ _port_lock = threading.Lock()
 _next_port = random.randint(20000, 28000)
 
 
+def port_free(port: int) -> bool:
+    """Whether `port` is free on 127.0.0.1 for both TCP and UDP (QUIC)."""
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
 def fresh_port() -> int:
     """A port not used earlier in this session and free right now."""
     global _next_port
@@ -300,12 +353,8 @@ def fresh_port() -> int:
         for _ in range(2000):
             port = _next_port
             _next_port = 20000 if _next_port >= 29999 else _next_port + 1
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
+            if port_free(port):
+                return port
     raise Fatal("no free port found in 20000-29999")
 
 
@@ -365,30 +414,35 @@ def server_pinning(shards: int, pin: bool, nproc: int) -> list[str]:
 
 
 def wait_ready(proc: subprocess.Popen, pump: OutputPump, addr: tuple[str, int],
-               timeout: float, probe: bool) -> tuple[bool, str, int | None]:
-    """Waits for the `listening tcp ` line (or, for --extra servers, for the
-    port to accept a connection). Returns (ready, message, reported shards)."""
+               timeout: float, probe: bool,
+               ready_line: str = READY) -> tuple[bool, str, int | None, str | None]:
+    """Waits for the `ready_line` line (or, for --extra servers, for the
+    port to accept a connection). Returns (ready, message, reported shards,
+    the certificate file the server said to trust, if any)."""
+    cert = None
     deadline = time.monotonic() + timeout
     next_probe = time.monotonic() + 0.2
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            return False, f"not ready after {timeout:.0f} s (no {READY!r} line)", None
+            return False, f"not ready after {timeout:.0f} s (no {ready_line!r} line)", None, cert
         try:
             line = pump.lines.get(timeout=min(left, 0.1))
         except queue.Empty:
             line = ""
         if line is None:
             proc.wait(timeout=5)
-            return False, f"exited with code {proc.returncode} before it was ready", None
-        if line and line.startswith(READY):
+            return False, f"exited with code {proc.returncode} before it was ready", None, cert
+        if line and CERT_LINE in line:
+            cert = line.split(CERT_LINE, 1)[1].strip()
+        if line and line.startswith(ready_line):
             m = re.search(r"shards=(\d+)", line)
-            return True, line, int(m.group(1)) if m else None
+            return True, line, int(m.group(1)) if m else None, cert
         if probe and time.monotonic() >= next_probe:
             next_probe = time.monotonic() + 0.2
             try:
                 with socket.create_connection(addr, timeout=0.2):
-                    return True, "port accepts connections", None
+                    return True, "port accepts connections", None, cert
             except OSError:
                 pass
 
@@ -405,19 +459,22 @@ def one_run(cfg, server: Server, run: Run) -> Run:
         return run
     run.server_cmd = server_pinning(run.shards, cfg.pin, cfg.machine["nproc"]) + argv
     proc = None
+    cert = None
     try:
         try:
             proc = subprocess.Popen(run.server_cmd, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, cwd=REPO)
+                                    start_new_session=True, cwd=REPO,
+                                    env={**os.environ, **server.env} if server.env else None)
         except OSError as e:
             run.error = f"cannot start server {shlex.join(run.server_cmd)}: {e}"
             return run
         _register(proc)
         pump = OutputPump(proc.stdout)
         pump.start()
-        ready, msg, reported = wait_ready(proc, pump, ("127.0.0.1", port),
-                                          cfg.ready_timeout, probe=server.extra)
+        ready, msg, reported, cert = wait_ready(proc, pump, ("127.0.0.1", port),
+                                                cfg.ready_timeout, probe=server.extra,
+                                                ready_line=server.ready)
         if not ready:
             run.error = f"server {msg}{pump.tail_text()}"
             return run
@@ -428,10 +485,18 @@ def one_run(cfg, server: Server, run: Run) -> Run:
             "-p", str(run.inflight), "-s", str(run.size), "-d", f"{cfg.duration:g}",
             "-w", f"{cfg.warmup:g}", "--server-pid", str(proc.pid), "--json",
         ] + (["--cpus", cfg.load_cpus] if cfg.pin else [])
+        if server.proto != "tcp":
+            run.load_cmd += ["--proto", server.proto]
+        if server.proto in ("tls", "wss", "quic"):
+            if cert is None:
+                run.error = f"server printed no {CERT_LINE!r} line{pump.tail_text()}"
+                return run
+            run.load_cmd += ["--ca", cert]
         timeout = cfg.duration + cfg.warmup + cfg.load_grace
         snap0 = (time.monotonic(), system_cpu(), process_cpu(proc.pid), children_cpu())
         lp = subprocess.Popen(run.load_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO)
+                              stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO,
+                              env={**os.environ, **server.load_env} if server.load_env else None)
         _register(lp)
         try:
             out, err = lp.communicate(timeout=timeout)
@@ -478,6 +543,9 @@ def one_run(cfg, server: Server, run: Run) -> Run:
     finally:
         if proc is not None:
             stop_process(proc, grace=2.0)
+        if cert is not None and Path(cert).name.startswith("msgtrans-"):
+            # The server's throwaway certificate: nobody needs it any more.
+            Path(cert).unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------
@@ -972,7 +1040,15 @@ servers (rows):
   baseline_uring    experiment (single-threaded; ignores --shards)
   msgtrans_inline   sharded_server
   msgtrans_events   sharded_server --events
+  msgtrans_ws       sharded_server over WebSocket (load: raw io_uring frames)
+  msgtrans_wss      sharded_server over WebSocket+TLS (load: our engine)
+  msgtrans_quic     sharded_server over QUIC (load: our engine)
+  msgtrans_quic_nogso  the same with MSGTRANS_QUIC_NO_OFFLOAD=1 (no GSO/GRO)
+                    on the server; only when named in --servers
+  msgtrans_quic_nogso_both  ...on the server and the load generator; the same
   NAME              from --extra NAME=CMD
+The baselines speak TCP only: the ws/wss/quic rows' ratios compare a
+protocol's cost with a TCP echo. Those rows are not part of the sweep.
 
 workloads are named SIZE-CONNSxINFLIGHT (SIZE in bytes, or with K/M):
   default {','.join(DEFAULT_WORKLOADS)}
@@ -988,6 +1064,8 @@ examples:
   python3 scripts/compare.py --quick
   python3 scripts/compare.py --build --rounds 3 --shards 1,2 --check
   python3 scripts/compare.py --extra 'msgtrans1=/path/to/v1_server --addr {{addr}}'
+  python3 scripts/compare.py --servers msgtrans_quic,msgtrans_quic_nogso,msgtrans_quic_nogso_both \\
+      --workloads 64B-64x16,64K-8x4 --rounds 3 --sweep '' --no-history
 """
 
 
@@ -1083,6 +1161,11 @@ def main(argv=None) -> int:
     cfg.sweep_rounds = cfg.sweep_rounds or (cfg.rounds if cfg.rounds_given else 1)
 
     servers = [Server(n, [str(cfg.bin_dir / b)] + a, role) for n, b, a, role in BUILTIN_SERVERS]
+    servers += [Server(n, [str(cfg.bin_dir / b)] + a, role, proto=proto, ready=ready, sweep=False)
+                for n, b, a, role, proto, ready in PROTO_SERVERS]
+    servers += [Server(n, [str(cfg.bin_dir / b)] + a, role, proto=proto, ready=ready, sweep=False,
+                       env=env, load_env=load_env, opt_in=True)
+                for n, b, a, role, proto, ready, env, load_env in OPT_IN_SERVERS]
     for spec in cfg.extra:
         if "=" not in spec:
             raise Fatal(f"--extra {spec!r}: expected NAME=CMD")
@@ -1100,6 +1183,8 @@ def main(argv=None) -> int:
         if unknown:
             raise Fatal(f"--servers: unknown {unknown}; known: {[s.name for s in servers]}")
         servers = [s for s in servers if s.name in want or s.extra]
+    else:
+        servers = [s for s in servers if not s.opt_in]
     if not any(s.name == REFERENCE for s in servers):
         log(f"warning: {REFERENCE} is not in the run; ratios will be empty")
 
@@ -1142,7 +1227,7 @@ def main(argv=None) -> int:
                                          wl.size, wl.conns, wl.inflight)))
         for c in cfg.sweep:
             for rnd in range(1, cfg.sweep_rounds + 1):
-                order = servers[:]
+                order = [sv for sv in servers if sv.sweep]
                 rng.shuffle(order)
                 for sv in order:
                     plan.append((sv, Run(sv.name, f"64B-{c}x16", shards, rnd, "sweep",
