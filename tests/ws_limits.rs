@@ -1,4 +1,5 @@
-//! The limits hold on WebSocket sessions too: an extra connection gets 503,
+//! The limits hold on WebSocket sessions too: an extra connection gets 503
+//! (over the total limit and over a shard's),
 //! a silent session is closed for idleness, and a graceful shutdown lets an
 //! answered request finish before the close.
 
@@ -28,6 +29,40 @@ async fn an_extra_websocket_connection_gets_503() {
         .unwrap();
     assert_eq!(r.data.as_deref(), Some(&b"ok?"[..]));
     first.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_shard_limit_holds_on_every_shard_with_503_for_the_rest() {
+    let server = start_inline_echo(ws_builder().max_connections(100).max_connections_per_shard(1)).await;
+    let mut inside = Vec::new();
+    let mut refused = 0;
+    // Connections land on shards by the kernel's hash; keep connecting until
+    // both shards are full and a few more have been refused.
+    for _ in 0..64 {
+        let mut c = tokio::net::TcpStream::connect(server.ws_addr().unwrap()).await.unwrap();
+        c.write_all(UPGRADE.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = within(GUARD, "upgrade answer", c.read(&mut b)).await.unwrap();
+            assert!(n > 0, "closed without an answer: {:?}", String::from_utf8_lossy(&head));
+            head.push(b[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        if head.starts_with("HTTP/1.1 101") {
+            inside.push(c);
+        } else {
+            assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+            refused += 1;
+        }
+        if inside.len() == SHARDS && refused >= 4 {
+            break;
+        }
+    }
+    assert_eq!(inside.len(), SHARDS, "exactly one session per shard");
+    assert_eq!(server.sessions_per_shard(), vec![1; SHARDS]);
+    assert!(refused >= 4);
     server.stop().await;
 }
 
