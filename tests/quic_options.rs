@@ -17,6 +17,11 @@ use msgtrans::transport::{
 /// A server whose certificate (for `localhost`) comes from PEM strings,
 /// the way MsgTrans 1.0 configures QUIC.
 async fn pem_server() -> (TransportServer, Events, String) {
+    pem_server_with(TransportServerBuilder::new()).await
+}
+
+/// [`pem_server`] on a builder of the test's own, with one shard.
+async fn pem_server_with(b: TransportServerBuilder) -> (TransportServer, Events, String) {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
     let quic = QuicServerConfig::new("127.0.0.1:0")
@@ -172,13 +177,7 @@ async fn the_clients_idle_timeout_is_negotiated_and_closes_a_quiet_connection() 
 /// What the server still holds for a client that has stopped reading
 /// (its event queue is full), after 1 MiB was sent to it.
 async fn held_for_a_stalled_client(window: Option<u32>) -> u64 {
-    let (tls, pem) = msgtrans::TlsServerConfig::self_signed(&["localhost"]).unwrap();
-    let b = TransportServerBuilder::new()
-        .shards(1)
-        .pin_shards(false)
-        .max_outbound_bytes(8 << 20)
-        .with_protocol(QuicServerConfig::new("127.0.0.1:0").unwrap().with_tls(tls));
-    let (server, mut events) = start_events_echo(b).await;
+    let (server, mut events, pem) = pem_server_with(TransportServerBuilder::new().max_outbound_bytes(8 << 20)).await;
     let mut cfg = config(&server, &pem);
     if let Some(w) = window {
         cfg = cfg.with_stream_receive_window(w).with_receive_window(w);

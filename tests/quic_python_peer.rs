@@ -22,6 +22,17 @@ use msgtrans::transport::{TransportServer, TransportServerBuilder};
 use msgtrans::CloseReason;
 use msgtrans::TlsServerConfig;
 
+/// The virtualenv's python, with aioquic.
+fn python() -> PathBuf {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(python.exists(), "run ./scripts/setup-peers.sh (scripts/test.sh does)");
+    python
+}
+
+fn peer_script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(name)
+}
+
 struct Peer {
     server: TransportServer,
     ca: PathBuf,
@@ -56,11 +67,8 @@ impl Peer {
     /// Runs one case of quic_check.py; returns its output, failing the
     /// test with it if the script failed.
     async fn run(&self, case: &str, extra: &[&str]) -> String {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let python = root.join(".venv/bin/python");
-        assert!(python.exists(), "run ./scripts/setup-peers.sh (scripts/test.sh does)");
-        let mut cmd = Command::new(python);
-        cmd.arg(root.join("tests/peers/quic_check.py"))
+        let mut cmd = Command::new(python());
+        cmd.arg(peer_script("quic_check.py"))
             .arg(self.server.quic_addr().unwrap().to_string())
             .arg(case)
             .arg("--cafile")
@@ -208,11 +216,8 @@ async fn an_aioquic_server_sees_the_transport_limits_our_client_configures() {
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join(".venv/bin/python");
-    assert!(python.exists(), "run ./scripts/setup-peers.sh (scripts/test.sh does)");
-    let mut child = Command::new(python)
-        .arg(root.join("tests/peers/quic_server.py"))
+    let mut child = Command::new(python())
+        .arg(peer_script("quic_server.py"))
         .arg(&cert_path)
         .arg(&key_path)
         .stdin(Stdio::piped())

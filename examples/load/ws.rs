@@ -18,45 +18,21 @@ const STAMP_AT: usize = 16;
 /// `Sec-WebSocket-Accept`. Returns the bytes read past the response (none
 /// from our server, which speaks only when spoken to).
 pub fn upgrade(sock: &mut TcpStream, host: &str, path: &str) -> std::io::Result<Vec<u8>> {
+    use msgtrans_shards::proto::ws::handshake::{check_response, client_request};
     let refused = |why: String| std::io::Error::new(std::io::ErrorKind::ConnectionRefused, why);
     let key = tungstenite::handshake::client::generate_key();
-    write!(
-        sock,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: msgtrans.v1\r\n\r\n"
-    )?;
+    sock.write_all(client_request(host, path, &key).as_bytes())?;
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
     loop {
+        if let Some(len) = check_response(&buf, &key).map_err(refused)? {
+            return Ok(buf.split_off(len));
+        }
         let n = sock.read(&mut chunk)?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                if resp.code != Some(101) {
-                    return Err(refused(format!(
-                        "websocket upgrade refused: {} {}",
-                        resp.code.unwrap_or(0),
-                        resp.reason.unwrap_or("")
-                    )));
-                }
-                let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-                let ok = resp
-                    .headers
-                    .iter()
-                    .any(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Accept") && h.value == accept.as_bytes());
-                if !ok {
-                    return Err(refused("wrong Sec-WebSocket-Accept".into()));
-                }
-                return Ok(buf.split_off(len));
-            }
-            Ok(httparse::Status::Partial) if buf.len() < 16 * 1024 => {}
-            _ => return Err(refused("malformed upgrade response".into())),
-        }
     }
 }
 

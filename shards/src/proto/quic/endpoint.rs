@@ -92,11 +92,11 @@ pub(crate) struct Relayed {
     pub from: SocketAddr,
     pub local_ip: Option<IpAddr>,
     pub ecn: Option<u8>,
-    pub data: Vec<u8>,
+    pub data: BytesMut,
 }
 
 /// A received datagram: from, our address it came to, ECN, contents.
-type Datagram = (SocketAddr, Option<IpAddr>, Option<EcnCodepoint>, Vec<u8>);
+type Datagram = (SocketAddr, Option<IpAddr>, Option<EcnCodepoint>, BytesMut);
 
 /// One shard's endpoint, shared by its driver task and its sessions.
 pub(crate) struct Endpoint {
@@ -307,7 +307,7 @@ impl Endpoint {
             for round in 0..RECV_ROUNDS {
                 let mut got = Vec::new();
                 let r = match self.udp.borrow_mut().as_mut() {
-                    Some(udp) => udp.recv(|from, ip, ecn, d| got.push((from, ip, ecn, d.to_vec()))),
+                    Some(udp) => udp.recv(|from, ip, ecn, d| got.push((from, ip, ecn, BytesMut::from(d)))),
                     None => return Poll::Ready(()),
                 };
                 match r {
@@ -391,7 +391,7 @@ impl Endpoint {
         from: SocketAddr,
         local_ip: Option<IpAddr>,
         ecn: Option<EcnCodepoint>,
-        data: Vec<u8>,
+        data: BytesMut,
         may_relay: bool,
     ) {
         if let (true, Some(listener)) = (may_relay, self.listener) {
@@ -418,9 +418,7 @@ impl Endpoint {
         let mut inner = self.inner.borrow_mut();
         let inner = &mut *inner;
         inner.scratch.clear();
-        let event = inner
-            .ep
-            .handle(now, from, local_ip, ecn, BytesMut::from(&data[..]), &mut inner.scratch);
+        let event = inner.ep.handle(now, from, local_ip, ecn, data, &mut inner.scratch);
         match event {
             Some(DatagramEvent::ConnectionEvent(ch, ev)) => {
                 if let Some(c) = inner.conns.get_mut(&ch.0) {

@@ -65,6 +65,45 @@ pub(crate) async fn connect(
     }
 }
 
+/// A client's upgrade request to `path` on `host` with `key`, offering the
+/// `msgtrans.v1` subprotocol as MsgTrans 2.0 clients do.
+pub fn client_request(host: &str, path: &str, key: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n"
+    )
+}
+
+/// Checks the server's answer to an upgrade sent with `key`, as read so
+/// far: `Ok(None)` while it is incomplete, `Ok(Some(len))` once it is a
+/// 101 of `len` bytes with the right `Sec-WebSocket-Accept`, or why not.
+pub fn check_response(buf: &[u8], key: &str) -> Result<Option<usize>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => {
+            if resp.code != Some(101) {
+                return Err(format!(
+                    "websocket upgrade refused: {} {}",
+                    resp.code.unwrap_or(0),
+                    resp.reason.unwrap_or("")
+                ));
+            }
+            let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let ok = resp
+                .headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Accept") && h.value == accept.as_bytes());
+            if !ok {
+                return Err("wrong Sec-WebSocket-Accept".into());
+            }
+            Ok(Some(len))
+        }
+        Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST => Ok(None),
+        _ => Err("malformed upgrade response".into()),
+    }
+}
+
 async fn upgrade<S>(
     shard: &Rc<Shard>,
     mut stream: S,
@@ -81,38 +120,13 @@ where
     let refused = |why: String| err(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, why));
     let key = tungstenite::handshake::client::generate_key();
     let exchange = async {
-        let req = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n",
-            target.path, target.host
-        );
+        let req = client_request(&target.host, &target.path, &key);
         stream.write_all(req.as_bytes()).await.map_err(err)?;
         let mut buf = Vec::with_capacity(512);
         let mut chunk = [0u8; 512];
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(&buf) {
-                Ok(httparse::Status::Complete(len)) => {
-                    if resp.code != Some(101) {
-                        return Err(refused(format!(
-                            "websocket upgrade refused: {} {}",
-                            resp.code.unwrap_or(0),
-                            resp.reason.unwrap_or("")
-                        )));
-                    }
-                    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-                    let ok = resp
-                        .headers
-                        .iter()
-                        .any(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Accept") && h.value == accept.as_bytes());
-                    if !ok {
-                        return Err(refused("wrong Sec-WebSocket-Accept".into()));
-                    }
-                    return Ok((buf, len));
-                }
-                Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST => {}
-                _ => return Err(refused("malformed upgrade response".into())),
+            if let Some(len) = check_response(&buf, &key).map_err(refused)? {
+                return Ok((buf, len));
             }
             let n = stream.read(&mut chunk).await.map_err(err)?;
             if n == 0 {
