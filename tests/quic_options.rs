@@ -30,10 +30,7 @@ async fn pem_server_with(b: TransportServerBuilder) -> (TransportServer, Events,
         .unwrap()
         .with_key_pem(key_pem)
         .unwrap();
-    let b = TransportServerBuilder::new()
-        .shards(1)
-        .pin_shards(false)
-        .with_protocol(quic);
+    let b = b.shards(1).pin_shards(false).with_protocol(quic);
     let (server, events) = start_events_echo(b).await;
     (server, events, cert_pem)
 }
