@@ -67,23 +67,13 @@ pub fn bind_client(ipv6: bool) -> io::Result<UdpSocket> {
         UdpSocket::bind("0.0.0.0:0")?
     };
     s.set_nonblocking(true)?;
-    let on: libc::c_int = 1;
     let opts: &[(libc::c_int, libc::c_int)] = if ipv6 {
         &[(libc::SOL_IPV6, libc::IPV6_RECVERR), (libc::SOL_IP, libc::IP_RECVERR)]
     } else {
         &[(libc::SOL_IP, libc::IP_RECVERR)]
     };
     for &(level, name) in opts {
-        // SAFETY: a valid socket and a c_int option of the right size.
-        unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                level,
-                name,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        set_int_option(&s, level, name, 1);
     }
     Ok(s)
 }
@@ -278,14 +268,18 @@ fn socket_addr(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
 
 /// Turns `UDP_GRO` off; whether that worked.
 fn disable_gro(socket: &UdpSocket) -> bool {
-    let off: libc::c_int = 0;
-    // SAFETY: a valid socket and a c_int option of the right size.
+    set_int_option(socket, libc::SOL_UDP, libc::UDP_GRO, 0)
+}
+
+/// Sets an integer socket option; whether the kernel took it.
+fn set_int_option(socket: &UdpSocket, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> bool {
+    // SAFETY: a valid socket and a c_int option value of the right size.
     let r = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            (&off as *const libc::c_int).cast(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -295,17 +289,7 @@ fn disable_gro(socket: &UdpSocket) -> bool {
 /// Raises the receive buffer past the system cap if allowed; otherwise the
 /// buffer stays as it was.
 fn force_recv_buffer(socket: &UdpSocket, bytes: usize) {
-    let v = bytes as libc::c_int;
-    // SAFETY: a valid socket fd and a c_int option value of the right size.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    set_int_option(socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, bytes as libc::c_int);
 }
 
 impl Drop for Udp {
