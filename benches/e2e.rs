@@ -17,9 +17,8 @@ const BATCH: usize = 64;
 const PAYLOAD: usize = 64;
 
 fn echo(ctx: &mut Inline<'_>) {
-    let h = ctx.header().clone();
-    let (ext, p) = (ctx.ext_header(), ctx.payload());
-    ctx.write(&h, ext, p);
+    let (h, ext, p) = (ctx.header(), ctx.ext_header(), ctx.payload());
+    ctx.write(h, ext, p);
 }
 
 fn batch() -> Vec<u8> {

@@ -111,9 +111,8 @@ fn echo(ctx: &mut Inline<'_>) {
     if ctx.is_request() {
         ctx.respond(payload);
     } else {
-        let header = ctx.header().clone();
-        let ext = ctx.ext_header();
-        ctx.write(&header, ext, payload);
+        let (header, ext) = (ctx.header(), ctx.ext_header());
+        ctx.write(header, ext, payload);
     }
 }
 

@@ -93,8 +93,8 @@ impl InlineHandler for Driver {
             }
             st.payload[..8].copy_from_slice(&t.to_le_bytes());
             // The echo's header is the one we sent: one-way, same length.
-            let header = ctx.header().clone();
-            ctx.write(&header, &[], &st.payload);
+            let header = ctx.header();
+            ctx.write(header, &[], &st.payload);
         });
     }
 

@@ -47,6 +47,7 @@ impl Default for FrameLimits {
 /// header and payload) once the header is complete, even if the body is not
 /// yet: the caller can then reserve exactly what the frame needs. `Ok(None)`
 /// means fewer than 16 bytes are buffered.
+#[inline]
 pub fn decode_header(buf: &[u8], limits: &FrameLimits) -> Result<Option<(FixedHeader, usize)>, CodecError> {
     let Some(h) = buf.get(..HEADER_LEN) else {
         return Ok(None);
@@ -111,6 +112,7 @@ impl FrameRef<'_> {
 ///
 /// Returns the frame and how many bytes it occupies, `Ok(None)` if it is not
 /// complete yet.
+#[inline]
 pub fn decode_ref<'a>(buf: &'a [u8], limits: &FrameLimits) -> Result<Option<(FrameRef<'a>, usize)>, CodecError> {
     let Some((header, frame_len)) = decode_header(buf, limits)? else {
         return Ok(None);
@@ -160,6 +162,7 @@ pub fn encoded_len(ext_header: usize, payload: usize) -> usize {
 /// # Errors
 /// [`CodecError::PayloadTooLarge`] / [`CodecError::ExtHeaderTooLarge`] when a
 /// slice does not fit its length field.
+#[inline]
 pub fn encode_parts<B: BufMut>(
     header: &FixedHeader,
     ext_header: &[u8],
@@ -174,14 +177,18 @@ pub fn encode_parts<B: BufMut>(
         len: u32::MAX,
         max: u32::MAX,
     })?;
-    out.put_u8(WIRE_VERSION);
-    out.put_u8(header.compression as u8);
-    out.put_u8(header.packet_type as u8);
-    out.put_u8(header.biz_type);
-    out.put_u32(header.message_id);
-    out.put_u16(ext_len);
-    out.put_u32(payload_len);
-    out.put_u16(header.reserved.raw());
+    // One 16-byte copy rather than eight `put_*` calls, each of which
+    // checks and moves the buffer's length.
+    let mut h = [0u8; HEADER_LEN];
+    h[0] = WIRE_VERSION;
+    h[1] = header.compression as u8;
+    h[2] = header.packet_type as u8;
+    h[3] = header.biz_type;
+    h[4..8].copy_from_slice(&header.message_id.to_be_bytes());
+    h[8..10].copy_from_slice(&ext_len.to_be_bytes());
+    h[10..14].copy_from_slice(&payload_len.to_be_bytes());
+    h[14..16].copy_from_slice(&header.reserved.raw().to_be_bytes());
+    out.put_slice(&h);
     out.put_slice(ext_header);
     out.put_slice(payload);
     Ok(())

@@ -40,7 +40,7 @@ where
 /// and ways to answer.
 pub struct Inline<'a> {
     pub(crate) id: SessionId,
-    pub(crate) frame: FrameRef<'a>,
+    pub(crate) frame: &'a FrameRef<'a>,
     pub(crate) out: &'a mut Vec<u8>,
     pub(crate) shard: &'a Shard,
     pub(crate) st: &'a SessionState,
@@ -48,27 +48,34 @@ pub struct Inline<'a> {
 
 impl<'a> Inline<'a> {
     /// The session the packet came from.
+    #[inline]
     pub fn session_id(&self) -> SessionId {
         self.id
     }
     /// The packet, borrowed.
-    pub fn frame(&self) -> &FrameRef<'a> {
-        &self.frame
+    #[inline]
+    pub fn frame(&self) -> &'a FrameRef<'a> {
+        self.frame
     }
-    /// The header.
-    pub fn header(&self) -> &FixedHeader {
+    /// The header. It borrows the read buffer, not the context, so it
+    /// can be passed straight back to [`Inline::write`].
+    #[inline]
+    pub fn header(&self) -> &'a FixedHeader {
         &self.frame.header
     }
     /// The payload, borrowed; already decompressed if it arrived
     /// compressed (the header's compression byte says how it travelled).
+    #[inline]
     pub fn payload(&self) -> &'a [u8] {
         self.frame.payload
     }
     /// The extension header, borrowed.
+    #[inline]
     pub fn ext_header(&self) -> &'a [u8] {
         self.frame.ext_header
     }
     /// Whether the packet is a request (expects [`Inline::respond`]).
+    #[inline]
     pub fn is_request(&self) -> bool {
         self.frame.header.packet_type == PacketType::Request
     }
@@ -78,6 +85,7 @@ impl<'a> Inline<'a> {
     }
     /// Answers the request with `payload`, keeping its id, biz type and
     /// extension header.
+    #[inline]
     pub fn respond(&mut self, payload: &[u8]) {
         let mut h = self.frame.header.clone();
         h.packet_type = PacketType::Response;
@@ -89,6 +97,7 @@ impl<'a> Inline<'a> {
     /// while that queue is over its limit. `payload` is the plain payload: a
     /// header whose compression byte is set has it compressed (above the
     /// compression threshold).
+    #[inline]
     pub fn write(&mut self, header: &FixedHeader, ext_header: &[u8], payload: &[u8]) {
         self.shard
             .prepare_out(self.out, codec::encoded_len(ext_header.len(), payload.len()));

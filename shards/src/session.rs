@@ -122,6 +122,7 @@ impl SessionState {
     /// Counts a packet from the peer about to be handed to the application,
     /// and refuses it if the peer is abusing the session. The per-packet
     /// cost is a counter compare; the clock is read once per window.
+    #[inline]
     pub fn note_received(&self, frame: &FrameRef<'_>, cfg: &EngineConfig) -> Result<(), Violation> {
         let kind = frame.header.packet_type;
         if kind == PacketType::Request {
@@ -167,6 +168,7 @@ impl SessionState {
 
     /// Counts a packet queued for the peer, and an answer to one of the
     /// peer's requests.
+    #[inline]
     pub fn note_sent(&self, shard: &Shard, header: &crate::packet::FixedHeader) {
         self.counters.queued(&shard.stats);
         if header.packet_type == PacketType::Response {
@@ -393,7 +395,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             frag: None,
         };
         if !initial.is_empty() {
-            let mut b = d.shard.pool.get(d.shard.cfg.read_buffer.max(initial.len()));
+            let mut b = d.shard.buffers.get(d.shard.cfg.read_buffer.max(initial.len()));
             b.clear();
             b.extend_from_slice(initial);
             b.resize(b.capacity(), 0);
@@ -439,7 +441,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     // Idle sessions hold no write buffers.
                     for b in [std::mem::take(&mut self.wbuf), std::mem::take(&mut *out)] {
                         if b.capacity() > 0 {
-                            self.shard.pool.put(b);
+                            self.shard.buffers.put(b);
                         }
                     }
                     self.wpos = 0;
@@ -483,7 +485,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             self.rlen = 0;
         }
         if self.rbuf.is_empty() {
-            let mut b = self.shard.pool.get(self.shard.cfg.read_buffer);
+            let mut b = self.shard.buffers.get(self.shard.cfg.read_buffer);
             b.resize(b.capacity(), 0);
             self.rbuf = b;
         }
@@ -536,7 +538,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     fn release_read_buffer(&mut self) {
         if self.rpos == self.rlen && !self.rbuf.is_empty() {
-            self.shard.pool.put(std::mem::take(&mut self.rbuf));
+            self.shard.buffers.put(std::mem::take(&mut self.rbuf));
             self.rpos = 0;
             self.rlen = 0;
         }
@@ -569,7 +571,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             };
             frames += 1;
             self.rpos += n;
-            deliver(shard, &self.st, &mut self.stalled, frame, &mut out)?;
+            deliver(shard, &self.st, &mut self.stalled, &frame, &mut out)?;
             if out.len() + self.st.in_flight.get() >= shard.cfg.max_outbound_bytes {
                 break;
             }
@@ -595,7 +597,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 .expect("quic_frame checked the packet is whole");
             frames += 1;
             self.rpos += n;
-            deliver(shard, &self.st, &mut self.stalled, frame, &mut out)?;
+            deliver(shard, &self.st, &mut self.stalled, &frame, &mut out)?;
             if out.len() + self.st.in_flight.get() >= shard.cfg.max_outbound_bytes {
                 break;
             }
@@ -636,7 +638,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     let (msg, text) = self.frag.take().expect("reassembled message");
                     frames += 1;
                     let frame = ws::message_frame(&msg, text, &limits).map_err(|e| ws::fail_with(&mut out, wire, e))?;
-                    deliver(shard, &self.st, &mut self.stalled, frame, &mut out)
+                    deliver(shard, &self.st, &mut self.stalled, &frame, &mut out)
                         .map_err(|r| ws::closing(&mut out, wire, r))?;
                     continue;
                 }
@@ -644,7 +646,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             frames += 1;
             let frame =
                 ws::message_frame(message.0, message.1, &limits).map_err(|e| ws::fail_with(&mut out, wire, e))?;
-            deliver(shard, &self.st, &mut self.stalled, frame, &mut out).map_err(|r| ws::closing(&mut out, wire, r))?;
+            deliver(shard, &self.st, &mut self.stalled, &frame, &mut out).map_err(|r| ws::closing(&mut out, wire, r))?;
             if out.len() + self.st.in_flight.get() >= shard.cfg.max_outbound_bytes {
                 break;
             }
@@ -688,10 +690,10 @@ fn deliver(
     shard: &Shard,
     st: &SessionState,
     stalled: &mut Stalled,
-    frame: FrameRef<'_>,
+    frame: &FrameRef<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), CloseReason> {
-    st.note_received(&frame, &shard.cfg)
+    st.note_received(frame, &shard.cfg)
         .map_err(CloseReason::PolicyViolation)?;
     // The uncompressed fast path pays this one compare.
     if frame.header.compression != CompressionType::None {
@@ -710,14 +712,14 @@ fn deliver_compressed(
     shard: &Shard,
     st: &SessionState,
     stalled: &mut Stalled,
-    frame: FrameRef<'_>,
+    frame: &FrameRef<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
     let FrameRef {
         mut header,
         ext_header,
         payload,
-    } = frame;
+    } = frame.clone();
     let max = shard.cfg.frame.max_payload;
     crate::compress::with_decompressed(header.compression, payload, max, |plain| {
         header.payload_len = plain.len() as u32;
@@ -726,11 +728,12 @@ fn deliver_compressed(
             ext_header,
             payload: plain,
         };
-        deliver_plain(shard, st, stalled, frame, out)
+        deliver_plain(shard, st, stalled, &frame, out)
     })
 }
 
-fn deliver_plain(shard: &Shard, st: &SessionState, stalled: &mut Stalled, frame: FrameRef<'_>, out: &mut Vec<u8>) {
+#[inline]
+fn deliver_plain(shard: &Shard, st: &SessionState, stalled: &mut Stalled, frame: &FrameRef<'_>, out: &mut Vec<u8>) {
     if let Some(ev) = dispatch(shard, st, frame, out) {
         if let Err(flume::TrySendError::Full(ev)) = shard.sink.tx.try_send(ev) {
             *stalled = Some(shard.sink.tx.clone().into_send_async(ev));
@@ -739,11 +742,12 @@ fn deliver_plain(shard: &Shard, st: &SessionState, stalled: &mut Stalled, frame:
 }
 
 /// Routes one decoded frame. Returns the event to deliver, if any.
-fn dispatch(shard: &Shard, st: &SessionState, frame: FrameRef<'_>, out: &mut Vec<u8>) -> Option<EngineEvent> {
+#[inline]
+fn dispatch(shard: &Shard, st: &SessionState, frame: &FrameRef<'_>, out: &mut Vec<u8>) -> Option<EngineEvent> {
     if frame.header.packet_type == PacketType::Response {
         let waiting = st.pending.borrow_mut().remove(&frame.header.message_id);
         if let Some(p) = waiting {
-            let _ = p.reply.send(Ok(shard.to_packet(&frame)));
+            let _ = p.reply.send(Ok(shard.to_packet(frame)));
             shard.stats.requests_in_flight.add(-1);
             return None;
         }
@@ -761,7 +765,7 @@ fn dispatch(shard: &Shard, st: &SessionState, frame: FrameRef<'_>, out: &mut Vec
     }
     Some(EngineEvent::Message {
         id: st.id,
-        packet: shard.to_packet(&frame),
+        packet: shard.to_packet(frame),
     })
 }
 

@@ -19,6 +19,7 @@ use crate::id::SessionId;
 use crate::mesh::{Inbox, Outbox};
 use crate::packet::{Packet, PacketType};
 use crate::pool::buffer::{BufferPool, MEDIUM};
+use crate::pool::hot::HotBuffers;
 use crate::pool::slab::{Slab, SlotTable};
 use crate::proto::quic::endpoint::Endpoint as QuicEndpoint;
 use crate::pump::{Announce, EventPump};
@@ -56,7 +57,8 @@ pub(crate) struct Mesh {
 pub struct Shard {
     pub(crate) index: usize,
     pub(crate) cfg: Arc<EngineConfig>,
-    pub(crate) pool: Arc<BufferPool>,
+    /// The shard's buffer pool, behind its hot stack.
+    pub(crate) buffers: HotBuffers,
     pub(crate) slab: RefCell<Slab<Rc<SessionState>>>,
     pub(crate) mesh: Arc<Mesh>,
     outgoing: RefCell<Vec<Vec<Command>>>,
@@ -100,7 +102,7 @@ impl Shard {
         Rc::new(Self {
             index,
             cfg,
-            pool,
+            buffers: HotBuffers::new(pool),
             slab: RefCell::new(Slab::new(index as u16, table)),
             mesh,
             outgoing: RefCell::new((0..shards).map(|_| Vec::new()).collect()),
@@ -123,17 +125,18 @@ impl Shard {
 
     /// Makes `out` ready to take `extra` more bytes, taking a pooled buffer
     /// if it has none (idle sessions hold no write buffer).
+    #[inline]
     pub(crate) fn prepare_out(&self, out: &mut Vec<u8>, extra: usize) {
         let extra = extra + crate::wire::MAX_ENVELOPE;
         if out.capacity() == 0 {
-            *out = self.pool.get(extra.max(MEDIUM));
+            *out = self.buffers.get(extra.max(MEDIUM));
             out.clear();
         }
         out.reserve(extra);
     }
 
     pub(crate) fn to_packet(&self, frame: &FrameRef<'_>) -> Packet {
-        pooled_packet(&self.pool, frame)
+        pooled_packet(self.buffers.pool(), frame)
     }
 
     /// Sends `packet` to `target` from code running on this shard.
@@ -613,7 +616,7 @@ impl Shard {
         }
         let out = std::mem::take(&mut *st.out.borrow_mut());
         if out.capacity() > 0 {
-            self.pool.put(out);
+            self.buffers.put(out);
         }
         tracing::debug!(shard = self.index, session = %st.id, %reason, "session closed");
         if let Some(h) = self.handler.as_ref().filter(|_| st.handler_opened.get()) {

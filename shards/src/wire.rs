@@ -41,6 +41,7 @@ impl Wire {
     }
 
     /// Appends one packet, in its envelope, to `out`.
+    #[inline]
     pub fn write(self, out: &mut Vec<u8>, header: &FixedHeader, ext: &[u8], payload: &[u8]) -> Result<(), CodecError> {
         match self {
             Wire::Tcp => codec::encode_parts(header, ext, payload, out),

@@ -129,6 +129,13 @@ impl BufferPool {
         Vec::with_capacity(min)
     }
 
+    /// Counts a buffer its owner served from a cache in front of the pool
+    /// (the shard's hot stack), so `hits` still tells how often a buffer
+    /// was reused rather than allocated.
+    pub fn count_hit(&self) {
+        self.count(&self.stats.hits);
+    }
+
     /// Counts a `get`. On the home shard, the only thread that normally
     /// takes buffers, a plain load and store suffice (no locked RMW on the
     /// per-message path); anywhere else it must be an atomic add.

@@ -2,4 +2,5 @@
 //! tiered buffer pool.
 
 pub mod buffer;
+pub(crate) mod hot;
 pub mod slab;

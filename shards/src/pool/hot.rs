@@ -1,0 +1,138 @@
+//! A shard-local LIFO stack in front of the buffer pool.
+//!
+//! A session hands its read and write buffers back whenever its batch is
+//! done (idle sessions hold none), so under load each batch takes a buffer
+//! and returns one. Through the pool alone that is a CAS on a lock-free
+//! queue and two atomic adds each way, and the queue is FIFO: it hands out
+//! the buffer returned longest ago, so a shard cycles through every buffer
+//! it pooled (up to 16 × 256 KiB of read buffers) and each read lands in
+//! memory that has left the cache. The stack is touched only by its shard
+//! (it lives in the `!Send` [`crate::shard::Shard`]), so it needs no
+//! atomics, and it gives back the buffer returned last, still warm.
+//!
+//! It keeps at most [`HOT_PER_TIER`] medium and as many large buffers, each
+//! at most twice its tier's size, so it pins at most 4 × (32 KiB + 512 KiB)
+//! beyond the pool's own bound; anything else goes to the pool as before.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use crate::pool::buffer::{BufferPool, LARGE, MEDIUM, SMALL};
+
+/// Buffers kept per tier: enough for the sessions one shard turn serves
+/// back to back, few enough that they stay in the cache.
+pub const HOT_PER_TIER: usize = 4;
+
+/// The medium and large tiers' stacks (small buffers are event payloads,
+/// which other threads return, so they would rarely come back here).
+pub(crate) struct HotBuffers {
+    pool: Arc<BufferPool>,
+    tiers: [RefCell<Vec<Vec<u8>>>; 2],
+}
+
+impl HotBuffers {
+    pub fn new(pool: Arc<BufferPool>) -> Self {
+        Self {
+            pool,
+            tiers: [
+                RefCell::new(Vec::with_capacity(HOT_PER_TIER)),
+                RefCell::new(Vec::with_capacity(HOT_PER_TIER)),
+            ],
+        }
+    }
+
+    /// The pool behind the stack.
+    pub fn pool(&self) -> &Arc<BufferPool> {
+        &self.pool
+    }
+
+    /// Which stack serves (or keeps) buffers for a request of `min` bytes
+    /// or a buffer of capacity `cap`: the pool's tier sizes.
+    fn tier_for_request(min: usize) -> Option<usize> {
+        match min {
+            m if m <= SMALL => None,
+            m if m <= MEDIUM => Some(0),
+            m if m <= LARGE => Some(1),
+            _ => None,
+        }
+    }
+
+    fn tier_for_buffer(cap: usize) -> Option<usize> {
+        match cap {
+            c if (MEDIUM..=2 * MEDIUM).contains(&c) => Some(0),
+            c if (LARGE..=2 * LARGE).contains(&c) => Some(1),
+            _ => None,
+        }
+    }
+
+    /// Like [`BufferPool::get`]: capacity at least `min`, length unspecified.
+    #[inline]
+    pub fn get(&self, min: usize) -> Vec<u8> {
+        if let Some(t) = Self::tier_for_request(min) {
+            if let Some(v) = self.tiers[t].borrow_mut().pop() {
+                self.pool.count_hit();
+                return v;
+            }
+        }
+        self.pool.get(min)
+    }
+
+    /// Like [`BufferPool::put`]; contents are left as they are.
+    #[inline]
+    pub fn put(&self, v: Vec<u8>) {
+        if let Some(t) = Self::tier_for_buffer(v.capacity()) {
+            let mut stack = self.tiers[t].borrow_mut();
+            if stack.len() < HOT_PER_TIER {
+                stack.push(v);
+                return;
+            }
+        }
+        self.pool.put(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::buffer::PoolConfig;
+
+    #[test]
+    fn the_buffer_put_last_comes_back_first_and_counts_as_a_hit() {
+        let pool = BufferPool::new(0, PoolConfig::default());
+        let hot = HotBuffers::new(Arc::clone(&pool));
+        let a = hot.get(MEDIUM);
+        let b = hot.get(MEDIUM);
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        hot.put(a);
+        hot.put(b);
+        assert_eq!(hot.get(MEDIUM).as_ptr(), pb);
+        assert_eq!(hot.get(MEDIUM).as_ptr(), pa);
+        let s = pool.snapshot();
+        assert_eq!((s.hits, s.misses), (2, 2));
+    }
+
+    #[test]
+    fn a_request_is_served_from_its_own_tier_only() {
+        let pool = BufferPool::new(0, PoolConfig::default());
+        let hot = HotBuffers::new(pool);
+        hot.put(Vec::with_capacity(MEDIUM));
+        // A large request never gets the medium buffer on the stack.
+        assert!(hot.get(LARGE).capacity() >= LARGE);
+        assert_eq!(hot.get(MEDIUM).capacity(), MEDIUM);
+        // Small requests go to the pool, which has no small buffer yet.
+        assert!(hot.get(10).capacity() >= 10);
+    }
+
+    #[test]
+    fn past_its_bound_the_stack_hands_buffers_to_the_pool() {
+        let pool = BufferPool::new(0, PoolConfig::default());
+        let hot = HotBuffers::new(Arc::clone(&pool));
+        for _ in 0..HOT_PER_TIER + 3 {
+            hot.put(Vec::with_capacity(MEDIUM));
+        }
+        // An oversized buffer is never kept hot.
+        hot.put(Vec::with_capacity(4 * MEDIUM));
+        assert_eq!(hot.tiers[0].borrow().len(), HOT_PER_TIER);
+        assert_eq!(pool.snapshot().kept_bytes, (3 * MEDIUM) as u64);
+    }
+}
