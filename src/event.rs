@@ -263,8 +263,8 @@ pub(crate) struct RawEvents {
 }
 
 impl RawEvents {
-    pub async fn recv(&self) -> Option<EngineEvent> {
-        self.rx.recv_async().await.ok()
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
     }
     pub fn try_recv(&self) -> Option<EngineEvent> {
         self.rx.try_recv().ok()

@@ -26,6 +26,7 @@ async fn a_second_engine_on_the_same_port_gets_addr_in_use() {
     let sink = EventSink {
         tx,
         lifecycle: Default::default(),
+        bell: Default::default(),
     };
     let cfg = EngineConfig {
         shards: SHARDS,

@@ -170,6 +170,7 @@ pub fn start(args: &Args, shared: Arc<Shared>) -> Result<Run, String> {
     let sink = EventSink {
         tx,
         lifecycle: Arc::new(false.into()),
+        bell: Arc::default(),
     };
     let handler: Arc<dyn InlineHandler> = driver.clone();
     futures_lite::future::block_on(async {

@@ -39,6 +39,7 @@ mod shard;
 pub mod stats;
 #[doc(hidden)]
 pub mod testing;
+mod turn_bell;
 mod wire;
 
 pub use config::EngineConfig;
@@ -46,6 +47,7 @@ pub use error::{CloseReason, CodecError, SendError, StartError, Violation};
 pub use event::EngineEvent;
 pub use handler::{Inline, InlineHandler};
 pub use id::SessionId;
+pub use msgtrans_sync::waitlist::WaitList;
 pub use packet::{CompressionType, FixedHeader, IntoPayload, Packet, PacketType, ReservedFlags};
 pub use runtime::Engine;
 pub use session_handler::{Connected, Responder, SessionHandler, SessionHandlerAdapter};

@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::event::EngineEvent;
 use crate::session::SessionState;
 use crate::stats::ShardStats;
+use crate::turn_bell::TurnBell;
 
 /// How often a pump blocked on a full queue checks whether a stop has given
 /// up on waiting.
@@ -23,6 +24,7 @@ const ABANDON_CHECK: Duration = Duration::from_millis(10);
 
 pub(crate) struct EventPump {
     tx: flume::Sender<EngineEvent>,
+    bell: Rc<TurnBell>,
     queue: RefCell<VecDeque<(EngineEvent, Option<Rc<SessionState>>)>>,
     waker: RefCell<Option<Waker>>,
     in_flight: Cell<bool>,
@@ -32,9 +34,10 @@ pub(crate) struct EventPump {
 }
 
 impl EventPump {
-    pub fn new(tx: flume::Sender<EngineEvent>) -> Rc<Self> {
+    pub fn new(tx: flume::Sender<EngineEvent>, bell: Rc<TurnBell>) -> Rc<Self> {
         Rc::new(Self {
             tx,
+            bell,
             queue: RefCell::new(VecDeque::new()),
             waker: RefCell::new(None),
             in_flight: Cell::new(false),
@@ -49,7 +52,11 @@ impl EventPump {
         let mut q = self.queue.borrow_mut();
         if q.is_empty() && !self.in_flight.get() {
             match self.tx.try_send(ev) {
-                Ok(()) | Err(flume::TrySendError::Disconnected(_)) => return true,
+                Ok(()) => {
+                    self.bell.later();
+                    return true;
+                }
+                Err(flume::TrySendError::Disconnected(_)) => return true,
                 Err(flume::TrySendError::Full(ev)) => q.push_back((ev, announce.cloned())),
             }
         } else {
@@ -97,6 +104,9 @@ impl EventPump {
                 };
                 futures_lite::future::or(send, give_up).await
             };
+            if delivered {
+                self.bell.later();
+            }
             if !delivered && self.abandon.get() {
                 stats.events_abandoned.add(1);
                 tracing::warn!(shard, event = ?ev, "event queue still full at shutdown; event given up");

@@ -646,7 +646,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             frames += 1;
             let frame =
                 ws::message_frame(message.0, message.1, &limits).map_err(|e| ws::fail_with(&mut out, wire, e))?;
-            deliver(shard, &self.st, &mut self.stalled, &frame, &mut out).map_err(|r| ws::closing(&mut out, wire, r))?;
+            deliver(shard, &self.st, &mut self.stalled, &frame, &mut out)
+                .map_err(|r| ws::closing(&mut out, wire, r))?;
             if out.len() + self.st.in_flight.get() >= shard.cfg.max_outbound_bytes {
                 break;
             }
@@ -735,8 +736,10 @@ fn deliver_compressed(
 #[inline]
 fn deliver_plain(shard: &Shard, st: &SessionState, stalled: &mut Stalled, frame: &FrameRef<'_>, out: &mut Vec<u8>) {
     if let Some(ev) = dispatch(shard, st, frame, out) {
-        if let Err(flume::TrySendError::Full(ev)) = shard.sink.tx.try_send(ev) {
-            *stalled = Some(shard.sink.tx.clone().into_send_async(ev));
+        match shard.sink.tx.try_send(ev) {
+            Ok(()) => shard.turn_bell.later(),
+            Err(flume::TrySendError::Full(ev)) => *stalled = Some(shard.sink.tx.clone().into_send_async(ev)),
+            Err(flume::TrySendError::Disconnected(_)) => {}
         }
     }
 }
@@ -801,6 +804,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
                 // left to deliver to.
                 if Pin::new(fut).poll(cx).is_ready() {
                     this.stalled = None;
+                    this.shard.turn_bell.later();
                     progress = true;
                 }
             }

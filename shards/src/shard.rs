@@ -25,6 +25,7 @@ use crate::proto::quic::endpoint::Endpoint as QuicEndpoint;
 use crate::pump::{Announce, EventPump};
 use crate::session::{pooled_packet, PendingRequest, SessionState};
 use crate::stats::ShardStats;
+use crate::turn_bell::TurnBell;
 use crate::wire::Wire;
 
 /// How often pending requests are checked for their deadline while any are
@@ -44,6 +45,9 @@ pub struct EventSink {
     /// Whether connection open/close events are wanted. With an inline
     /// handler they are sent only once someone subscribes.
     pub lifecycle: Arc<AtomicBool>,
+    /// Rung once per shard turn in which events went into `tx`: the
+    /// application waits on this, not on `tx` (see `turn_bell`).
+    pub bell: Arc<crate::WaitList>,
 }
 
 /// What every shard of an engine shares.
@@ -73,6 +77,8 @@ pub struct Shard {
     stopping: Cell<bool>,
     /// Lifecycle events waiting for room in the application's queue.
     pub(crate) pump: Rc<EventPump>,
+    /// Wakes the application after a turn that gave it events.
+    pub(crate) turn_bell: Rc<TurnBell>,
     /// A coarse clock for idle timeouts: advanced by the idle sweeper.
     idle_tick: Cell<u64>,
     /// Most sessions open since memory was last handed back to the OS.
@@ -99,6 +105,7 @@ impl Shard {
     ) -> Rc<Self> {
         let table = Arc::clone(&mesh.tables[index]);
         let shards = mesh.outboxes.len();
+        let turn_bell = TurnBell::new(Arc::clone(&sink.bell));
         Rc::new(Self {
             index,
             cfg,
@@ -113,7 +120,8 @@ impl Shard {
             waiting_sends: Cell::new(0),
             sweeper: RefCell::new(None),
             stopping: Cell::new(false),
-            pump: EventPump::new(sink.tx.clone()),
+            pump: EventPump::new(sink.tx.clone(), Rc::clone(&turn_bell)),
+            turn_bell,
             idle_tick: Cell::new(0),
             peak_sessions: Cell::new(0),
             handshaking: Cell::new(0),
@@ -679,6 +687,7 @@ pub(crate) async fn run(shard: Rc<Shard>, inbox: Inbox<Command>) {
     glommio::spawn_local(Rc::clone(&shard).sweep_requests()).detach();
     glommio::spawn_local(Rc::clone(&shard).sweep_idle()).detach();
     glommio::spawn_local(Rc::clone(&shard.pump).run(shard.index, Arc::clone(&shard.stats))).detach();
+    glommio::spawn_local(Rc::clone(&shard.turn_bell).run()).detach();
     let mut batch = Vec::with_capacity(INBOX_BATCH);
     while inbox.recv_batch(&mut batch, INBOX_BATCH).await {
         let mut stop_reply = None;

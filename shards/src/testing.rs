@@ -79,6 +79,7 @@ pub fn run_session(websocket: bool, chunks: Vec<Vec<u8>>, max_payload: u32) -> O
     let sink = EventSink {
         tx,
         lifecycle: Arc::new(AtomicBool::new(false)),
+        bell: Arc::default(),
     };
     let echo = |ctx: &mut Inline<'_>| {
         let (h, ext, p) = (ctx.header().clone(), ctx.ext_header(), ctx.payload());

@@ -154,6 +154,8 @@ impl TransportClientBuilder {
         let sink = EventSink {
             tx,
             lifecycle: Arc::new(true.into()),
+            // The client's event stream still waits on the channel itself.
+            bell: Arc::default(),
         };
         let engine = Arc::new(Engine::start(cfg, None, sink).await?);
         // Room for one give-up per connection several times over; the

@@ -3,11 +3,12 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use msgtrans_shards::proto::ws::handshake::WsListenConfig;
 use msgtrans_shards::stats::{SessionStats, StatsSnapshot};
-use msgtrans_shards::{CloseReason, Engine, EngineEvent, EventSink, InlineHandler, Packet, PacketType};
+use msgtrans_shards::{CloseReason, Engine, EngineEvent, EventSink, InlineHandler, Packet, PacketType, WaitList};
 
 use super::config::Limits;
 use crate::error::{Result, TransportError};
@@ -192,9 +193,11 @@ impl TransportServerBuilder {
         let cfg = self.limits.engine_config(self.shards, self.pin, "msgtrans-shard");
         let (tx, rx) = flume::bounded(cfg.event_capacity);
         let lifecycle = Arc::new(AtomicBool::new(self.handler.is_none()));
+        let bell = Arc::new(WaitList::new());
         let sink = EventSink {
             tx: tx.clone(),
             lifecycle: Arc::clone(&lifecycle),
+            bell: Arc::clone(&bell),
         };
         let engine = Arc::new(Engine::start(cfg, self.handler, sink).await?);
         let mut addrs = Vec::new();
@@ -256,6 +259,7 @@ impl TransportServerBuilder {
             for (_, a) in &addrs {
                 let _ = tx.send_async(EngineEvent::Listening { addr: *a }).await;
             }
+            bell.ring();
         }
         let (stopped_tx, stopped_rx) = flume::bounded(0);
         Ok(TransportServer {
@@ -263,6 +267,7 @@ impl TransportServerBuilder {
                 engine,
                 events: RawEvents { rx },
                 events_tx: tx,
+                bell,
                 lifecycle,
                 addrs,
                 quic_certs,
@@ -282,6 +287,9 @@ struct Inner {
     engine: Arc<Engine>,
     events: RawEvents,
     events_tx: flume::Sender<EngineEvent>,
+    /// Rung after events go into the queue (by the shards once per turn)
+    /// and when the server stops: what event streams sleep on.
+    bell: Arc<WaitList>,
     lifecycle: Arc<AtomicBool>,
     addrs: Vec<(&'static str, SocketAddr)>,
     /// Self-signed certificates made for QUIC listeners given none.
@@ -374,6 +382,7 @@ impl TransportServer {
             for (_, a) in &self.inner.addrs {
                 let _ = self.inner.events_tx.try_send(EngineEvent::Listening { addr: *a });
             }
+            self.inner.bell.ring();
         }
         ServerEventStream { server: self.clone() }
     }
@@ -537,6 +546,7 @@ impl TransportServer {
             m.stop();
         }
         self.inner.stopped_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.inner.bell.ring();
     }
 }
 
@@ -593,15 +603,18 @@ impl ServerEventStream {
                 }
                 return Err(EventStreamClosed);
             }
-            let stopped = self.server.inner.stopped_rx.clone();
-            let next = self.server.inner.events.recv();
-            let stop = async {
-                let _ = stopped.recv_async().await;
-                None
-            };
-            if let Some(ev) = futures_lite::future::or(next, stop).await {
-                return Ok(self.convert(ev));
-            }
+            // Sleep until an event or the stop: look, arm, look again
+            // (the protocol in `msgtrans_sync::waitlist`).
+            let inner = &self.server.inner;
+            std::future::poll_fn(|cx| {
+                inner.bell.arm(cx.waker());
+                if inner.events.is_empty() && !inner.stopped_rx.is_disconnected() {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            })
+            .await;
         }
     }
 

@@ -6,14 +6,23 @@ pub(crate) use loom::future::AtomicWaker;
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
-pub(crate) use loom::sync::Arc;
+pub(crate) use loom::sync::{Arc, Mutex};
 
 #[cfg(not(loom))]
 pub(crate) use atomic_waker::AtomicWaker;
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(loom))]
-pub(crate) use std::sync::Arc;
+pub(crate) use std::sync::{Arc, Mutex};
+
+/// Locks `m`. A panic while it was held cannot leave a list of wakers
+/// half-changed, so a poisoned lock is used as it is.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ {
+    #[cfg(loom)]
+    return m.lock().unwrap();
+    #[cfg(not(loom))]
+    return m.lock().unwrap_or_else(|e| e.into_inner());
+}
 
 /// Registers `waker` (the two `AtomicWaker`s spell it differently).
 pub(crate) fn register(slot: &AtomicWaker, waker: &std::task::Waker) {

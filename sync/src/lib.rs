@@ -2,6 +2,8 @@
 //! check with `loom`.
 //!
 //! * [`doorbell`] — wakes a sleeping shard once per batch of messages.
+//! * [`waitlist`] — the same for the application's event streams, where
+//!   many tasks may wait.
 //! * [`slots`] — the atomic per-slot words other threads read: liveness,
 //!   queued bytes, and bytes reserved by sends not yet taken by the shard.
 //! * [`buffer`] — the tiered buffer pool, whose buffers come home from any
@@ -16,3 +18,4 @@ pub mod buffer;
 pub mod doorbell;
 mod facade;
 pub mod slots;
+pub mod waitlist;

@@ -17,6 +17,7 @@ use loom::thread;
 use msgtrans_sync::buffer::{share, BufferPool, PoolConfig};
 use msgtrans_sync::doorbell::Doorbell;
 use msgtrans_sync::slots::SlotWords;
+use msgtrans_sync::waitlist::WaitList;
 
 /// A stand-in for the shard's inbox: messages are a count, and the last
 /// sender leaving closes it. Release/acquire only, so the model assumes no
@@ -120,6 +121,66 @@ fn doorbell_two_senders_wake_a_consumer_that_sleeps_between_them() {
         for s in senders {
             s.join().unwrap();
         }
+    });
+}
+
+/// The application's event queue: events are a count that consumers take
+/// one at a time.
+#[derive(Default)]
+struct Events {
+    queued: AtomicUsize,
+    bell: WaitList,
+}
+
+/// One consumer's `recv`: take an event if there is one; otherwise arm,
+/// look again, sleep (src/transport/server.rs, `ServerEventStream::recv`).
+struct Take<'a>(&'a Events);
+
+impl Take<'_> {
+    fn try_take(&self) -> bool {
+        self.0
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+impl Future for Take<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.try_take() {
+            return Poll::Ready(());
+        }
+        self.0.bell.arm(cx.waker());
+        if self.try_take() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+#[test]
+fn waitlist_two_consumers_each_get_an_event_however_the_rings_interleave() {
+    model(|| {
+        let q = Arc::new(Events::default());
+        let consumer = {
+            let q = Arc::clone(&q);
+            thread::spawn(move || loom::future::block_on(Take(&q)))
+        };
+        let producer = {
+            let q = Arc::clone(&q);
+            thread::spawn(move || {
+                for _ in 0..2 {
+                    q.queued.fetch_add(1, Ordering::Release);
+                    q.bell.ring();
+                }
+            })
+        };
+        // Either consumer losing its wake-up leaves it blocked: loom
+        // reports the deadlock.
+        loom::future::block_on(Take(&q));
+        consumer.join().unwrap();
+        producer.join().unwrap();
     });
 }
 
