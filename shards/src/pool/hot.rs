@@ -105,8 +105,8 @@ mod tests {
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
         hot.put(a);
         hot.put(b);
-        assert_eq!(hot.get(MEDIUM).as_ptr(), pb);
-        assert_eq!(hot.get(MEDIUM).as_ptr(), pa);
+        let (b, a) = (hot.get(MEDIUM), hot.get(MEDIUM));
+        assert_eq!((b.as_ptr(), a.as_ptr()), (pb, pa));
         let s = pool.snapshot();
         assert_eq!((s.hits, s.misses), (2, 2));
     }
