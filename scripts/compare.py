@@ -51,6 +51,8 @@ BUILTIN_SERVERS = [
      "baseline 3: raw glommio batched echo"),
     ("baseline_uring", "baseline_uring", ["--addr", "{addr}", "--shards", "{shards}"],
      "experiment: raw io_uring echo, no runtime (always one thread)"),
+    ("baseline_glommio_ring", "baseline_glommio_ring", ["--addr", "{addr}", "--shards", "{shards}"],
+     "experiment: glommio tasks whose I/O goes through a second DEFER_TASKRUN ring"),
     ("msgtrans_inline", "sharded_server", ["--tcp", "{addr}", "--no-ws", "--no-quic", "--shards", "{shards}"],
      "msgtrans sharded_server, inline on-shard handler"),
     ("msgtrans_events", "sharded_server", ["--tcp", "{addr}", "--no-ws", "--no-quic", "--shards", "{shards}", "--events"],
@@ -91,7 +93,7 @@ OPT_IN_SERVERS = [
      "quic", "listening quic ", NO_OFFLOAD, NO_OFFLOAD),
 ]
 BINARIES = ["sharded_server", "baseline_tokio", "baseline_framed", "baseline_glommio",
-            "baseline_uring", "load"]
+            "baseline_uring", "baseline_glommio_ring", "load"]
 DEFAULT_WORKLOADS = ["64B-1x1", "64B-64x16", "1K-64x16", "64K-8x4"]
 LATENCY_WORKLOAD = "64B-64x16"
 METRICS = ["msgs_per_s", "server_cpu_ns_per_msg", "p50_us", "p99_us", "p999_us",
@@ -1038,6 +1040,7 @@ servers (rows):
   baseline_framed   baseline 2
   baseline_glommio  baseline 3
   baseline_uring    experiment (single-threaded; ignores --shards)
+  baseline_glommio_ring  experiment: glommio tasks, I/O on a second ring
   msgtrans_inline   sharded_server
   msgtrans_events   sharded_server --events
   msgtrans_ws       sharded_server over WebSocket (load: raw io_uring frames)
