@@ -137,7 +137,6 @@ impl Ring {
 async fn serve(ring: Rc<Ring>, fd: RawFd) {
     let mut rbuf = vec![0u8; BUF];
     let mut have = 0;
-    let mut wbuf = Vec::with_capacity(BUF);
     loop {
         if have == rbuf.len() {
             rbuf.resize(rbuf.len() * 2, 0);
@@ -151,13 +150,11 @@ async fn serve(ring: Rc<Ring>, fd: RawFd) {
         if done == 0 {
             continue;
         }
-        wbuf.clear();
-        wbuf.extend_from_slice(&rbuf[..done]);
-        rbuf.copy_within(done..have, 0);
-        have -= done;
+        // Like baseline_glommio: the complete frames go back from the read
+        // buffer itself (no RECV is in flight while this task sends).
         let mut off = 0;
-        while off < wbuf.len() {
-            let n = ring.send(fd, &wbuf[off..]).await;
+        while off < done {
+            let n = ring.send(fd, &rbuf[off..done]).await;
             if n <= 0 {
                 // SAFETY: no operation on `fd` is in flight.
                 unsafe { libc::close(fd) };
@@ -165,6 +162,8 @@ async fn serve(ring: Rc<Ring>, fd: RawFd) {
             }
             off += n as usize;
         }
+        rbuf.copy_within(done..have, 0);
+        have -= done;
     }
     // SAFETY: no operation on `fd` is in flight.
     unsafe { libc::close(fd) };
