@@ -11,7 +11,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 fn main() {
     let (addr, shards) = common::args("baseline_glommio", "raw glommio batched echo (baseline 3)");
-    let cores = core_affinity_list();
+    let cores = common::allowed_cpus();
     let handles: Vec<_> = (0..shards)
         .map(|i| {
             let fd = common::reuseport_listener(&addr).into_raw_fd();
@@ -56,16 +56,4 @@ fn main() {
     for h in handles {
         let _ = h.join();
     }
-}
-
-fn core_affinity_list() -> Vec<usize> {
-    // The process's allowed cpus, so `taskset -c 0` confines shard 0 to cpu0.
-    let mut set = unsafe { std::mem::zeroed::<libc::cpu_set_t>() };
-    // SAFETY: set is a valid cpu_set_t of the size passed.
-    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
-        return Vec::new();
-    }
-    (0..libc::CPU_SETSIZE as usize)
-        .filter(|c| unsafe { libc::CPU_ISSET(*c, &set) })
-        .collect()
 }

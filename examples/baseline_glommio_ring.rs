@@ -174,7 +174,7 @@ fn main() {
         "baseline_glommio_ring",
         "glommio tasks with their I/O on a second DEFER_TASKRUN ring (experiment)",
     );
-    let cores = cpus();
+    let cores = common::allowed_cpus();
     let handles: Vec<_> = (0..shards)
         .map(|i| {
             let listener = common::reuseport_listener(&addr);
@@ -243,16 +243,4 @@ async fn run(listener: std::net::TcpListener) {
         idle = done == 0 && !busy;
         futures_lite::future::yield_now().await;
     }
-}
-
-/// The CPUs this process may run on (compare.py pins it with taskset).
-fn cpus() -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set for sched_getaffinity to fill.
-    let mut set = unsafe { std::mem::zeroed::<libc::cpu_set_t>() };
-    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
-        return Vec::new();
-    }
-    (0..libc::CPU_SETSIZE as usize)
-        .filter(|c| unsafe { libc::CPU_ISSET(*c, &set) })
-        .collect()
 }

@@ -1,4 +1,5 @@
-//! Shared bits of the baseline servers: argument parsing and frame scanning.
+//! Shared bits of the baseline servers: argument parsing, frame scanning
+//! and the CPUs to pin to.
 #![allow(dead_code)]
 
 /// Parses `--addr ADDR` and `--shards N` (and `--help`) for a baseline.
@@ -53,4 +54,17 @@ pub fn reuseport_listener(addr: &str) -> std::net::TcpListener {
     s.bind(&addr.into()).expect("bind");
     s.listen(1024).unwrap();
     s.into()
+}
+
+/// The CPUs this process may run on, so `taskset -c 0` confines shard 0
+/// to cpu0.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set, of the size passed.
+    let mut set = unsafe { std::mem::zeroed::<libc::cpu_set_t>() };
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return Vec::new();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|c| unsafe { libc::CPU_ISSET(*c, &set) })
+        .collect()
 }
