@@ -43,12 +43,6 @@ impl TurnBell {
         }
     }
 
-    /// Rings at once (the shard is stopping, or nothing else will run).
-    pub fn now(&self) {
-        self.due.set(false);
-        self.bell.ring();
-    }
-
     /// The task that rings: spawned once per shard.
     pub async fn run(self: Rc<Self>) {
         loop {
@@ -61,7 +55,8 @@ impl TurnBell {
                 }
             })
             .await;
-            self.now();
+            self.due.set(false);
+            self.bell.ring();
         }
     }
 }

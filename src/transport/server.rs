@@ -259,7 +259,6 @@ impl TransportServerBuilder {
             for (_, a) in &addrs {
                 let _ = tx.send_async(EngineEvent::Listening { addr: *a }).await;
             }
-            bell.ring();
         }
         let (stopped_tx, stopped_rx) = flume::bounded(0);
         Ok(TransportServer {
