@@ -184,8 +184,14 @@ async fn each_protocol_is_counted_under_its_own_name() {
         assert_eq!(r.data.as_deref(), Some(&b"which protocol?"[..]));
     }
     let wanted = [Protocol::Tcp, Protocol::TcpTls, Protocol::WebSocket, Protocol::Wss];
+    // A session counts the bytes it wrote just after the socket took them,
+    // so a client can hold its response a moment before they are counted:
+    // wait for the bytes as well as the packets.
     let s = eventually(&server, "one request per protocol", |s| {
-        wanted.iter().all(|p| s.total.protocol(*p).msgs_out == 1)
+        wanted.iter().all(|p| {
+            let t = s.total.protocol(*p);
+            t.msgs_out == 1 && t.bytes_out > 0
+        })
     })
     .await;
     for p in wanted {
