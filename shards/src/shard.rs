@@ -8,8 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::Task;
-
 use crate::codec::FrameRef;
 use crate::config::EngineConfig;
 use crate::error::{CloseReason, SendError, StartError};
@@ -57,6 +55,23 @@ pub(crate) struct Mesh {
     pub open_total: AtomicUsize,
 }
 
+/// Counts one running accept loop in [`Shard::accept_loops`] for as long
+/// as it lives (to its end, or until the executor drops it).
+struct AcceptLoop(Rc<Shard>);
+
+impl AcceptLoop {
+    fn start(shard: &Rc<Shard>) -> Self {
+        shard.accept_loops.set(shard.accept_loops.get() + 1);
+        Self(Rc::clone(shard))
+    }
+}
+
+impl Drop for AcceptLoop {
+    fn drop(&mut self) {
+        self.0.accept_loops.set(self.0.accept_loops.get() - 1);
+    }
+}
+
 /// The state of one shard, owned by its thread.
 pub struct Shard {
     pub(crate) index: usize,
@@ -69,7 +84,13 @@ pub struct Shard {
     pub(crate) sink: EventSink,
     pub(crate) handler: Option<Arc<dyn InlineHandler>>,
     pub(crate) stats: Arc<ShardStats>,
-    listeners: RefCell<Vec<(Task<()>, RawFd)>>,
+    /// The listening sockets, shut down by [`Shard::unlisten`].
+    listeners: RefCell<Vec<RawFd>>,
+    /// Accept loops still running. A stop waits for them: a loop that is
+    /// cancelled instead of ending would drop an accept the ring may have
+    /// completed already, and that connection's fd would stay open with no
+    /// one to serve or close it.
+    accept_loops: Cell<usize>,
     pending_requests: Cell<usize>,
     /// Sends waiting for room in some session's queue.
     pub(crate) waiting_sends: Cell<usize>,
@@ -116,6 +137,7 @@ impl Shard {
             handler,
             stats,
             listeners: RefCell::new(Vec::new()),
+            accept_loops: Cell::new(0),
             pending_requests: Cell::new(0),
             waiting_sends: Cell::new(0),
             sweeper: RefCell::new(None),
@@ -402,8 +424,16 @@ impl Shard {
                     // Sessions end at their next poll; their close events get
                     // a bounded time to be taken by the application.
                     let deadline = Instant::now() + STOP_EVENT_GRACE;
-                    while !shard.slab.borrow().is_empty() || !shard.pump.is_idle() || shard.quic_busy() {
-                        if Instant::now() >= deadline {
+                    loop {
+                        let late = Instant::now() >= deadline;
+                        // An accept loop ends once its shut-down listener's
+                        // pending accept completes; a ring that never
+                        // completes it must not hold the stop forever.
+                        let accepting = shard.accept_loops.get() > 0 && !late;
+                        if shard.slab.borrow().is_empty() && shard.pump.is_idle() && !shard.quic_busy() && !accepting {
+                            break;
+                        }
+                        if late {
                             shard.pump.abandon.set(true);
                         }
                         glommio::timer::sleep(Duration::from_millis(1)).await;
@@ -420,14 +450,16 @@ impl Shard {
     /// more is admitted. Idempotent.
     fn unlisten(&self) {
         self.stopping.set(true);
-        for (task, fd) in self.listeners.borrow_mut().drain(..) {
+        for fd in self.listeners.borrow_mut().drain(..) {
             // shutdown() takes a listening socket out of the kernel's
-            // table at once; merely closing it would leave it there
-            // until the ring lets go of its pending accept, and new
-            // connections could still land on it.
-            // SAFETY: fd is the listener the task still owns.
+            // table at once, and completes the accept the ring has
+            // pending, so the accept loop sees an error and ends (closing
+            // the listener). A connection accepted in between is refused
+            // by `reserve` and closed. The loop is not cancelled: the
+            // ring may have accepted a connection the loop has not yet
+            // taken, and cancelling would leave that fd open forever.
+            // SAFETY: fd is the listener its accept loop still owns.
             unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-            drop(task);
         }
     }
 
@@ -545,11 +577,16 @@ impl Shard {
         // SAFETY: the fd is a bound, listening TCP socket we own.
         let l = unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         let shard = Rc::clone(self);
-        let task = match ws {
-            None => glommio::spawn_local(crate::proto::tcp::accept_loop(shard, l, tls)),
-            Some(cfg) => glommio::spawn_local(crate::proto::ws::handshake::accept_loop(shard, l, Rc::new(cfg))),
-        };
-        self.listeners.borrow_mut().push((task, fd));
+        let live = AcceptLoop::start(self);
+        glommio::spawn_local(async move {
+            let _live = live;
+            match ws {
+                None => crate::proto::tcp::accept_loop(shard, l, tls).await,
+                Some(cfg) => crate::proto::ws::handshake::accept_loop(shard, l, Rc::new(cfg)).await,
+            }
+        })
+        .detach();
+        self.listeners.borrow_mut().push(fd);
     }
 
     /// Registers a new connection, or `None` when a limit refuses it.

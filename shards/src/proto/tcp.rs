@@ -67,10 +67,13 @@ fn claim(addr: SocketAddr) -> Result<SocketAddr, StartError> {
     Ok(s.local_addr().map_err(err)?.as_socket().expect("inet socket"))
 }
 
-/// Accepts connections until the task is dropped (on stop).
+/// Accepts connections until the shard stops listening (its listener is
+/// shut down, so the pending accept fails).
 pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, tls: Option<ServerTls>) {
     loop {
         match listener.accept().await {
+            // Accepted as the stop shut the listener: close it at once.
+            Ok(stream) if shard.is_stopping() => drop(stream),
             Ok(stream) => match &tls {
                 None => {
                     if let Some(st) = shard.admit(Wire::Tcp) {

@@ -148,6 +148,8 @@ where
 pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, cfg: Rc<WsListenConfig>) {
     loop {
         match listener.accept().await {
+            // Accepted as the stop shut the listener: close it at once.
+            Ok(stream) if shard.is_stopping() => drop(stream),
             Ok(stream) => {
                 let (shard, cfg) = (Rc::clone(&shard), Rc::clone(&cfg));
                 glommio::spawn_local(async move {
