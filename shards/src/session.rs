@@ -230,8 +230,9 @@ impl SessionState {
     }
 
     /// Offers a packet from a `Send` command: queued now if there is room
-    /// and nobody waits ahead of it; otherwise it waits in line (a `send`
-    /// with a deadline, or any send behind one), or is refused.
+    /// (or bytes reserved for it) and nobody waits ahead of it; otherwise
+    /// it waits in line (a `send` with a deadline, or any send behind one),
+    /// or is refused.
     ///
     /// `reserved` slot-table bytes (from a send on another thread) are
     /// released once the packet is queued or refused.
@@ -243,9 +244,13 @@ impl SessionState {
         reserved: usize,
     ) -> Result<(), (Packet, SendError)> {
         let mut waiters = self.waiters.borrow_mut();
-        if waiters.is_empty() && self.has_room(shard, packet.wire_len()) {
+        // A reservation is a promise: its bytes were counted against the
+        // limit when the send was accepted, so a queue that has since grown
+        // from sends that reserve nothing (relays, responses) must not turn
+        // it into a refusal after the fact.
+        if waiters.is_empty() && (reserved > 0 || self.has_room(shard, packet.wire_len())) {
             drop(waiters);
-            let r = self.enqueue(shard, &packet);
+            let r = self.push(shard, &packet);
             shard.release(self.id, reserved);
             if let Some((_, reply)) = wait {
                 let _ = reply.send(r.clone());
@@ -317,10 +322,15 @@ impl SessionState {
 
     /// Queues `packet`, refusing it if the outbound limit would be passed.
     pub fn enqueue(&self, shard: &Shard, packet: &Packet) -> Result<(), SendError> {
-        let len = packet.wire_len();
-        if !self.has_room(shard, len) {
+        if !self.has_room(shard, packet.wire_len()) {
             return Err(SendError::Backpressure(self.id));
         }
+        self.push(shard, packet)
+    }
+
+    /// Queues `packet` whatever the limit says (its room was checked).
+    fn push(&self, shard: &Shard, packet: &Packet) -> Result<(), SendError> {
+        let len = packet.wire_len();
         let mut out = self.out.borrow_mut();
         shard.prepare_out(&mut out, len);
         self.wire.write_packet(

@@ -84,28 +84,34 @@ impl SlotWords {
     /// Any thread: reserves `len` bytes in `slot` if queued plus reserved
     /// bytes stay within `limit`. One packet always fits a slot with
     /// nothing queued or reserved, however big, as the shard's own rule is.
+    ///
+    /// The shard moves a packet's bytes from reserved to queued: it
+    /// publishes the larger queue, then releases (see [`SlotWords::release`]).
+    /// Reading queued and then reserved could see neither (the old queue,
+    /// then the released count) and let a packet in twice over. So the
+    /// reservation is taken first, with acquire: if it saw a release, the
+    /// queue read after it sees the bytes that release moved. At worst a
+    /// packet is counted twice, and a send is refused that would have fit.
     pub fn try_reserve(&self, slot: usize, len: usize, limit: usize) -> bool {
         let Some(r) = self.reserved.get(slot) else {
             return false;
         };
-        let queued = self.queued(slot);
-        let mut cur = r.load(Ordering::Relaxed);
-        loop {
-            let empty = cur == 0 && queued == 0;
-            if !empty && queued.saturating_add(cur).saturating_add(len) > limit {
-                return false;
-            }
-            match r.compare_exchange_weak(cur, cur + len, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return true,
-                Err(now) => cur = now,
-            }
+        let before = r.fetch_add(len, Ordering::Acquire);
+        let queued = self.queued[slot].load(Ordering::Relaxed);
+        let empty = before == 0 && queued == 0;
+        if empty || queued.saturating_add(before).saturating_add(len) <= limit {
+            return true;
         }
+        r.fetch_sub(len, Ordering::Relaxed);
+        false
     }
 
     /// Shard: the packet that reserved `len` bytes in `slot` was taken.
+    /// Publish the queue it joined first ([`SlotWords::set_queued`]): the
+    /// release orders that before the bytes leave the reserved count.
     pub fn release(&self, slot: usize, len: usize) {
         if let Some(r) = self.reserved.get(slot) {
-            r.fetch_sub(len, Ordering::Relaxed);
+            r.fetch_sub(len, Ordering::Release);
         }
     }
 }

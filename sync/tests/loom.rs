@@ -230,6 +230,28 @@ fn slots_a_reservation_released_by_the_shard_is_room_again() {
 }
 
 #[test]
+fn slots_bytes_moving_from_reserved_to_queued_are_never_missed() {
+    model(|| {
+        let t = Arc::new(SlotWords::new(1));
+        // A 60-byte packet is reserved and not yet written anywhere.
+        assert!(t.try_reserve(0, 60, 100));
+        let shard = {
+            let t = Arc::clone(&t);
+            thread::spawn(move || {
+                // The shard takes it: it is queued now, no longer reserved.
+                t.set_queued(0, 60);
+                t.release(0, 60);
+            })
+        };
+        // Its bytes are held either way, so a second 60 never fits: seeing
+        // the old queue and the released count together would let it in.
+        assert!(!t.try_reserve(0, 60, 100), "the first packet's bytes were missed");
+        shard.join().unwrap();
+        assert_eq!(t.reserved(0), 0);
+    });
+}
+
+#[test]
 fn buffer_dropped_on_another_thread_comes_home_exactly_once() {
     model(|| {
         let cfg = PoolConfig {
