@@ -138,6 +138,12 @@ impl InnerSource {
     pub(crate) fn update_source_type(&mut self, source_type: SourceType) -> SourceType {
         std::mem::replace(&mut self.source_type, source_type)
     }
+
+    /// Whether this source records its I/O latencies, and so needs the
+    /// times it was queued, submitted and fulfilled (msgtrans patch).
+    pub(crate) fn times_latency(&self) -> bool {
+        self.stats_collection.is_some_and(|s| s.latency.is_some())
+    }
 }
 
 impl fmt::Debug for InnerSource {
