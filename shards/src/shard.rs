@@ -454,8 +454,8 @@ impl Shard {
             // shutdown() takes a listening socket out of the kernel's
             // table at once, and completes the accept the ring has
             // pending, so the accept loop sees an error and ends (closing
-            // the listener). A connection accepted in between is refused
-            // by `reserve` and closed. The loop is not cancelled: the
+            // the listener). A connection accepted in between is closed
+            // at once by the loop. The loop is not cancelled: the
             // ring may have accepted a connection the loop has not yet
             // taken, and cancelling would leave that fd open forever.
             // SAFETY: fd is the listener its accept loop still owns.
