@@ -495,9 +495,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             self.rlen = 0;
         }
         if self.rbuf.is_empty() {
-            let mut b = self.shard.buffers.get(self.shard.cfg.read_buffer);
-            b.resize(b.capacity(), 0);
-            self.rbuf = b;
+            self.rbuf = self.shard.buffers.get_read(self.shard.cfg.read_buffer);
         }
         let need = self.need()?;
         if self.rbuf.len() - self.rpos < need || self.rbuf.len() - self.rlen < MIN_READ_SPACE {
@@ -548,7 +546,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     fn release_read_buffer(&mut self) {
         if self.rpos == self.rlen && !self.rbuf.is_empty() {
-            self.shard.buffers.put(std::mem::take(&mut self.rbuf));
+            self.shard.buffers.put_read(std::mem::take(&mut self.rbuf));
             self.rpos = 0;
             self.rlen = 0;
         }

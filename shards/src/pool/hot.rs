@@ -11,8 +11,9 @@
 //! atomics, and it gives back the buffer returned last, still warm.
 //!
 //! It keeps at most [`HOT_PER_TIER`] medium and as many large buffers, each
-//! at most twice its tier's size, so it pins at most 4 × (32 KiB + 512 KiB)
-//! beyond the pool's own bound; anything else goes to the pool as before.
+//! at most twice its tier's size, and as many read buffers (medium or
+//! large), so it pins at most 4 × (32 KiB + 512 KiB + 512 KiB) beyond the
+//! pool's own bound; anything else goes to the pool as before.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -28,6 +29,11 @@ pub const HOT_PER_TIER: usize = 4;
 pub(crate) struct HotBuffers {
     pool: Arc<BufferPool>,
     tiers: [RefCell<Vec<Vec<u8>>>; 2],
+    /// Read buffers, kept apart: each is filled to its capacity, so it can
+    /// be read into again without being zeroed. Through the tiers, a read
+    /// could get a write batch's buffer (length 0, or the batch's) and
+    /// zero up to 256 KiB of it: 5.7% of the server's CPU at 64 KiB.
+    reads: RefCell<Vec<Vec<u8>>>,
 }
 
 impl HotBuffers {
@@ -38,6 +44,7 @@ impl HotBuffers {
                 RefCell::new(Vec::with_capacity(HOT_PER_TIER)),
                 RefCell::new(Vec::with_capacity(HOT_PER_TIER)),
             ],
+            reads: RefCell::new(Vec::with_capacity(HOT_PER_TIER)),
         }
     }
 
@@ -75,6 +82,34 @@ impl HotBuffers {
             }
         }
         self.pool.get(min)
+    }
+
+    /// A buffer to read into: capacity at least `min`, filled (with
+    /// whatever it held) to its whole capacity.
+    #[inline]
+    pub fn get_read(&self, min: usize) -> Vec<u8> {
+        let mut reads = self.reads.borrow_mut();
+        if reads.last().is_some_and(|b| b.len() >= min) {
+            self.pool.count_hit();
+            return reads.pop().expect("checked");
+        }
+        drop(reads);
+        let mut b = self.get(min);
+        // Only a buffer that never served as a read buffer is zeroed.
+        b.resize(b.capacity(), 0);
+        b
+    }
+
+    /// Gives back a buffer from [`HotBuffers::get_read`].
+    #[inline]
+    pub fn put_read(&self, v: Vec<u8>) {
+        let mut reads = self.reads.borrow_mut();
+        if reads.len() < HOT_PER_TIER && v.len() == v.capacity() && Self::tier_for_buffer(v.capacity()).is_some() {
+            reads.push(v);
+            return;
+        }
+        drop(reads);
+        self.put(v)
     }
 
     /// Like [`BufferPool::put`]; contents are left as they are.
@@ -121,6 +156,30 @@ mod tests {
         assert_eq!(hot.get(MEDIUM).capacity(), MEDIUM);
         // Small requests go to the pool, which has no small buffer yet.
         assert!(hot.get(10).capacity() >= 10);
+    }
+
+    #[test]
+    fn a_read_buffer_comes_back_filled_and_a_write_buffer_never_serves_a_read() {
+        let pool = BufferPool::new(0, PoolConfig::default());
+        let hot = HotBuffers::new(Arc::clone(&pool));
+        let r = hot.get_read(64 * 1024);
+        assert_eq!(r.len(), r.capacity(), "filled to its capacity");
+        let pr = r.as_ptr();
+        hot.put_read(r);
+        // A write batch's buffer returned after it (length 0, same tier)
+        // is not what the next read gets.
+        let mut w = hot.get(LARGE);
+        w.clear();
+        let pw = w.as_ptr();
+        hot.put(w);
+        let r = hot.get_read(64 * 1024);
+        assert_eq!(r.as_ptr(), pr);
+        assert_ne!(r.as_ptr(), pw);
+        assert_eq!(r.len(), r.capacity());
+        // A read buffer too small for the request is left for a later read.
+        hot.put_read(r);
+        assert!(hot.get_read(2 * LARGE).len() >= 2 * LARGE);
+        assert_eq!(hot.reads.borrow().len(), 1);
     }
 
     #[test]
