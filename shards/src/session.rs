@@ -911,6 +911,35 @@ mod tests {
     }
 
     #[test]
+    fn a_reserved_send_is_queued_even_if_unreserved_sends_filled_the_queue_since() {
+        let cfg = crate::config::EngineConfig {
+            max_outbound_bytes: 1000,
+            ..Default::default()
+        };
+        let shard = crate::testing::lone_shard(cfg, None);
+        let st = shard.admit(Wire::Tcp).expect("a free slot");
+        let table = &shard.mesh.tables[0];
+        // Another thread's try_send reserves while the queue is empty...
+        let accepted = Packet::one_way(1, vec![1u8; 200]);
+        assert!(table.try_reserve(st.id, accepted.wire_len(), 1000));
+        // ...then a relay from another shard (which reserves nothing) takes
+        // most of the room before the shard reaches the accepted packet.
+        st.offer(&shard, Packet::one_way(2, vec![2u8; 900]), None, 0)
+            .map_err(|(_, e)| e)
+            .expect("the relay fits an empty queue");
+        assert!(!st.has_room(&shard, accepted.wire_len()), "the queue is full now");
+        let len = accepted.wire_len();
+        st.offer(&shard, accepted, None, len)
+            .map_err(|(_, e)| e)
+            .expect("an accepted send is never refused later");
+        assert_eq!(st.queued(), 916 + 216);
+        assert_eq!(table.reserved(st.id), 0, "the reservation was released");
+        // An unreserved send still meets the limit.
+        let r = st.offer(&shard, Packet::one_way(3, vec![3u8; 10]), None, 0);
+        assert!(matches!(r, Err((_, SendError::Backpressure(_)))));
+    }
+
+    #[test]
     fn empty_packets_past_the_limit_within_a_second_are_a_flood() {
         let st = state();
         let t0 = Instant::now();

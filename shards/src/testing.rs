@@ -69,18 +69,6 @@ pub fn run_session(websocket: bool, chunks: Vec<Vec<u8>>, max_payload: u32) -> O
     let mut cfg = EngineConfig::default();
     cfg.frame.max_payload = max_payload;
     cfg.frame.max_ext_header = 1024;
-    let (outbox, _inbox) = mesh::inbox();
-    let mesh = Arc::new(Mesh {
-        outboxes: vec![outbox],
-        tables: vec![SlotTable::new(4)],
-        open_total: AtomicUsize::new(0),
-    });
-    let (tx, _rx) = flume::bounded(1024);
-    let sink = EventSink {
-        tx,
-        lifecycle: Arc::new(AtomicBool::new(false)),
-        bell: Arc::default(),
-    };
     let echo = |ctx: &mut Inline<'_>| {
         let (h, ext, p) = (ctx.header().clone(), ctx.ext_header(), ctx.payload());
         if ctx.is_request() {
@@ -89,15 +77,7 @@ pub fn run_session(websocket: bool, chunks: Vec<Vec<u8>>, max_payload: u32) -> O
             ctx.write(&h, ext, p);
         }
     };
-    let shard = Shard::new(
-        0,
-        Arc::new(cfg),
-        BufferPool::new(0, Default::default()),
-        mesh,
-        sink,
-        Some(Arc::new(echo)),
-        Arc::new(ShardStats::new(1)),
-    );
+    let shard = lone_shard(cfg, Some(Arc::new(echo)));
     let wire = if websocket { Wire::WsServer } else { Wire::Tcp };
     let st = shard.admit(wire).expect("a free slot");
     let mut script = Script {
@@ -111,6 +91,32 @@ pub fn run_session(websocket: bool, chunks: Vec<Vec<u8>>, max_payload: u32) -> O
         written: script.written,
         reason,
     }
+}
+
+/// A one-shard engine's shard with `cfg` and `handler`, outside any
+/// runtime and with no thread: for driving sessions and queues by hand.
+pub(crate) fn lone_shard(cfg: EngineConfig, handler: Option<Arc<dyn crate::handler::InlineHandler>>) -> Rc<Shard> {
+    let (outbox, _inbox) = mesh::inbox();
+    let mesh = Arc::new(Mesh {
+        outboxes: vec![outbox],
+        tables: vec![SlotTable::new(4)],
+        open_total: AtomicUsize::new(0),
+    });
+    let (tx, _rx) = flume::bounded(1024);
+    let sink = EventSink {
+        tx,
+        lifecycle: Arc::new(AtomicBool::new(false)),
+        bell: Arc::default(),
+    };
+    Shard::new(
+        0,
+        Arc::new(cfg),
+        BufferPool::new(0, Default::default()),
+        mesh,
+        sink,
+        handler,
+        Arc::new(ShardStats::new(1)),
+    )
 }
 
 use std::rc::Rc;
