@@ -405,10 +405,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             frag: None,
         };
         if !initial.is_empty() {
-            let mut b = d.shard.buffers.get(d.shard.cfg.read_buffer.max(initial.len()));
-            b.clear();
-            b.extend_from_slice(initial);
-            b.resize(b.capacity(), 0);
+            let mut b = d.shard.buffers.get_read(d.shard.cfg.read_buffer.max(initial.len()));
+            b[..initial.len()].copy_from_slice(initial);
             d.rbuf = b;
             d.rlen = initial.len();
         }

@@ -67,32 +67,41 @@ fn claim(addr: SocketAddr) -> Result<SocketAddr, StartError> {
     Ok(s.local_addr().map_err(err)?.as_socket().expect("inet socket"))
 }
 
-/// Accepts connections until the shard stops listening (its listener is
-/// shut down, so the pending accept fails).
-pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, tls: Option<ServerTls>) {
+/// The next connection `listener` accepts, or `None` once the shard stops
+/// listening (its listener is shut down, so the pending accept fails).
+/// Both accept loops go through here, so neither is ever cancelled with an
+/// accept the ring may have completed.
+pub(crate) async fn next_connection(shard: &Shard, listener: &TcpListener) -> Option<TcpStream> {
     loop {
         match listener.accept().await {
             // Accepted as the stop shut the listener: close it at once.
             Ok(stream) if shard.is_stopping() => drop(stream),
-            Ok(stream) => match &tls {
-                None => {
-                    if let Some(st) = shard.admit(Wire::Tcp) {
-                        let ends = Ends::of(&shard, &stream);
-                        drive(&shard, st, stream, &[], ends);
-                    }
-                    // Refused: dropping the stream closes it cleanly.
-                }
-                Some(tls) => {
-                    let (shard, tls) = (Rc::clone(&shard), tls.clone());
-                    glommio::spawn_local(async move { accept_tls(shard, stream, tls).await }).detach();
-                }
-            },
-            Err(_) if shard.is_stopping() => return,
+            Ok(stream) => return Some(stream),
+            Err(_) if shard.is_stopping() => return None,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning; the
                 // listener stays open and accepting resumes when fds free up.
                 tracing::warn!(shard = shard.index, error = %e, "accept failed");
                 glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Accepts connections until the shard stops listening.
+pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, tls: Option<ServerTls>) {
+    while let Some(stream) = next_connection(&shard, &listener).await {
+        match &tls {
+            None => {
+                if let Some(st) = shard.admit(Wire::Tcp) {
+                    let ends = Ends::of(&shard, &stream);
+                    drive(&shard, st, stream, &[], ends);
+                }
+                // Refused: dropping the stream closes it cleanly.
+            }
+            Some(tls) => {
+                let (shard, tls) = (Rc::clone(&shard), tls.clone());
+                glommio::spawn_local(async move { accept_tls(shard, stream, tls).await }).detach();
             }
         }
     }

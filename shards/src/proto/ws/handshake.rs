@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use super::super::tcp::{drive, limit_error, Ends};
+use super::super::tcp::{drive, limit_error, next_connection, Ends};
 use super::super::tls::{ClientTls, ServerTls};
 
 use crate::error::{CloseReason, StartError};
@@ -144,32 +144,22 @@ where
     Ok(id)
 }
 
-/// Accepts connections and runs each handshake in its own task.
+/// Accepts connections and runs each handshake in its own task, until the
+/// shard stops listening.
 pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, cfg: Rc<WsListenConfig>) {
-    loop {
-        match listener.accept().await {
-            // Accepted as the stop shut the listener: close it at once.
-            Ok(stream) if shard.is_stopping() => drop(stream),
-            Ok(stream) => {
-                let (shard, cfg) = (Rc::clone(&shard), Rc::clone(&cfg));
-                glommio::spawn_local(async move {
-                    let ends = Ends::of(&shard, &stream);
-                    match &cfg.tls {
-                        None => serve(shard, stream, &cfg, ends).await,
-                        Some(tls) => match super::super::tls::accept(tls, stream, shard.cfg.handshake_timeout).await {
-                            Some(stream) => serve(shard, stream, &cfg, ends).await,
-                            None => shard.stats.handshake_failures.add(1),
-                        },
-                    }
-                })
-                .detach();
+    while let Some(stream) = next_connection(&shard, &listener).await {
+        let (shard, cfg) = (Rc::clone(&shard), Rc::clone(&cfg));
+        glommio::spawn_local(async move {
+            let ends = Ends::of(&shard, &stream);
+            match &cfg.tls {
+                None => serve(shard, stream, &cfg, ends).await,
+                Some(tls) => match super::super::tls::accept(tls, stream, shard.cfg.handshake_timeout).await {
+                    Some(stream) => serve(shard, stream, &cfg, ends).await,
+                    None => shard.stats.handshake_failures.add(1),
+                },
             }
-            Err(_) if shard.is_stopping() => return,
-            Err(e) => {
-                tracing::warn!(shard = shard.index, error = %e, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-            }
-        }
+        })
+        .detach();
     }
 }
 
