@@ -41,6 +41,8 @@ OPTIONS:
     --events         echo through the Tokio event stream instead of the
                      inline on-shard handler
     --no-pin         do not pin shards to cores
+    --no-tcp-ring    serve plain TCP on glommio's streams, not on each
+                     shard's own io_uring (the default)
     --metrics ADDR   serve /metrics (Prometheus), /stats.json and a live
                      dashboard at / on ADDR, e.g. 127.0.0.1:9100 [default: off]
     -h, --help       print this help
@@ -58,6 +60,7 @@ struct Args {
     shards: usize,
     events: bool,
     pin: bool,
+    tcp_ring: bool,
     metrics: Option<std::net::SocketAddr>,
 }
 
@@ -74,6 +77,7 @@ fn parse() -> Result<Option<Args>, String> {
         shards: 0,
         events: false,
         pin: true,
+        tcp_ring: true,
         metrics: None,
     };
     let mut it = std::env::args().skip(1);
@@ -98,6 +102,7 @@ fn parse() -> Result<Option<Args>, String> {
                     .map_err(|e| format!("--max-connections: {e}"))?
             }
             "--no-pin" => a.pin = false,
+            "--no-tcp-ring" => a.tcp_ring = false,
             "--metrics" => a.metrics = Some(value("--metrics")?.parse().map_err(|e| format!("--metrics: {e}"))?),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -205,7 +210,8 @@ async fn main() -> ExitCode {
     let mut builder = builder
         .max_connections(args.max_connections)
         .shards(args.shards)
-        .pin_shards(args.pin);
+        .pin_shards(args.pin)
+        .tcp_ring(args.tcp_ring);
     if !args.events {
         builder = builder.handler(echo);
     }

@@ -1,6 +1,7 @@
 //! Proves that 10,000 one-way packets arriving in one write (many frames per
 //! read) all come back in order and byte-exact, on the inline path and on
-//! the events path.
+//! the events path, on the shard ring (the default) and on glommio's
+//! streams (`tcp_ring(false)`).
 
 mod common;
 
@@ -55,6 +56,13 @@ async fn inline_echo_returns_ten_thousand_packets_from_one_write_in_order_byte_e
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_echo_on_glommio_streams_returns_ten_thousand_packets_in_order_byte_exact() {
+    let server = start_inline_echo(builder().tcp_ring(false)).await;
+    batch_comes_back_exact(addr(&server)).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_echo_returns_ten_thousand_packets_from_one_write_in_order_byte_exact() {
     let (server, _events) = start_events_echo(builder()).await;
     batch_comes_back_exact(addr(&server)).await;
@@ -89,13 +97,19 @@ async fn events_echo_answers_a_batch_of_requests_each_with_its_own_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_half_closes_after_its_batch_still_gets_every_echo_then_eof() {
-    let server = start_inline_echo(builder()).await;
+    for ring in [true, false] {
+        half_close_after_batch(ring).await;
+    }
+}
+
+async fn half_close_after_batch(ring: bool) {
+    let server = start_inline_echo(builder().tcp_ring(ring)).await;
     let sent = batch();
     let mut c = RawClient::connect(addr(&server)).await;
     c.stream.write_all(&sent).await.unwrap();
     c.stream.shutdown().await.unwrap();
     let got = c.expect_closed().await;
-    assert_eq!(got.len(), sent.len(), "echoed bytes before EOF");
-    assert!(got == sent, "echo differs from what was sent");
+    assert_eq!(got.len(), sent.len(), "echoed bytes before EOF (tcp_ring {ring})");
+    assert!(got == sent, "echo differs from what was sent (tcp_ring {ring})");
     server.stop().await;
 }

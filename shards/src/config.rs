@@ -113,6 +113,12 @@ pub struct EngineConfig {
     pub io_memory: usize,
     /// Read size per socket read.
     pub read_buffer: usize,
+    /// Serve plain TCP sessions (no TLS, no WebSocket) on each shard's own
+    /// io_uring, where one `io_uring_enter` per executor loop submits every
+    /// session's reads and writes (default true). Off, or on a kernel
+    /// older than 6.1, they use glommio's streams: a readiness poll, then
+    /// a syscall per read and per write.
+    pub tcp_ring: bool,
     /// Payloads shorter than this are sent uncompressed even when their
     /// packet asks for compression.
     pub compression_threshold: usize,
@@ -143,6 +149,7 @@ impl Default for EngineConfig {
             event_capacity: DEFAULT_EVENT_CAPACITY,
             io_memory: DEFAULT_IO_MEMORY,
             read_buffer: DEFAULT_READ_BUFFER,
+            tcp_ring: true,
             compression_threshold: DEFAULT_COMPRESSION_THRESHOLD,
             pool: PoolConfig::default(),
         }

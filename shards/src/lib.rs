@@ -32,9 +32,11 @@ pub mod packet;
 pub mod pool;
 pub mod proto;
 mod pump;
+mod ring;
 pub mod runtime;
 mod session;
 pub mod session_handler;
+mod session_io;
 mod shard;
 pub mod stats;
 #[doc(hidden)]

@@ -17,7 +17,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_lite::{AsyncRead, AsyncWrite};
 
 use crate::codec::{self, FrameRef};
 use crate::config::EngineConfig;
@@ -28,6 +27,7 @@ use crate::id::SessionId;
 use crate::packet::{CompressionType, Packet, PacketType};
 use crate::proto::ws;
 use crate::pump::Announce;
+use crate::session_io::SessionIo;
 use crate::shard::Shard;
 use crate::stats::{Protocol, SessionCounters};
 use crate::wire::{Wire, QUIC_PREFIX};
@@ -387,7 +387,7 @@ pub(crate) struct Driver<S> {
     frag: Option<(Vec<u8>, bool)>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
+impl<S: SessionIo> Driver<S> {
     /// A driver for `stream`; `initial` holds bytes a handshake already
     /// read past its end (the first packets of the session).
     pub fn new(shard: Rc<Shard>, st: Rc<SessionState>, stream: S, initial: &[u8]) -> Self {
@@ -422,14 +422,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Writes until everything queued is out (`Ready(Ok)`), or the socket is full.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            if self.wpos == self.wbuf.len() {
+            // While a ring write holds the batch, `wbuf` is empty: only its
+            // completion says how far it got.
+            if !self.stream.writing() && self.wpos == self.wbuf.len() {
                 let mut out = self.st.out.borrow_mut();
                 if out.is_empty() {
                     drop(out);
                     // A layered stream (TLS) may still hold records it
                     // accepted but could not write yet: push them out too.
                     // For a plain socket this is free.
-                    match Pin::new(&mut self.stream).poll_flush(cx) {
+                    match self.stream.poll_flush(cx) {
                         Poll::Ready(Ok(())) => {}
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                         Poll::Pending => {
@@ -461,7 +463,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 self.st.in_flight.set(self.wbuf.len());
                 self.st.counters.take_batch();
             }
-            match Pin::new(&mut self.stream).poll_write(cx, &self.wbuf[self.wpos..]) {
+            match self.stream.poll_write(cx, &mut self.wbuf, self.wpos) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
                     self.st.stuck_since.set(None);
@@ -778,7 +780,7 @@ fn dispatch(shard: &Shard, st: &SessionState, frame: &FrameRef<'_>, out: &mut Ve
     })
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
+impl<S: SessionIo + Unpin> Future for Driver<S> {
     type Output = CloseReason;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CloseReason> {
@@ -815,7 +817,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
                 }
             }
 
-            if this.may_dispatch() && !this.over_limit() && this.rpos < this.rlen {
+            // A ring read in flight holds the buffer, and what it held was
+            // a partial frame: nothing to process until it completes.
+            if this.may_dispatch() && !this.over_limit() && this.rpos < this.rlen && !this.stream.reading() {
                 let before = this.rpos;
                 match this.process() {
                     // Consumed bytes count as progress even without a packet
@@ -832,11 +836,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
             }
 
             if !this.eof && this.may_dispatch() && !this.over_limit() && reads < READS_PER_POLL {
-                if let Err(reason) = this.prepare_read() {
+                if this.stream.reading() {
+                    // The read in flight already has its buffer.
+                } else if this.stream.provides_buffers() && this.rpos == this.rlen {
+                    // No partial frame: the ring picks a buffer when bytes
+                    // arrive, so a waiting session holds none (the ring
+                    // takes this one back, or `Pending` releases it below).
+                    this.rpos = 0;
+                    this.rlen = 0;
+                } else if let Err(reason) = this.prepare_read() {
                     let _ = this.poll_flush(cx);
                     return Poll::Ready(reason);
                 }
-                match Pin::new(&mut this.stream).poll_read(cx, &mut this.rbuf[this.rlen..]) {
+                match this.stream.poll_read(cx, &mut this.rbuf, this.rlen) {
                     Poll::Ready(Ok(0)) => {
                         this.eof = true;
                         progress = true;

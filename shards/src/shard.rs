@@ -21,6 +21,7 @@ use crate::pool::hot::HotBuffers;
 use crate::pool::slab::{Slab, SlotTable};
 use crate::proto::quic::endpoint::Endpoint as QuicEndpoint;
 use crate::pump::{Announce, EventPump};
+use crate::ring::ShardRing;
 use crate::session::{pooled_packet, PendingRequest, SessionState};
 use crate::stats::ShardStats;
 use crate::turn_bell::TurnBell;
@@ -111,6 +112,9 @@ pub struct Shard {
     pub(crate) quic: RefCell<Vec<Rc<QuicEndpoint>>>,
     /// This shard's client endpoints (IPv4, IPv6), made on first connect.
     quic_client: RefCell<[Option<Rc<QuicEndpoint>>; 2]>,
+    /// The ring plain TCP sessions use, made when the shard starts running
+    /// (unset with `tcp_ring` off or where the kernel lacks what it needs).
+    ring: std::cell::OnceCell<Rc<ShardRing>>,
 }
 
 impl Shard {
@@ -149,8 +153,14 @@ impl Shard {
             handshaking: Cell::new(0),
             quic: RefCell::new(Vec::new()),
             quic_client: RefCell::new([None, None]),
+            ring: std::cell::OnceCell::new(),
             sink,
         })
+    }
+
+    /// The shard's own ring for plain TCP sessions, if it has one.
+    pub(crate) fn ring(&self) -> Option<&Rc<ShardRing>> {
+        self.ring.get()
     }
 
     /// Makes `out` ready to take `extra` more bytes, taking a pooled buffer
@@ -721,6 +731,17 @@ impl Shard {
 
 /// Runs a shard until it is told to stop.
 pub(crate) async fn run(shard: Rc<Shard>, inbox: Inbox<Command>) {
+    if shard.cfg.tcp_ring {
+        match ShardRing::new(shard.cfg.read_buffer) {
+            Ok(ring) => {
+                glommio::spawn_local(Rc::clone(&ring).run(Rc::clone(&shard))).detach();
+                let _ = shard.ring.set(ring);
+            }
+            Err(e) => {
+                tracing::info!(shard = shard.index, error = %e, "no shard ring; plain TCP uses glommio's streams")
+            }
+        }
+    }
     glommio::spawn_local(Rc::clone(&shard).sweep_requests()).detach();
     glommio::spawn_local(Rc::clone(&shard).sweep_idle()).detach();
     glommio::spawn_local(Rc::clone(&shard.pump).run(shard.index, Arc::clone(&shard.stats))).detach();
@@ -742,6 +763,13 @@ pub(crate) async fn run(shard: Rc<Shard>, inbox: Inbox<Command>) {
         shard.flush_outgoing();
         if let Some((reply, done)) = stop_reply {
             let _ = done.recv_async().await;
+            // Every session is gone: release the sockets and buffers the
+            // ring still holds before `stop()` is told the shard is done
+            // (the executor does not drop tasks that never finish, so the
+            // ring's own Drop may never run).
+            if let Some(ring) = shard.ring() {
+                ring.close();
+            }
             let _ = reply.send(());
             return;
         }

@@ -84,7 +84,12 @@ pub fn run_session(websocket: bool, chunks: Vec<Vec<u8>>, max_payload: u32) -> O
         chunks: chunks.into(),
         written: Vec::new(),
     };
-    let driver = Driver::new(Rc::clone(&shard), Rc::clone(&st), &mut script, &[]);
+    let driver = Driver::new(
+        Rc::clone(&shard),
+        Rc::clone(&st),
+        crate::session_io::Stream(&mut script),
+        &[],
+    );
     let reason = futures_lite::future::block_on(driver);
     shard.finish(&st, reason.clone());
     Outcome {

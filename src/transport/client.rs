@@ -29,6 +29,7 @@ pub use super::options::TransportOptions;
 pub struct TransportClientBuilder {
     target: Option<TargetConfig>,
     shards: usize,
+    tcp_ring: bool,
     limits: Limits,
     retry: RetryConfig,
     auto_reconnect: bool,
@@ -49,6 +50,7 @@ impl TransportClientBuilder {
         Self {
             target: None,
             shards: 1,
+            tcp_ring: true,
             limits: Limits::default(),
             retry: RetryConfig::default(),
             auto_reconnect: false,
@@ -63,6 +65,12 @@ impl TransportClientBuilder {
     /// Shards the client runs (default 1).
     pub fn shards(mut self, n: usize) -> Self {
         self.shards = n.max(1);
+        self
+    }
+    /// Run plain TCP connections on the shard's own io_uring (default
+    /// true); see `TransportServerBuilder::tcp_ring`.
+    pub fn tcp_ring(mut self, on: bool) -> Self {
+        self.tcp_ring = on;
         self
     }
     /// How `connect()` retries a failed attempt, and how a dropped
@@ -149,7 +157,8 @@ impl TransportClientBuilder {
                 field: "protocol",
                 reason: "no protocol configured; call with_protocol()".into(),
             }))?;
-        let cfg = self.limits.engine_config(self.shards, false, "msgtrans-client");
+        let mut cfg = self.limits.engine_config(self.shards, false, "msgtrans-client");
+        cfg.tcp_ring = self.tcp_ring;
         let (tx, rx) = flume::bounded(cfg.event_capacity);
         let sink = EventSink {
             tx,

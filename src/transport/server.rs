@@ -22,6 +22,7 @@ pub struct TransportServerBuilder {
     listeners: Vec<ListenerConfig>,
     shards: usize,
     pin: bool,
+    tcp_ring: bool,
     limits: Limits,
     handler: Option<Arc<dyn InlineHandler>>,
     metrics: Option<MetricsConfig>,
@@ -40,6 +41,7 @@ impl TransportServerBuilder {
             listeners: Vec::new(),
             shards: 0,
             pin: true,
+            tcp_ring: true,
             limits: Limits::default(),
             handler: None,
             metrics: None,
@@ -69,6 +71,15 @@ impl TransportServerBuilder {
     /// Pin each shard to its own core (default true).
     pub fn pin_shards(mut self, pin: bool) -> Self {
         self.pin = pin;
+        self
+    }
+    /// Serve plain TCP sessions on each shard's own io_uring (default
+    /// true): one `io_uring_enter` per shard loop submits every session's
+    /// reads and writes. Off (or on a kernel older than 6.1) they use
+    /// glommio's streams, a readiness poll and then a syscall per read and
+    /// per write. TLS and WebSocket sessions use glommio's streams either way.
+    pub fn tcp_ring(mut self, on: bool) -> Self {
+        self.tcp_ring = on;
         self
     }
     /// Open sessions allowed in total; further connections are refused.
@@ -190,7 +201,8 @@ impl TransportServerBuilder {
     /// when this returns; [`TransportServer::serve`] is not needed (it waits
     /// for the server to stop, as in MsgTrans 1.0).
     pub async fn build(self) -> Result<TransportServer> {
-        let cfg = self.limits.engine_config(self.shards, self.pin, "msgtrans-shard");
+        let mut cfg = self.limits.engine_config(self.shards, self.pin, "msgtrans-shard");
+        cfg.tcp_ring = self.tcp_ring;
         let (tx, rx) = flume::bounded(cfg.event_capacity);
         let lifecycle = Arc::new(AtomicBool::new(self.handler.is_none()));
         let bell = Arc::new(WaitList::new());

@@ -14,7 +14,10 @@ use super::tls::{self, ClientTls, ServerTls};
 use crate::error::{CloseReason, StartError};
 use crate::event::EngineEvent;
 use crate::id::SessionId;
+use crate::ring::io::RingIo;
+use crate::ring::ShardRing;
 use crate::session::{Driver, SessionState};
+use crate::session_io::{SessionIo, Stream};
 use crate::shard::Shard;
 use crate::wire::Wire;
 
@@ -95,7 +98,7 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, tls: Op
             None => {
                 if let Some(st) = shard.admit(Wire::Tcp) {
                     let ends = Ends::of(&shard, &stream);
-                    drive(&shard, st, stream, &[], ends);
+                    drive_plain(&shard, st, stream, ends);
                 }
                 // Refused: dropping the stream closes it cleanly.
             }
@@ -165,6 +168,49 @@ pub(crate) fn drive_then<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
+    drive_io(shard, st, Stream(stream), initial, ends, ended)
+}
+
+/// A plain TCP session: on the shard's ring when it has one, else on the
+/// glommio stream.
+fn drive_plain(shard: &Rc<Shard>, st: Rc<SessionState>, stream: TcpStream, ends: Ends) {
+    if let Some(io) = shard.ring().and_then(|ring| onto_ring(ring, &stream)) {
+        // The ring has its own handle on the socket; glommio's goes.
+        drop(stream);
+        return drive_io(shard, st, io, &[], ends, |_| {});
+    }
+    drive(shard, st, stream, &[], ends)
+}
+
+/// A handle on `stream`'s socket for the ring, or `None` (the session then
+/// stays on the glommio stream) if the fd cannot be duplicated.
+fn onto_ring(ring: &Rc<ShardRing>, stream: &TcpStream) -> Option<RingIo> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: duplicates an fd `stream` owns; the copy is checked, then owned.
+    let fd = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if fd < 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot move a session onto the shard ring");
+        return None;
+    }
+    // SAFETY: a fresh fd nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    match RingIo::new(Rc::clone(ring), fd) {
+        Ok(io) => Some(io),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot move a session onto the shard ring");
+            None
+        }
+    }
+}
+
+fn drive_io<I: SessionIo + Unpin + 'static>(
+    shard: &Rc<Shard>,
+    st: Rc<SessionState>,
+    stream: I,
+    initial: &[u8],
+    ends: Ends,
+    ended: impl FnOnce(&CloseReason) + 'static,
+) {
     let protocol = st.wire.protocol();
     let opened = EngineEvent::Opened {
         id: st.id,
@@ -222,7 +268,7 @@ pub(crate) async fn connect(
         None => {
             let st = shard.admit(Wire::Tcp).ok_or_else(|| limit_error(addr))?;
             let id = st.id;
-            drive(shard, st, stream, &[], ends);
+            drive_plain(shard, st, stream, ends);
             Ok(id)
         }
         Some(tls) => {

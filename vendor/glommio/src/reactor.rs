@@ -173,6 +173,10 @@ pub(crate) struct Reactor {
     /// refcell) every time. Acquire during initialization
     preempt_ptr_head: *const u32,
     preempt_ptr_tail: *const AtomicU32,
+
+    /// msgtrans patch: tasks waiting for the next poll of the rings (see
+    /// `crate::net::NextPoll`).
+    after_poll: RefCell<Vec<std::task::Waker>>,
 }
 
 impl Reactor {
@@ -193,6 +197,7 @@ impl Reactor {
             record_io_latencies,
             preempt_ptr_head,
             preempt_ptr_tail: preempt_ptr_tail as _,
+            after_poll: RefCell::new(Vec::new()),
         })
     }
 
@@ -849,8 +854,23 @@ impl Reactor {
     /// Polls for I/O, but does not change any timer registration.
     ///
     /// This doesn't ever sleep, and does not touch the preemption timer.
+    /// msgtrans patch: wakes `waker` at the next poll of the rings.
+    pub(crate) fn wake_after_poll(&self, waker: std::task::Waker) {
+        self.after_poll.borrow_mut().push(waker);
+    }
+
+    /// msgtrans patch: the rings were polled; returns how many waited for it.
+    fn polled(&self) -> usize {
+        let mut w = self.after_poll.borrow_mut();
+        let n = w.len();
+        for waker in w.drain(..) {
+            waker.wake();
+        }
+        n
+    }
+
     pub(crate) fn spin_poll_io(&self) -> io::Result<bool> {
-        let mut woke = 0;
+        let mut woke = self.polled();
         self.sys.poll_io(&mut woke)?;
         woke += self.process_timers().1;
         woke += self.process_shared_channels();
@@ -867,7 +887,8 @@ impl Reactor {
     /// Processes new events, blocking until the first event or the timeout.
     pub(crate) fn react(&self, timeout: impl Fn() -> Option<Duration>) -> io::Result<bool> {
         // Process ready timers.
-        let (next_timer, woke) = self.process_external_events();
+        let (next_timer, mut woke) = self.process_external_events();
+        woke += self.polled();
 
         // Block on I/O events.
         match self

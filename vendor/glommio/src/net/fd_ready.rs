@@ -72,3 +72,34 @@ impl FdReady {
         Poll::Pending
     }
 }
+
+/// msgtrans patch: a future that is ready once the executor has polled its
+/// rings (and timers) again, after the task queues ran empty or were
+/// preempted. A task that drives I/O of its own (a second ring) waits on
+/// this between its turns, so it runs once per executor loop and never
+/// keeps the task queue from emptying, which would starve the executor's
+/// own rings until the preemption timer fired.
+#[derive(Debug, Default)]
+pub struct NextPoll {
+    registered: bool,
+}
+
+impl NextPoll {
+    /// Waits for the next poll. Must be awaited inside a glommio executor.
+    pub fn new() -> Self {
+        Self { registered: false }
+    }
+}
+
+impl std::future::Future for NextPoll {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.registered {
+            return Poll::Ready(());
+        }
+        self.registered = true;
+        crate::executor().reactor().wake_after_poll(cx.waker().clone());
+        Poll::Pending
+    }
+}

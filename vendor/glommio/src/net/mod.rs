@@ -113,7 +113,7 @@ mod tcp_socket;
 mod udp_socket;
 mod unix;
 pub use self::{
-    fd_ready::FdReady,
+    fd_ready::{FdReady, NextPoll},
     stream::{Buffered, Preallocated},
     tcp_socket::{AcceptedTcpStream, TcpListener, TcpStream},
     udp_socket::UdpSocket,

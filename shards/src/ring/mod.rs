@@ -1,0 +1,463 @@
+//! The shard's own io_uring for plain TCP sessions (SINGLE_ISSUER +
+//! DEFER_TASKRUN), beside glommio's rings.
+//!
+//! Why: glommio's streams poll for readiness and then make a syscall per
+//! read and per write. Here every session's RECVs and SENDs of one executor
+//! loop go to the kernel in one `io_uring_enter`, which also reaps what
+//! completed (see `docs/perf-notes.md`, the ring experiment: 24 ns less
+//! server CPU per 64 B message).
+//!
+//! Ownership: an operation's buffer and its socket belong to the ring's
+//! table of operations until the kernel completes it, never to the session,
+//! which may be dropped at any time. A dropped session's operations are
+//! cancelled, and their buffers and fd are let go when their last
+//! completion arrives (the lesson of the accept bug: every completion that
+//! yields a resource is handled, even when nobody waits for it).
+//!
+//! The pump task submits and reaps once per glommio loop (it waits on
+//! `glommio::net::NextPoll` between turns, so glommio's own rings, timers
+//! and mesh doorbells are served as before). When a turn finds nothing, the
+//! shard sleeps in glommio's ring on this ring's eventfd, enabled only
+//! then, so a busy shard pays no eventfd write per completion.
+
+mod bufs;
+pub(crate) mod io;
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+
+use crate::pool::hot::HotBuffers;
+use bufs::ProvidedBuffers;
+
+/// Submission queue depth; a fuller queue is submitted early.
+const ENTRIES: u32 = 1024;
+/// Provided read buffers. A buffer is consumed only when a read completes
+/// and its slot is refilled in the same turn, so this bounds the reads that
+/// complete in one turn, not the sessions that wait for input.
+const PROVIDED: u16 = 128;
+/// Largest provided buffer: enough for every read of a small-message load
+/// (a read then holds a few KiB); a frame larger than what one read brought
+/// continues in a buffer of its own size. 128 of them pin 2 MiB per shard.
+const PROVIDED_SIZE: usize = 16 * 1024;
+/// How many 10 ms waits a closing ring gives the kernel to finish.
+const CLOSE_WAITS: usize = 500;
+/// `user_data` of cancel requests, whose completions need no handling.
+const CANCEL: u64 = u64::MAX;
+/// `IORING_ENTER_GETEVENTS`: with DEFER_TASKRUN, completions are only
+/// posted inside an enter that asks for them.
+const GETEVENTS: u32 = 1;
+
+/// What a finished operation gives back.
+pub(crate) struct Done {
+    /// The syscall's result: bytes moved, or a negated errno.
+    pub res: i32,
+    /// The buffer the operation was lent or (for a read from the provided
+    /// buffers) was given.
+    pub buf: Option<Vec<u8>>,
+}
+
+enum State {
+    Waiting(Option<Waker>),
+    Finished(i32),
+}
+
+struct Op {
+    state: State,
+    buf: Option<Vec<u8>>,
+    /// Keeps the socket open until the kernel is done with it.
+    _fd: Rc<OwnedFd>,
+    /// Its session is gone: the completion only frees it.
+    orphan: bool,
+}
+
+impl Op {
+    /// Records the result and wakes the session waiting for it.
+    fn finish(&mut self, res: i32) {
+        if let State::Waiting(Some(w)) = std::mem::replace(&mut self.state, State::Finished(res)) {
+            w.wake();
+        }
+    }
+}
+
+pub(crate) struct ShardRing {
+    /// `None` once closed (see [`ShardRing::close`]).
+    ring: RefCell<Option<IoUring>>,
+    /// The read buffers given to the kernel; `None` once closed.
+    provided: RefCell<Option<ProvidedBuffers>>,
+    ops: RefCell<Vec<Option<Op>>>,
+    free: RefCell<Vec<usize>>,
+    live: Cell<usize>,
+    /// Entries pushed since the last enter.
+    unsubmitted: Cell<u32>,
+    /// The pump, while it sleeps: a new operation must wake it.
+    pump: RefCell<Option<Waker>>,
+    /// Signalled by the kernel on completions while enabled; `None` once
+    /// closed (the pump task may outlive the shard: its executor does not
+    /// drop tasks that never finish).
+    eventfd: RefCell<Option<OwnedFd>>,
+    read_size: usize,
+    /// Read buffers sessions have finished with, for the next refill: they
+    /// stay filled (no zeroing) and warm. The pool's own hot stack keeps
+    /// only a few, and a turn can take a buffer for every session.
+    spare: RefCell<Vec<Vec<u8>>>,
+}
+
+impl ShardRing {
+    /// A ring for one shard, with `PROVIDED` read buffers of up to
+    /// `read_size` bytes. Fails on kernels without
+    /// DEFER_TASKRUN (6.1) or provided-buffer rings (5.19); the shard then
+    /// keeps glommio's streams.
+    pub fn new(read_size: usize) -> std::io::Result<Rc<Self>> {
+        let read_size = read_size.clamp(1, PROVIDED_SIZE);
+        let mut ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            // Completions waiting for an enter raise a flag, so a turn with
+            // nothing to submit and nothing pending makes no syscall.
+            .setup_taskrun_flag()
+            .build(ENTRIES)?;
+        // Fresh zeroed memory (calloc) rather than the pool's buffers, which
+        // would be filled byte by byte. They go to the pool once read into.
+        let provided = ProvidedBuffers::new(&ring, PROVIDED, || vec![0u8; read_size])?;
+        // SAFETY: plain syscall; the fd is checked and then owned.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if efd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd nobody else owns.
+        let eventfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(efd) };
+        ring.submitter().register_eventfd(efd)?;
+        ring.completion().disable_eventfd();
+        Ok(Rc::new(Self {
+            ring: RefCell::new(Some(ring)),
+            provided: RefCell::new(Some(provided)),
+            ops: RefCell::new(Vec::new()),
+            free: RefCell::new(Vec::new()),
+            live: Cell::new(0),
+            unsubmitted: Cell::new(0),
+            pump: RefCell::new(None),
+            eventfd: RefCell::new(Some(eventfd)),
+            read_size,
+            spare: RefCell::new(Vec::new()),
+        }))
+    }
+
+    /// Pushes one entry, submitting the queue first if it is full; `false`
+    /// if the ring is closed or the kernel took nothing.
+    fn push(&self, sqe: &squeue::Entry) -> bool {
+        let mut ring = self.ring.borrow_mut();
+        let Some(ring) = ring.as_mut() else {
+            return false;
+        };
+        // SAFETY: every buffer an entry points to is owned by the table of
+        // operations (or is a provided buffer) until its completion.
+        unsafe {
+            if ring.submission().push(sqe).is_err() {
+                let n = self.unsubmitted.replace(0);
+                let _ = ring.submitter().enter::<libc::sigset_t>(n, 0, 0, None);
+                if ring.submission().push(sqe).is_err() {
+                    return false;
+                }
+            }
+        }
+        self.unsubmitted.set(self.unsubmitted.get() + 1);
+        if let Some(w) = self.pump.borrow_mut().take() {
+            w.wake();
+        }
+        true
+    }
+
+    /// Starts an operation; its completion wakes `cx`'s task.
+    fn start(&self, cx: &Context<'_>, sqe: squeue::Entry, buf: Option<Vec<u8>>, fd: &Rc<OwnedFd>) -> usize {
+        let mut op = Op {
+            state: State::Waiting(Some(cx.waker().clone())),
+            buf,
+            _fd: Rc::clone(fd),
+            orphan: false,
+        };
+        let idx = self.free.borrow_mut().pop().unwrap_or_else(|| {
+            let mut ops = self.ops.borrow_mut();
+            ops.push(None);
+            ops.len() - 1
+        });
+        self.live.set(self.live.get() + 1);
+        if !self.push(&sqe.user_data(idx as u64)) {
+            // Never reached the kernel: the session sees the error.
+            op.finish(-libc::ECANCELED);
+        }
+        self.ops.borrow_mut()[idx] = Some(op);
+        idx
+    }
+
+    /// Receives into `buf[from..]`, which the ring holds until it is done.
+    pub fn recv_into(&self, cx: &Context<'_>, fd: &Rc<OwnedFd>, mut buf: Vec<u8>, from: usize) -> usize {
+        let len = (buf.len() - from).min(u32::MAX as usize) as u32;
+        // SAFETY: in bounds; the pointer stays valid, as the Vec moves into
+        // the table without reallocating.
+        let ptr = unsafe { buf.as_mut_ptr().add(from) };
+        let sqe = opcode::Recv::new(types::Fd(fd.as_raw_fd()), ptr, len).build();
+        self.start(cx, sqe, Some(buf), fd)
+    }
+
+    /// Receives into a provided buffer, picked when the bytes arrive.
+    pub fn recv_provided(&self, cx: &Context<'_>, fd: &Rc<OwnedFd>) -> usize {
+        let sqe = opcode::Recv::new(types::Fd(fd.as_raw_fd()), std::ptr::null_mut(), self.read_size as u32)
+            .buf_group(bufs::GROUP)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT);
+        self.start(cx, sqe, None, fd)
+    }
+
+    /// Sends `buf[from..]`; the ring holds `buf` until it is done.
+    pub fn send(&self, cx: &Context<'_>, fd: &Rc<OwnedFd>, buf: Vec<u8>, from: usize) -> usize {
+        let len = (buf.len() - from).min(u32::MAX as usize) as u32;
+        // SAFETY: as in `recv_into`.
+        let ptr = unsafe { buf.as_ptr().add(from) };
+        let sqe = opcode::Send::new(types::Fd(fd.as_raw_fd()), ptr, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build();
+        self.start(cx, sqe, Some(buf), fd)
+    }
+
+    /// Takes back a read buffer a session has finished with, if it is one
+    /// of the provided size and there is room; else gives it back.
+    pub fn recycle(&self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        let mut spare = self.spare.borrow_mut();
+        let fits = buf.len() == self.read_size && buf.capacity() == self.read_size;
+        if fits && spare.len() < usize::from(PROVIDED) {
+            spare.push(buf);
+            None
+        } else {
+            Some(buf)
+        }
+    }
+
+    /// The result of operation `idx` once it is done; it is then freed.
+    pub fn poll(&self, idx: usize, cx: &mut Context<'_>) -> Poll<Done> {
+        let mut ops = self.ops.borrow_mut();
+        let op = ops[idx].as_mut().expect("a live operation");
+        match &mut op.state {
+            State::Finished(res) => {
+                let res = *res;
+                let buf = op.buf.take();
+                ops[idx] = None;
+                drop(ops);
+                self.release(idx);
+                Poll::Ready(Done { res, buf })
+            }
+            State::Waiting(w) => {
+                if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *w = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Its session no longer wants operation `idx`: cancel it, and free it
+    /// (buffer, socket) once the kernel is done.
+    pub fn abandon(&self, idx: usize) {
+        let mut ops = self.ops.borrow_mut();
+        let op = ops[idx].as_mut().expect("a live operation");
+        if matches!(op.state, State::Finished(_)) {
+            ops[idx] = None;
+            drop(ops);
+            self.release(idx);
+            return;
+        }
+        op.orphan = true;
+        drop(ops);
+        // A closed ring has no operation left in the kernel (see `close`).
+        self.push(&opcode::AsyncCancel::new(idx as u64).build().user_data(CANCEL));
+    }
+
+    fn release(&self, idx: usize) {
+        self.free.borrow_mut().push(idx);
+        self.live.set(self.live.get() - 1);
+    }
+
+    /// Submits what is queued and posts what completed, waiting up to
+    /// `wait` for a completion. Returns how many operations completed.
+    fn turn(&self, buffers: Option<&HotBuffers>, wait: Option<&types::Timespec>) -> usize {
+        let mut ring = self.ring.borrow_mut();
+        let Some(ring) = ring.as_mut() else {
+            return 0;
+        };
+        if let (Some(buffers), Some(provided)) = (buffers, self.provided.borrow_mut().as_mut()) {
+            // Refilled only now, after the sessions that took buffers in
+            // the last turn have run: most give theirs back by then, so the
+            // refill is the buffer just read from, still in cache.
+            let mut spare = self.spare.borrow_mut();
+            provided.refill(|| match spare.pop() {
+                // Reused without the pool's help, but reused all the same:
+                // counted as the pool's hit, as the hot stack counts its own.
+                Some(b) => {
+                    buffers.pool().count_hit();
+                    b
+                }
+                None => buffers.get_read(self.read_size),
+            });
+        }
+        let n = self.unsubmitted.replace(0);
+        match wait {
+            Some(ts) => {
+                let args = types::SubmitArgs::new().timespec(ts);
+                let _ = ring.submitter().submit_with_args(1, &args);
+            }
+            // Nothing to submit and nothing completed since the last turn
+            // (with DEFER_TASKRUN, completions are posted only in an enter,
+            // and the flag says one is waiting): no syscall.
+            None if n == 0 && !ring.submission().taskrun() => return 0,
+            None => {
+                // SAFETY: no argument is passed; the entries' buffers are alive.
+                let _ = unsafe { ring.submitter().enter::<libc::sigset_t>(n, 0, GETEVENTS, None) };
+            }
+        }
+        let mut done = 0;
+        let mut ops = self.ops.borrow_mut();
+        let mut freed = Vec::new();
+        for c in ring.completion() {
+            let ud = c.user_data();
+            if ud == CANCEL {
+                continue;
+            }
+            done += 1;
+            let idx = ud as usize;
+            let Some(op) = ops.get_mut(idx).and_then(Option::as_mut) else {
+                continue;
+            };
+            if let Some(bid) = cqueue::buffer_select(c.flags()) {
+                if let Some(provided) = self.provided.borrow_mut().as_mut() {
+                    op.buf = provided.take(bid);
+                }
+            }
+            if op.orphan {
+                if let (Some(b), Some(buffers)) = (op.buf.take(), buffers) {
+                    buffers.put_read(b);
+                }
+                ops[idx] = None;
+                freed.push(idx);
+                continue;
+            }
+            op.finish(c.result());
+        }
+        drop(ops);
+        for idx in freed {
+            self.release(idx);
+        }
+        done
+    }
+
+    /// Drives the ring until it is closed.
+    pub async fn run(self: Rc<Self>, shard: Rc<crate::shard::Shard>) {
+        let Some(efd) = self.eventfd.borrow().as_ref().map(AsRawFd::as_raw_fd) else {
+            return;
+        };
+        let mut ready = glommio::net::FdReady::new(efd);
+        while self.ring.borrow().is_some() {
+            let submitted = self.unsubmitted.get() > 0;
+            if self.turn(Some(&shard.buffers), None) > 0 || submitted {
+                glommio::net::NextPoll::new().await;
+                continue;
+            }
+            // Nothing moved: sleep in glommio's ring until this ring has a
+            // completion or a session queues an operation. A completion
+            // that came before the enable signalled nothing, so look once
+            // more with the eventfd on.
+            self.eventfd_enabled(true);
+            if self.turn(Some(&shard.buffers), None) == 0 && self.unsubmitted.get() == 0 {
+                poll_fn(|cx| {
+                    if self.unsubmitted.get() > 0 || self.ring.borrow().is_none() {
+                        return Poll::Ready(());
+                    }
+                    *self.pump.borrow_mut() = Some(cx.waker().clone());
+                    ready.poll_readable(cx).map(|_| ())
+                })
+                .await;
+                self.pump.borrow_mut().take();
+                if let Some(fd) = self.eventfd.borrow().as_ref() {
+                    let mut n = 0u64;
+                    // SAFETY: reads 8 bytes into `n`, resetting the counter;
+                    // a nonblocking read of an unsignalled eventfd just fails.
+                    unsafe { libc::read(fd.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+                }
+            }
+            self.eventfd_enabled(false);
+        }
+    }
+
+    fn eventfd_enabled(&self, on: bool) {
+        if let Some(ring) = self.ring.borrow_mut().as_mut() {
+            if on {
+                ring.completion().enable_eventfd();
+            } else {
+                ring.completion().disable_eventfd();
+            }
+        }
+    }
+
+    /// Shuts the ring down when its shard stops: cancels what is in
+    /// flight, waits for the kernel to be done with every buffer, then
+    /// frees them and closes the ring. Operations whose session is still
+    /// there end with `ECANCELED`; later ones fail the same way.
+    pub fn close(&self) {
+        if self.ring.borrow().is_none() {
+            return;
+        }
+        if self.live.get() > 0 {
+            let any = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+                .build()
+                .user_data(CANCEL);
+            self.push(&any);
+            let ts = types::Timespec::from(Duration::from_millis(10));
+            for _ in 0..CLOSE_WAITS {
+                let in_kernel = self
+                    .ops
+                    .borrow()
+                    .iter()
+                    .flatten()
+                    .any(|op| matches!(op.state, State::Waiting(_)));
+                if !in_kernel {
+                    break;
+                }
+                self.turn(None, Some(&ts));
+            }
+        }
+        let still = self
+            .ops
+            .borrow()
+            .iter()
+            .flatten()
+            .filter(|op| matches!(op.state, State::Waiting(_)))
+            .count();
+        if still > 0 {
+            // The kernel may still write to these buffers: leak them, and
+            // the ring, rather than free memory it may touch.
+            tracing::error!(operations = still, "shard ring: operations still in flight at shutdown");
+            std::mem::forget(self.ring.borrow_mut().take());
+            std::mem::forget(self.provided.borrow_mut().take());
+            std::mem::forget(std::mem::take(&mut *self.ops.borrow_mut()));
+            return;
+        }
+        // Close the ring first: the kernel then holds no provided buffer.
+        drop(self.ring.borrow_mut().take());
+        drop(self.provided.borrow_mut().take());
+        self.spare.borrow_mut().clear();
+        drop(self.eventfd.borrow_mut().take());
+        if let Some(w) = self.pump.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+impl Drop for ShardRing {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
