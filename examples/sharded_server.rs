@@ -41,8 +41,8 @@ OPTIONS:
     --events         echo through the Tokio event stream instead of the
                      inline on-shard handler
     --no-pin         do not pin shards to cores
-    --no-tcp-ring    serve plain TCP on glommio's streams, not on each
-                     shard's own io_uring (the default)
+    --tcp-ring       serve plain TCP on each shard's own io_uring instead
+                     of glommio's streams (opt-in; see docs/perf-notes.md)
     --metrics ADDR   serve /metrics (Prometheus), /stats.json and a live
                      dashboard at / on ADDR, e.g. 127.0.0.1:9100 [default: off]
     -h, --help       print this help
@@ -77,7 +77,7 @@ fn parse() -> Result<Option<Args>, String> {
         shards: 0,
         events: false,
         pin: true,
-        tcp_ring: true,
+        tcp_ring: false,
         metrics: None,
     };
     let mut it = std::env::args().skip(1);
@@ -102,7 +102,7 @@ fn parse() -> Result<Option<Args>, String> {
                     .map_err(|e| format!("--max-connections: {e}"))?
             }
             "--no-pin" => a.pin = false,
-            "--no-tcp-ring" => a.tcp_ring = false,
+            "--tcp-ring" => a.tcp_ring = true,
             "--metrics" => a.metrics = Some(value("--metrics")?.parse().map_err(|e| format!("--metrics: {e}"))?),
             other => return Err(format!("unknown argument {other:?}")),
         }

@@ -55,9 +55,9 @@ BUILTIN_SERVERS = [
      "experiment: glommio tasks whose I/O goes through a second DEFER_TASKRUN ring"),
     ("msgtrans_inline", "sharded_server", ["--tcp", "{addr}", "--no-ws", "--no-quic", "--shards", "{shards}"],
      "msgtrans sharded_server, inline on-shard handler"),
-    ("msgtrans_inline_streams", "sharded_server",
-     ["--tcp", "{addr}", "--no-ws", "--no-quic", "--shards", "{shards}", "--no-tcp-ring"],
-     "the same on glommio's streams instead of the shard ring (--no-tcp-ring)"),
+    ("msgtrans_inline_ring", "sharded_server",
+     ["--tcp", "{addr}", "--no-ws", "--no-quic", "--shards", "{shards}", "--tcp-ring"],
+     "the same with plain TCP on the shard's own ring (--tcp-ring, opt-in)"),
     ("msgtrans_events", "sharded_server", ["--tcp", "{addr}", "--no-ws", "--no-quic", "--shards", "{shards}", "--events"],
      "msgtrans sharded_server --events (Tokio event stream)"),
 ]
@@ -1045,7 +1045,7 @@ servers (rows):
   baseline_uring    experiment (single-threaded; ignores --shards)
   baseline_glommio_ring  experiment: glommio tasks, I/O on a second ring
   msgtrans_inline   sharded_server
-  msgtrans_inline_streams  sharded_server --no-tcp-ring (glommio's streams)
+  msgtrans_inline_ring  sharded_server --tcp-ring (the shard's own ring)
   msgtrans_events   sharded_server --events
   msgtrans_ws       sharded_server over WebSocket (load: raw io_uring frames)
   msgtrans_wss      sharded_server over WebSocket+TLS (load: our engine)

@@ -39,7 +39,18 @@ fn all_frames() -> Vec<(String, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_frame_cut_at_every_byte_is_reassembled_and_echoed() {
-    let server = start_inline_echo(builder()).await;
+    cut_frames_echo(builder()).await;
+}
+
+/// On the shard ring, a read that continues a partial frame lends the
+/// session's own buffer to the kernel instead of taking a provided one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_frame_cut_at_every_byte_is_reassembled_and_echoed_on_the_shard_ring() {
+    cut_frames_echo(builder().tcp_ring(true)).await;
+}
+
+async fn cut_frames_echo(b: msgtrans::transport::TransportServerBuilder) {
+    let server = start_inline_echo(b).await;
     let mut c = RawClient::connect(addr(&server)).await;
     for (name, frame) in all_frames() {
         let want = expected_reply(&frame);

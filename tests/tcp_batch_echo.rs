@@ -1,7 +1,7 @@
 //! Proves that 10,000 one-way packets arriving in one write (many frames per
 //! read) all come back in order and byte-exact, on the inline path and on
-//! the events path, on the shard ring (the default) and on glommio's
-//! streams (`tcp_ring(false)`).
+//! the events path, on glommio's streams (the default) and on the shard's
+//! own ring (`tcp_ring(true)`).
 
 mod common;
 
@@ -56,8 +56,8 @@ async fn inline_echo_returns_ten_thousand_packets_from_one_write_in_order_byte_e
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inline_echo_on_glommio_streams_returns_ten_thousand_packets_in_order_byte_exact() {
-    let server = start_inline_echo(builder().tcp_ring(false)).await;
+async fn inline_echo_on_the_shard_ring_returns_ten_thousand_packets_in_order_byte_exact() {
+    let server = start_inline_echo(builder().tcp_ring(true)).await;
     batch_comes_back_exact(addr(&server)).await;
     server.stop().await;
 }

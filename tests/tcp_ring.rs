@@ -28,7 +28,7 @@ fn fd_kinds() -> std::collections::BTreeMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_closed_while_its_write_is_stuck_in_the_kernel_still_closes_its_socket() {
-    let server = start_inline_echo(builder().write_timeout(None)).await;
+    let server = start_inline_echo(builder().tcp_ring(true).write_timeout(None)).await;
     let mut events = pump_events(&server);
     let mut c = RawClient::connect(addr(&server)).await;
     let id = events.established(c.local_addr()).await;
@@ -69,7 +69,7 @@ async fn stopped_servers_leave_no_file_descriptor_open() {
     // One round first, so whatever the process opens once (runtime fds,
     // the pools' first pages) is already counted.
     let round = || async {
-        let server = start_inline_echo(builder()).await;
+        let server = start_inline_echo(builder().tcp_ring(true)).await;
         let mut c = RawClient::connect(addr(&server)).await;
         let p = one_way(1, 0, b"", b"ring".to_vec());
         c.send(&p).await;

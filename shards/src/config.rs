@@ -115,9 +115,10 @@ pub struct EngineConfig {
     pub read_buffer: usize,
     /// Serve plain TCP sessions (no TLS, no WebSocket) on each shard's own
     /// io_uring, where one `io_uring_enter` per executor loop submits every
-    /// session's reads and writes (default true). Off, or on a kernel
-    /// older than 6.1, they use glommio's streams: a readiness poll, then
-    /// a syscall per read and per write.
+    /// session's reads and writes (default false: opt-in until its idle
+    /// path stops doubling 1 x 1 latency, see docs/perf-notes.md). Off, or
+    /// on a kernel older than 6.1, they use glommio's streams: a readiness
+    /// poll, then a syscall per read and per write.
     pub tcp_ring: bool,
     /// Payloads shorter than this are sent uncompressed even when their
     /// packet asks for compression.
@@ -149,7 +150,7 @@ impl Default for EngineConfig {
             event_capacity: DEFAULT_EVENT_CAPACITY,
             io_memory: DEFAULT_IO_MEMORY,
             read_buffer: DEFAULT_READ_BUFFER,
-            tcp_ring: true,
+            tcp_ring: false,
             compression_threshold: DEFAULT_COMPRESSION_THRESHOLD,
             pool: PoolConfig::default(),
         }

@@ -50,7 +50,7 @@ impl TransportClientBuilder {
         Self {
             target: None,
             shards: 1,
-            tcp_ring: true,
+            tcp_ring: false,
             limits: Limits::default(),
             retry: RetryConfig::default(),
             auto_reconnect: false,
@@ -68,7 +68,7 @@ impl TransportClientBuilder {
         self
     }
     /// Run plain TCP connections on the shard's own io_uring (default
-    /// true); see `TransportServerBuilder::tcp_ring`.
+    /// false); see `TransportServerBuilder::tcp_ring`.
     pub fn tcp_ring(mut self, on: bool) -> Self {
         self.tcp_ring = on;
         self

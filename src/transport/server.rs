@@ -41,7 +41,7 @@ impl TransportServerBuilder {
             listeners: Vec::new(),
             shards: 0,
             pin: true,
-            tcp_ring: true,
+            tcp_ring: false,
             limits: Limits::default(),
             handler: None,
             metrics: None,
@@ -74,8 +74,10 @@ impl TransportServerBuilder {
         self
     }
     /// Serve plain TCP sessions on each shard's own io_uring (default
-    /// true): one `io_uring_enter` per shard loop submits every session's
-    /// reads and writes. Off (or on a kernel older than 6.1) they use
+    /// false, opt-in): one `io_uring_enter` per shard loop submits every
+    /// session's reads and writes. About 3% less CPU per message under
+    /// load, but an idle shard wakes through an eventfd, which doubled the
+    /// 1 x 1 round trip's median here (`docs/perf-notes.md`). Off (or on a kernel older than 6.1) they use
     /// glommio's streams, a readiness poll and then a syscall per read and
     /// per write. TLS and WebSocket sessions use glommio's streams either way.
     pub fn tcp_ring(mut self, on: bool) -> Self {

@@ -313,7 +313,9 @@ impl ShardRing {
             // Nothing to submit and nothing completed since the last turn
             // (with DEFER_TASKRUN, completions are posted only in an enter,
             // and the flag says one is waiting): no syscall.
-            None if n == 0 && !ring.submission().taskrun() => return 0,
+            // Completions the kernel parked on its overflow list (a full
+            // completion queue) also come back only in an enter.
+            None if n == 0 && !ring.submission().taskrun() && !ring.submission().cq_overflow() => return 0,
             None => {
                 // SAFETY: no argument is passed; the entries' buffers are alive.
                 let _ = unsafe { ring.submitter().enter::<libc::sigset_t>(n, 0, GETEVENTS, None) };
