@@ -1325,7 +1325,11 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
-                break;
+                // msgtrans patch: a preemption that lands before any queue
+                // ran (a timer that fired between the poll and this call)
+                // must not report "nothing ran", or the executor parks with
+                // tasks waiting and sleeps until some unrelated wake-up.
+                return ran || !self.queues.borrow().active_executors.is_empty();
             }
             if !self.run_one_task_queue() {
                 return false;

@@ -1076,13 +1076,18 @@ impl SleepableRing {
             // We have now prepared the SQE that links the two rings. We now need to submit
             // it successfully to be able to safely sleep.
 
-            if self
-                .submit_sqes()
+            // msgtrans patch: one `io_uring_enter` submits the link and
+            // waits (it was two). The kernel waits only if the link went in,
+            // and reports it submitted even if the wait is interrupted.
+            let submitted = self
+                .ring
+                .submit_sqes_and_wait(1)
+                .map(|x| x as usize)
                 .or_else(Reactor::busy_ok)
                 .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
+                .or_else(Reactor::intr_ok)?;
+            self.in_kernel += submitted;
+            if submitted != 1 {
                 // We failed to submit the `SQE` that links the rings. Just can't sleep.
                 // Waiting here is unsafe because we could end up waiting much longer than
                 // needed.
@@ -1090,14 +1095,8 @@ impl SleepableRing {
                 unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
                 Err(io::Error::from_raw_os_error(libc::EBUSY))
             } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
+                // The rings were linked, and we slept.
+                Ok(1)
             }
         } else {
             // Can't link rings because we ran out of `CQE`s. Just can't sleep.
@@ -1224,6 +1223,13 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    // msgtrans patch: when the pending latency timer fires, so that a timer
+    // still pending can be kept instead of cancelled and armed again.
+    latency_preemption_deadline: Cell<Option<Instant>>,
+    // msgtrans patch: the latency timer fired while we slept, so the next
+    // sleep cancels the timer rather than keep it: an idle executor wakes
+    // once, not once every preemption period.
+    latency_timer_woke_us: Cell<bool>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1279,6 +1285,11 @@ macro_rules! flush_rings {
         )*
         io::Result::Ok(ret)
     }}
+}
+
+/// msgtrans patch: whether a source is still waiting for its completion.
+fn pending(src: &Source) -> bool {
+    src.result().is_none()
 }
 
 fn align_up(v: usize, align: usize) -> usize {
@@ -1355,6 +1366,8 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_preemption_deadline: Cell::new(None),
+            latency_timer_woke_us: Cell::new(false),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1738,6 +1751,40 @@ impl Reactor {
         ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
     }
 
+    /// msgtrans patch: keeps the pending latency timer, if `may_keep`, when
+    /// it fires by `deadline` (or `deadline` is `None`: any wake-up is early
+    /// enough);
+    /// otherwise cancels it and, if `arm` is given, arms one that fires after
+    /// it. Both are only queued: the caller flushes the ring.
+    fn keep_or_arm_latency_timer(
+        &self,
+        lat_ring: &mut SleepableRing,
+        deadline: Option<Instant>,
+        arm: Option<Duration>,
+        may_keep: bool,
+    ) {
+        if let Some(src) = self.latency_preemption_timeout_src.take() {
+            let fires = self.latency_preemption_deadline.get();
+            let early_enough = match (fires, deadline) {
+                (_, None) => true,
+                (Some(f), Some(d)) => f <= d,
+                (None, Some(_)) => false,
+            };
+            if may_keep && pending(&src) && early_enough {
+                self.latency_preemption_timeout_src.set(Some(src));
+                return;
+            }
+            // Dropping a pending source queues its cancellation.
+            drop(src);
+        }
+        self.latency_preemption_deadline.set(None);
+        if let Some(d) = arm {
+            self.latency_preemption_timeout_src
+                .set(Some(lat_ring.prepare_latency_preemption_timer(d)));
+            self.latency_preemption_deadline.set(Instant::now().checked_add(d));
+        }
+    }
+
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
         self.poll_ring.borrow_mut().poll(woke)?;
         self.main_ring.borrow_mut().poll(woke)?;
@@ -1816,22 +1863,34 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
-
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
+        // Schedule the throughput-based timeout: it won't matter if we end
+        // up sleeping. msgtrans patch: only once the previous one fired; it
+        // counts completions from when it was armed, so a kept one preempts
+        // sooner, never later.
+        let kept = self
+            .throughput_preemption_timeout_src
+            .take()
+            .filter(pending);
+        self.throughput_preemption_timeout_src.set(Some(kept.unwrap_or_else(|| {
             main_ring.prepare_throughput_preemption_timer(
                 self.ring_depth() as u32,
                 self.eventfd_src.raw(),
-            ),
-        ));
+            )
+        })));
+
+        // msgtrans patch: the latency ring's timer is settled here, before
+        // the flush below, instead of being cancelled here and armed again
+        // after it. With a preemption timer we will not sleep, and the
+        // timer must fire within one preemption period; without one we may
+        // sleep, and it must fire by the next user timer, if any. A pending
+        // timer that fires early enough is kept: cancelling and arming it on
+        // every loop cost two `io_uring_enter` calls on the latency ring per
+        // loop. If we sleep, a kept preemption timer may wake us once.
+        let preempt = preempt_timer();
+        let arm = preempt.or(user_timer);
+        let deadline = arm.and_then(|d| Instant::now().checked_add(d));
+        let may_keep = preempt.is_some() || !self.latency_timer_woke_us.replace(false);
+        self.keep_or_arm_latency_timer(&mut lat_ring, deadline, arm, may_keep);
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1841,22 +1900,25 @@ impl Reactor {
         flush_rings!(lat_ring, poll_ring, main_ring)?;
         // pick up the results of any cancellations
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
+        // msgtrans patch: a timer armed above for a user timer that is due
+        // (or about) can fire within the flush, and its completion was just
+        // consumed: sleeping now would sleep through the user timer.
+        let timer = self.latency_preemption_timeout_src.take();
+        if timer.as_ref().is_some_and(|t| !pending(t)) {
+            woke += 1;
+        }
+        self.latency_preemption_timeout_src.set(timer);
 
         // If we generated any event so far, we can't sleep. Need to handle them.
-        let should_sleep = preempt_timer().is_none()
+        let should_sleep = preempt.is_none()
             && (woke == 0)
             && poll_ring.can_sleep()
             && main_ring.can_sleep()
             && lat_ring.can_sleep();
 
         if should_sleep {
-            // We are about to go to sleep. It's ok to sleep, but if there
-            // is a timer set, we need to make sure we wake up to handle it.
-            if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
-            }
+            // We are about to go to sleep. The latency ring's timer, settled
+            // above, wakes us for the next user timer.
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
             // last time until now it could be that something happened in a remote executor
@@ -1875,16 +1937,14 @@ impl Reactor {
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
                     flush_rings!(lat_ring, poll_ring, main_ring)?;
                     consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
+                    let timer = self.latency_preemption_timeout_src.take();
+                    self.latency_timer_woke_us
+                        .set(timer.as_ref().is_some_and(|t| !pending(t)));
+                    self.latency_preemption_timeout_src.set(timer);
                 }
                 // Woke up, so no need to notify us anymore.
                 self.notifier.wake_up();
             }
-        }
-
-        if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
         }
 
         // A Note about `need_preempt`:
