@@ -47,6 +47,13 @@ const PROVIDED: u16 = 128;
 const PROVIDED_SIZE: usize = 16 * 1024;
 /// How many 10 ms waits a closing ring gives the kernel to finish.
 const CLOSE_WAITS: usize = 500;
+/// Entries still in the submission queue after an enter: the kernel may
+/// take fewer than asked (`EAGAIN`, `EBUSY`), and those must go in the
+/// next enter, not be forgotten.
+fn left_unsubmitted(ring: &mut IoUring) -> u32 {
+    ring.submission().len() as u32
+}
+
 /// `user_data` of cancel requests, whose completions need no handling.
 const CANCEL: u64 = u64::MAX;
 /// `IORING_ENTER_GETEVENTS`: with DEFER_TASKRUN, completions are only
@@ -159,8 +166,9 @@ impl ShardRing {
         // operations (or is a provided buffer) until its completion.
         unsafe {
             if ring.submission().push(sqe).is_err() {
-                let n = self.unsubmitted.replace(0);
+                let n = self.unsubmitted.get();
                 let _ = ring.submitter().enter::<libc::sigset_t>(n, 0, 0, None);
+                self.unsubmitted.set(left_unsubmitted(ring));
                 if ring.submission().push(sqe).is_err() {
                     return false;
                 }
@@ -304,7 +312,7 @@ impl ShardRing {
                 None => buffers.get_read(self.read_size),
             });
         }
-        let n = self.unsubmitted.replace(0);
+        let n = self.unsubmitted.get();
         match wait {
             Some(ts) => {
                 let args = types::SubmitArgs::new().timespec(ts);
@@ -321,6 +329,7 @@ impl ShardRing {
                 let _ = unsafe { ring.submitter().enter::<libc::sigset_t>(n, 0, GETEVENTS, None) };
             }
         }
+        self.unsubmitted.set(left_unsubmitted(ring));
         let mut done = 0;
         let mut ops = self.ops.borrow_mut();
         let mut freed = Vec::new();
@@ -331,13 +340,21 @@ impl ShardRing {
             }
             done += 1;
             let idx = ud as usize;
+            // Taken before the operation is looked up: a buffer the kernel
+            // picked is out of the provided ring whoever it was for.
+            let picked = cqueue::buffer_select(c.flags())
+                .and_then(|bid| self.provided.borrow_mut().as_mut().and_then(|p| p.take(bid)));
             let Some(op) = ops.get_mut(idx).and_then(Option::as_mut) else {
+                // No such operation (a stray completion): keep its buffer.
+                if let Some(b) = picked.and_then(|b| self.recycle(b)) {
+                    if let Some(buffers) = buffers {
+                        buffers.put_read(b);
+                    }
+                }
                 continue;
             };
-            if let Some(bid) = cqueue::buffer_select(c.flags()) {
-                if let Some(provided) = self.provided.borrow_mut().as_mut() {
-                    op.buf = provided.take(bid);
-                }
+            if picked.is_some() {
+                op.buf = picked;
             }
             if op.orphan {
                 if let (Some(b), Some(buffers)) = (op.buf.take(), buffers) {
