@@ -47,18 +47,18 @@ const PROVIDED: u16 = 128;
 const PROVIDED_SIZE: usize = 16 * 1024;
 /// How many 10 ms waits a closing ring gives the kernel to finish.
 const CLOSE_WAITS: usize = 500;
+/// `user_data` of cancel requests, whose completions need no handling.
+const CANCEL: u64 = u64::MAX;
+/// `IORING_ENTER_GETEVENTS`: with DEFER_TASKRUN, completions are only
+/// posted inside an enter that asks for them.
+const GETEVENTS: u32 = 1;
+
 /// Entries still in the submission queue after an enter: the kernel may
 /// take fewer than asked (`EAGAIN`, `EBUSY`), and those must go in the
 /// next enter, not be forgotten.
 fn left_unsubmitted(ring: &mut IoUring) -> u32 {
     ring.submission().len() as u32
 }
-
-/// `user_data` of cancel requests, whose completions need no handling.
-const CANCEL: u64 = u64::MAX;
-/// `IORING_ENTER_GETEVENTS`: with DEFER_TASKRUN, completions are only
-/// posted inside an enter that asks for them.
-const GETEVENTS: u32 = 1;
 
 /// What a finished operation gives back.
 pub(crate) struct Done {

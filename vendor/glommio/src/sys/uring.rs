@@ -1785,6 +1785,15 @@ impl Reactor {
         }
     }
 
+    /// msgtrans patch: whether the latency ring's timer has fired (and its
+    /// completion was consumed).
+    fn latency_timer_fired(&self) -> bool {
+        let timer = self.latency_preemption_timeout_src.take();
+        let fired = timer.as_ref().is_some_and(|t| !pending(t));
+        self.latency_preemption_timeout_src.set(timer);
+        fired
+    }
+
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
         self.poll_ring.borrow_mut().poll(woke)?;
         self.main_ring.borrow_mut().poll(woke)?;
@@ -1903,11 +1912,9 @@ impl Reactor {
         // msgtrans patch: a timer armed above for a user timer that is due
         // (or about) can fire within the flush, and its completion was just
         // consumed: sleeping now would sleep through the user timer.
-        let timer = self.latency_preemption_timeout_src.take();
-        if timer.as_ref().is_some_and(|t| !pending(t)) {
+        if self.latency_timer_fired() {
             woke += 1;
         }
-        self.latency_preemption_timeout_src.set(timer);
 
         // If we generated any event so far, we can't sleep. Need to handle them.
         let should_sleep = preempt.is_none()
@@ -1937,10 +1944,7 @@ impl Reactor {
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
                     flush_rings!(lat_ring, poll_ring, main_ring)?;
                     consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
-                    let timer = self.latency_preemption_timeout_src.take();
-                    self.latency_timer_woke_us
-                        .set(timer.as_ref().is_some_and(|t| !pending(t)));
-                    self.latency_preemption_timeout_src.set(timer);
+                    self.latency_timer_woke_us.set(self.latency_timer_fired());
                 }
                 // Woke up, so no need to notify us anymore.
                 self.notifier.wake_up();
