@@ -1,5 +1,6 @@
 //! Per-core micro benchmarks of the parts on the per-message path: codec,
-//! buffer pool, connection slab, and a cross-shard mesh hop.
+//! buffer pool, connection slab, a cross-shard mesh hop, and one session's
+//! whole path with the kernel taken out.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -130,5 +131,29 @@ fn mesh_benches(c: &mut Criterion) {
     let _ = worker.join();
 }
 
-criterion_group!(benches, codec_benches, pool_benches, slab_benches, mesh_benches);
+/// One session's per-message path without the kernel: decode, dispatch to
+/// the inline echo, encode into the outbound batch, hand the batch to the
+/// stream. What a loopback run adds on top is the kernel's TCP work and the
+/// executor's task switches.
+fn session_benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("session");
+    for (frames, size) in [(16, 64), (16, 1024)] {
+        let mut l = msgtrans_shards::bench_loop::EchoLoop::new(frames, size);
+        let per_turn = l.turn();
+        g.throughput(Throughput::Elements(per_turn));
+        g.bench_function(format!("inline_echo_{frames}x{size}B"), |b| {
+            b.iter(|| black_box(l.turn()))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    codec_benches,
+    pool_benches,
+    slab_benches,
+    mesh_benches,
+    session_benches
+);
 criterion_main!(benches);

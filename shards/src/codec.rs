@@ -179,6 +179,53 @@ pub fn encode_parts<B: BufMut>(
     })?;
     // One 16-byte copy rather than eight `put_*` calls, each of which
     // checks and moves the buffer's length.
+    out.put_slice(&header_bytes(header, ext_len, payload_len));
+    out.put_slice(ext_header);
+    out.put_slice(payload);
+    Ok(())
+}
+
+/// Appends one frame to a `Vec`, as [`encode_parts`] does, with one
+/// capacity check for the whole frame. This is every session's
+/// per-message write; three checked appends cost it 125 instructions per
+/// 64-byte packet (`callgrind` on the `session` bench).
+///
+/// # Errors
+/// As [`encode_parts`].
+#[inline]
+pub fn encode_vec(
+    header: &FixedHeader,
+    ext_header: &[u8],
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    let (Ok(ext_len), Ok(payload_len)) = (u16::try_from(ext_header.len()), u32::try_from(payload.len())) else {
+        // A slice over its length field: encode_parts says which.
+        return encode_parts(header, ext_header, payload, out);
+    };
+    let total = HEADER_LEN + ext_header.len() + payload.len();
+    out.reserve(total);
+    let h = header_bytes(header, ext_len, payload_len);
+    let start = out.len();
+    // SAFETY: `reserve` made room for `total` bytes past `start`; the three
+    // copies fill exactly that range before the length covers it, and the
+    // sources are shared borrows, which cannot alias `out`'s spare room.
+    unsafe {
+        let dst = out.as_mut_ptr().add(start);
+        std::ptr::copy_nonoverlapping(h.as_ptr(), dst, HEADER_LEN);
+        // Most packets carry no extension header: skip the call to memcpy.
+        if !ext_header.is_empty() {
+            std::ptr::copy_nonoverlapping(ext_header.as_ptr(), dst.add(HEADER_LEN), ext_header.len());
+        }
+        std::ptr::copy_nonoverlapping(payload.as_ptr(), dst.add(HEADER_LEN + ext_header.len()), payload.len());
+        out.set_len(start + total);
+    }
+    Ok(())
+}
+
+/// The 16 header bytes, for lengths already checked against their fields.
+#[inline]
+fn header_bytes(header: &FixedHeader, ext_len: u16, payload_len: u32) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[0] = WIRE_VERSION;
     h[1] = header.compression as u8;
@@ -188,10 +235,7 @@ pub fn encode_parts<B: BufMut>(
     h[8..10].copy_from_slice(&ext_len.to_be_bytes());
     h[10..14].copy_from_slice(&payload_len.to_be_bytes());
     h[14..16].copy_from_slice(&header.reserved.raw().to_be_bytes());
-    out.put_slice(&h);
-    out.put_slice(ext_header);
-    out.put_slice(payload);
-    Ok(())
+    h
 }
 
 /// Appends `packet` to `out`.
@@ -312,5 +356,26 @@ mod tests {
             assert_eq!(&p.payload[..], &i.to_be_bytes());
         }
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn encode_vec_writes_what_encode_parts_writes_after_what_was_there() {
+        for (ext, payload) in [
+            (&b""[..], &b""[..]),
+            (b"", b"hello"),
+            (b"ext", b""),
+            (b"ext", &[7u8; 70_000][..]),
+        ] {
+            let p = sample(payload, ext);
+            let mut want = BytesMut::from(&b"before"[..]);
+            encode_parts(&p.header, ext, payload, &mut want).unwrap();
+            // A full Vec, so that encode_vec has to grow it.
+            let mut got = b"before".to_vec();
+            got.shrink_to_fit();
+            encode_vec(&p.header, ext, payload, &mut got).unwrap();
+            assert_eq!(got, &want[..], "ext {} B, payload {} B", ext.len(), payload.len());
+            let (q, n) = decode_ref(&got[6..], &FrameLimits::default()).unwrap().unwrap();
+            assert_eq!((q.ext_header, q.payload, n), (ext, payload, got.len() - 6));
+        }
     }
 }

@@ -97,7 +97,7 @@ impl<'a> Inline<'a> {
     /// while that queue is over its limit. `payload` is the plain payload: a
     /// header whose compression byte is set has it compressed (above the
     /// compression threshold).
-    #[inline]
+    #[inline(always)]
     pub fn write(&mut self, header: &FixedHeader, ext_header: &[u8], payload: &[u8]) {
         self.shard
             .prepare_out(self.out, codec::encoded_len(ext_header.len(), payload.len()));

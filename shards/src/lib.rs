@@ -20,6 +20,8 @@
 //! application asks for it (a send to a session on another shard, or the
 //! event stream).
 
+#[doc(hidden)]
+pub mod bench_loop;
 pub mod codec;
 pub mod compress;
 pub mod config;

@@ -413,6 +413,11 @@ impl<S: SessionIo> Driver<S> {
         d
     }
 
+    /// The stream, for harnesses that look at what went through it.
+    pub(crate) fn stream_ref(&self) -> &S {
+        &self.stream
+    }
+
     /// Whether the session may hand packets to the application: not while
     /// an event waits for room, nor before its open event is out.
     fn may_dispatch(&self) -> bool {
@@ -694,7 +699,7 @@ type Stalled = Option<flume::r#async::SendFut<'static, EngineEvent>>;
 /// A packet that breaks the abuse policy (`PolicyViolation`), or a
 /// compressed payload that is corrupt or inflates past the payload limit
 /// (`ProtocolError`): the packet is not delivered and the session ends.
-#[inline]
+#[inline(always)]
 fn deliver(
     shard: &Shard,
     st: &SessionState,
@@ -741,7 +746,7 @@ fn deliver_compressed(
     })
 }
 
-#[inline]
+#[inline(always)]
 fn deliver_plain(shard: &Shard, st: &SessionState, stalled: &mut Stalled, frame: &FrameRef<'_>, out: &mut Vec<u8>) {
     if let Some(ev) = dispatch(shard, st, frame, out) {
         match shard.sink.tx.try_send(ev) {
@@ -753,7 +758,7 @@ fn deliver_plain(shard: &Shard, st: &SessionState, stalled: &mut Stalled, frame:
 }
 
 /// Routes one decoded frame. Returns the event to deliver, if any.
-#[inline]
+#[inline(always)]
 fn dispatch(shard: &Shard, st: &SessionState, frame: &FrameRef<'_>, out: &mut Vec<u8>) -> Option<EngineEvent> {
     if frame.header.packet_type == PacketType::Response {
         let waiting = st.pending.borrow_mut().remove(&frame.header.message_id);

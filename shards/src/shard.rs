@@ -165,7 +165,7 @@ impl Shard {
 
     /// Makes `out` ready to take `extra` more bytes, taking a pooled buffer
     /// if it has none (idle sessions hold no write buffer).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn prepare_out(&self, out: &mut Vec<u8>, extra: usize) {
         let extra = extra + crate::wire::MAX_ENVELOPE;
         if out.capacity() == 0 {

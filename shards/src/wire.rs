@@ -44,7 +44,7 @@ impl Wire {
     #[inline]
     pub fn write(self, out: &mut Vec<u8>, header: &FixedHeader, ext: &[u8], payload: &[u8]) -> Result<(), CodecError> {
         match self {
-            Wire::Tcp => codec::encode_parts(header, ext, payload, out),
+            Wire::Tcp => codec::encode_vec(header, ext, payload, out),
             Wire::Quic => {
                 // The codec refuses what does not fit the header's u32
                 // fields, so the prefix (16 more bytes) is checked too.
@@ -54,7 +54,7 @@ impl Wire {
                     max: u32::MAX - codec::HEADER_LEN as u32,
                 })?;
                 out.put_u32(len);
-                codec::encode_parts(header, ext, payload, out)
+                codec::encode_vec(header, ext, payload, out)
             }
             Wire::WsServer => {
                 ws_header(
@@ -63,7 +63,7 @@ impl Wire {
                     codec::encoded_len(ext.len(), payload.len()) as u64,
                     None,
                 );
-                codec::encode_parts(header, ext, payload, out)
+                codec::encode_vec(header, ext, payload, out)
             }
             Wire::WsClient => {
                 let mask = new_mask();
@@ -74,7 +74,7 @@ impl Wire {
                     Some(mask),
                 );
                 let start = out.len();
-                codec::encode_parts(header, ext, payload, out)?;
+                codec::encode_vec(header, ext, payload, out)?;
                 apply_mask(&mut out[start..], mask, 0);
                 Ok(())
             }
@@ -95,8 +95,12 @@ impl Wire {
         ext: &[u8],
         payload: &[u8],
     ) -> Result<(), CodecError> {
-        // The uncompressed path pays this one compare.
+        // The uncompressed path pays this one compare, and plain TCP, the
+        // per-message hot path, one more before the frame is copied.
         if header.compression == CompressionType::None {
+            if self == Wire::Tcp {
+                return codec::encode_vec(header, ext, payload, out);
+            }
             return self.write(out, header, ext, payload);
         }
         self.write_compressed(cfg.compression_threshold, out, header, ext, payload)
