@@ -189,17 +189,38 @@ fn parse() -> Result<Option<Args>, String> {
     Ok(Some(a))
 }
 
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: &str) -> Option<f64> {
+/// Seconds a process has spent in user space and in the kernel (utime,
+/// stime). The kernel share is reported apart because it is what no
+/// server can cut by being cleverer in user space: for a small-message TCP
+/// echo it is most of the cost, on loopback including the peer's receive
+/// path, which the kernel runs in the sender's context.
+#[derive(Clone, Copy)]
+struct CpuTimes {
+    user: f64,
+    sys: f64,
+}
+
+fn cpu_times(pid: &str) -> Option<CpuTimes> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are the
     // 14th and 15th fields of the line.
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some(ticks / hz)
+    Some(CpuTimes {
+        user: f.get(11)?.parse::<f64>().ok()? / hz,
+        sys: f.get(12)?.parse::<f64>().ok()? / hz,
+    })
+}
+
+/// Nanoseconds per message of `part` (user, kernel or both) between two
+/// readings.
+fn per_msg(a: Option<CpuTimes>, b: Option<CpuTimes>, msgs: u64, part: fn(CpuTimes) -> f64) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if msgs > 0 => Some((part(b) - part(a)) * 1e9 / msgs as f64),
+        _ => None,
+    }
 }
 
 struct Shared {
@@ -494,15 +515,15 @@ fn main() -> ExitCode {
     }
     let pid = args.server_pid.map(|p| p.to_string());
     std::thread::sleep(Duration::from_secs_f64(args.warmup));
-    let cpu0 = pid.as_deref().and_then(cpu_seconds);
-    let self0 = cpu_seconds("self");
+    let cpu0 = pid.as_deref().and_then(cpu_times);
+    let self0 = cpu_times("self");
     let t0 = Instant::now();
     shared.phase.store(MEASURE, Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs_f64(args.duration));
     shared.phase.store(DONE, Ordering::Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
-    let cpu1 = pid.as_deref().and_then(cpu_seconds);
-    let self1 = cpu_seconds("self");
+    let cpu1 = pid.as_deref().and_then(cpu_times);
+    let self1 = cpu_times("self");
     // The engine hands its counts over as it stops; the raw threads count
     // in `shared`. Neither counts anything after DONE.
     let (mut msgs, mut hist) = match engine_run {
@@ -519,21 +540,17 @@ fn main() -> ExitCode {
     }
     let rate = msgs as f64 / elapsed;
     let mbps = rate * (HEADER + args.size) as f64 / 1e6;
-    let server_ns = match (cpu0, cpu1) {
-        (Some(a), Some(b)) if msgs > 0 => Some((b - a) * 1e9 / msgs as f64),
-        _ => None,
-    };
-    let load_ns = match (self0, self1) {
-        (Some(a), Some(b)) if msgs > 0 => Some((b - a) * 1e9 / msgs as f64),
-        _ => None,
-    };
+    let both = |t: CpuTimes| t.user + t.sys;
+    let server_ns = per_msg(cpu0, cpu1, msgs, both);
+    let server_kernel_ns = per_msg(cpu0, cpu1, msgs, |t| t.sys);
+    let load_ns = per_msg(self0, self1, msgs, both);
     let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
     let errors = shared.errors.load(Ordering::Relaxed);
     if args.json {
         let opt = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.1}"));
         println!(
-            "{{\"proto\":\"{}\",\"engine\":{},\"conns\":{},\"inflight\":{},\"size\":{},\"seconds\":{:.3},\"msgs\":{},\"msgs_per_s\":{:.0},\"mb_per_s\":{:.2},\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"server_cpu_ns_per_msg\":{},\"load_cpu_ns_per_msg\":{},\"errors\":{}}}",
-            args.proto.name(), via_engine, args.conns, args.inflight, args.size, elapsed, msgs, rate, mbps, q(0.5), q(0.99), q(0.999), opt(server_ns), opt(load_ns), errors
+            "{{\"proto\":\"{}\",\"engine\":{},\"conns\":{},\"inflight\":{},\"size\":{},\"seconds\":{:.3},\"msgs\":{},\"msgs_per_s\":{:.0},\"mb_per_s\":{:.2},\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"server_cpu_ns_per_msg\":{},\"server_kernel_ns_per_msg\":{},\"load_cpu_ns_per_msg\":{},\"errors\":{}}}",
+            args.proto.name(), via_engine, args.conns, args.inflight, args.size, elapsed, msgs, rate, mbps, q(0.5), q(0.99), q(0.999), opt(server_ns), opt(server_kernel_ns), opt(load_ns), errors
         );
     } else {
         println!(
@@ -552,9 +569,9 @@ fn main() -> ExitCode {
             q(0.99),
             q(0.999)
         );
-        if let Some(ns) = server_ns {
+        if let (Some(ns), Some(k)) = (server_ns, server_kernel_ns) {
             println!(
-                "  server CPU {ns:.0} ns/msg (capacity per core ~{:.2}M msg/s)",
+                "  server CPU {ns:.0} ns/msg, {k:.0} of it in the kernel (capacity per core ~{:.2}M msg/s)",
                 1e3 / ns
             );
         }

@@ -99,8 +99,8 @@ BINARIES = ["sharded_server", "baseline_tokio", "baseline_framed", "baseline_glo
             "baseline_uring", "baseline_glommio_ring", "load"]
 DEFAULT_WORKLOADS = ["64B-1x1", "64B-64x16", "1K-64x16", "64K-8x4"]
 LATENCY_WORKLOAD = "64B-64x16"
-METRICS = ["msgs_per_s", "server_cpu_ns_per_msg", "p50_us", "p99_us", "p999_us",
-           "load_cpu_ns_per_msg", "mb_per_s"]
+METRICS = ["msgs_per_s", "server_cpu_ns_per_msg", "server_kernel_ns_per_msg", "p50_us",
+           "p99_us", "p999_us", "load_cpu_ns_per_msg", "mb_per_s"]
 HISTORY_COLUMNS = [
     "timestamp", "commit", "dirty", "machine", "nproc", "kernel", "server", "workload",
     "shards", "rounds", "ok_runs", "duration_s", "msgs_per_s", "cpu_ns_per_msg",
@@ -631,11 +631,18 @@ def f_us(v) -> str:
     return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
 
 
+def f_share(part, whole) -> str:
+    """`part` as a percentage of `whole`, or a dash when either is unknown."""
+    if part is None or not whole:
+        return "–"
+    return f"{100 * part / whole:.0f}%"
+
+
 def make_table(cfg, summary: dict, servers: list[Server], workloads: list[Workload],
                shards_list: list[int]) -> str:
     lines = []
     head = ["server", "shards", "workload", "ok runs", "msgs/s", "CPU ns/msg",
-            "CPU ns/msg min–max", "CPU ratio", "msgs/s ratio", "p50 µs", "p99 µs",
+            "CPU ns/msg min–max", "kernel share", "CPU ratio", "msgs/s ratio", "p50 µs", "p99 µs",
             "load ns/msg", "server cores busy", "other CPU (cores)"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join(["---"] * 3 + ["--:"] * (len(head) - 3)) + "|")
@@ -659,6 +666,7 @@ def make_table(cfg, summary: dict, servers: list[Server], workloads: list[Worklo
                     row = [name, sh, wl.name, f"{s['ok_runs']}/{s['runs']}",
                            f_rate(s["msgs_per_s"]), f_num(s["server_cpu_ns_per_msg"]),
                            f"{f_num(s['cpu_ns_min'])}–{f_num(s['cpu_ns_max'])}",
+                           f_share(s.get("server_kernel_ns_per_msg"), s["server_cpu_ns_per_msg"]),
                            f_ratio(s["cpu_ratio"]), f_ratio(s["tput_ratio"]),
                            f_us(s["p50_us"]), f_us(s["p99_us"]),
                            f_num(s["load_cpu_ns_per_msg"]),
@@ -673,7 +681,10 @@ def make_table(cfg, summary: dict, servers: list[Server], workloads: list[Worklo
         f"CPU ratio = CPU ns/msg ÷ {REFERENCE}'s in the same workload and shard count "
         "(lower is better); msgs/s ratio likewise (higher is better).",
         "CPU ns/msg is the server's utime+stime from /proc over the measured seconds, "
-        "divided by messages echoed. server cores busy = msgs/s × CPU ns/msg: well below "
+        "divided by messages echoed. kernel share = the part of it that was stime: the "
+        "kernel's TCP work, which no server saves by spending less in user space, so "
+        "baseline 1's kernel share is the floor of any CPU ratio that keeps its kernel work. "
+        "server cores busy = msgs/s × CPU ns/msg: well below "
         "1.0 per shard means the load generator, not the server, set the pace.",
         "other CPU (cores) = median CPU used on the machine by anything but the server "
         "and the load generator during a run (from /proc/stat); `!` marks a row where a "
