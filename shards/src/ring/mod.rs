@@ -49,6 +49,22 @@ const PROVIDED_SIZE: usize = 16 * 1024;
 const CLOSE_WAITS: usize = 500;
 /// `user_data` of cancel requests, whose completions need no handling.
 const CANCEL: u64 = u64::MAX;
+
+/// An operation's `user_data`: its slot in the table and the generation
+/// the slot had when it started. A slot is reused as soon as its operation
+/// is freed, so a completion or a cancel still naming the slot alone could
+/// reach the next operation in it (a cancel the kernel did not take at
+/// once, say); with the generation it reaches nothing.
+fn user_data(idx: usize, gen: u32) -> u64 {
+    // The table never holds u32::MAX slots, so no operation is CANCEL.
+    debug_assert!(idx < u32::MAX as usize);
+    (u64::from(gen) << 32) | idx as u64
+}
+
+/// The slot and generation an operation's `user_data` names.
+fn slot_of(ud: u64) -> (usize, u32) {
+    ((ud & u64::from(u32::MAX)) as usize, (ud >> 32) as u32)
+}
 /// `IORING_ENTER_GETEVENTS`: with DEFER_TASKRUN, completions are only
 /// posted inside an enter that asks for them.
 const GETEVENTS: u32 = 1;
@@ -76,6 +92,8 @@ enum State {
 
 struct Op {
     state: State,
+    /// The slot's generation when this operation started.
+    gen: u32,
     buf: Option<Vec<u8>>,
     /// Keeps the socket open until the kernel is done with it.
     _fd: Rc<OwnedFd>,
@@ -84,10 +102,13 @@ struct Op {
 }
 
 impl Op {
-    /// Records the result and wakes the session waiting for it.
-    fn finish(&mut self, res: i32) {
-        if let State::Waiting(Some(w)) = std::mem::replace(&mut self.state, State::Finished(res)) {
-            w.wake();
+    /// Records the result; returns the waker of the session waiting for
+    /// it, to be woken once the table is no longer borrowed.
+    #[must_use]
+    fn finish(&mut self, res: i32) -> Option<Waker> {
+        match std::mem::replace(&mut self.state, State::Finished(res)) {
+            State::Waiting(w) => w,
+            State::Finished(_) => None,
         }
     }
 }
@@ -100,6 +121,8 @@ pub(crate) struct ShardRing {
     ops: RefCell<Vec<Option<Op>>>,
     free: RefCell<Vec<usize>>,
     live: Cell<usize>,
+    /// The generation the next operation gets (see [`user_data`]).
+    next_gen: Cell<u32>,
     /// Entries pushed since the last enter.
     unsubmitted: Cell<u32>,
     /// The pump, while it sleeps: a new operation must wake it.
@@ -147,6 +170,7 @@ impl ShardRing {
             ops: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
             live: Cell::new(0),
+            next_gen: Cell::new(0),
             unsubmitted: Cell::new(0),
             pump: RefCell::new(None),
             eventfd: RefCell::new(Some(eventfd)),
@@ -183,8 +207,11 @@ impl ShardRing {
 
     /// Starts an operation; its completion wakes `cx`'s task.
     fn start(&self, cx: &Context<'_>, sqe: squeue::Entry, buf: Option<Vec<u8>>, fd: &Rc<OwnedFd>) -> usize {
+        let gen = self.next_gen.get();
+        self.next_gen.set(gen.wrapping_add(1));
         let mut op = Op {
             state: State::Waiting(Some(cx.waker().clone())),
+            gen,
             buf,
             _fd: Rc::clone(fd),
             orphan: false,
@@ -195,9 +222,10 @@ impl ShardRing {
             ops.len() - 1
         });
         self.live.set(self.live.get() + 1);
-        if !self.push(&sqe.user_data(idx as u64)) {
-            // Never reached the kernel: the session sees the error.
-            op.finish(-libc::ECANCELED);
+        if !self.push(&sqe.user_data(user_data(idx, gen))) {
+            // Never reached the kernel: the session sees the error when it
+            // polls, which it is doing now (no wake-up needed).
+            drop(op.finish(-libc::ECANCELED));
         }
         self.ops.borrow_mut()[idx] = Some(op);
         idx
@@ -280,9 +308,10 @@ impl ShardRing {
             return;
         }
         op.orphan = true;
+        let target = user_data(idx, op.gen);
         drop(ops);
         // A closed ring has no operation left in the kernel (see `close`).
-        self.push(&opcode::AsyncCancel::new(idx as u64).build().user_data(CANCEL));
+        self.push(&opcode::AsyncCancel::new(target).build().user_data(CANCEL));
     }
 
     fn release(&self, idx: usize) {
@@ -333,19 +362,21 @@ impl ShardRing {
         let mut done = 0;
         let mut ops = self.ops.borrow_mut();
         let mut freed = Vec::new();
+        let mut woken = Vec::new();
         for c in ring.completion() {
             let ud = c.user_data();
             if ud == CANCEL {
                 continue;
             }
             done += 1;
-            let idx = ud as usize;
+            let (idx, gen) = slot_of(ud);
             // Taken before the operation is looked up: a buffer the kernel
             // picked is out of the provided ring whoever it was for.
             let picked = cqueue::buffer_select(c.flags())
                 .and_then(|bid| self.provided.borrow_mut().as_mut().and_then(|p| p.take(bid)));
-            let Some(op) = ops.get_mut(idx).and_then(Option::as_mut) else {
-                // No such operation (a stray completion): keep its buffer.
+            let Some(op) = ops.get_mut(idx).and_then(Option::as_mut).filter(|op| op.gen == gen) else {
+                // No such operation (a stray completion, or one for an
+                // earlier operation in this slot): keep its buffer.
                 if let Some(b) = picked.and_then(|b| self.recycle(b)) {
                     if let Some(buffers) = buffers {
                         buffers.put_read(b);
@@ -364,11 +395,16 @@ impl ShardRing {
                 freed.push(idx);
                 continue;
             }
-            op.finish(c.result());
+            woken.extend(op.finish(c.result()));
         }
         drop(ops);
         for idx in freed {
             self.release(idx);
+        }
+        // Woken only now: a waker that ran its task at once would find the
+        // table borrowed.
+        for w in woken {
+            w.wake();
         }
         done
     }
@@ -457,11 +493,22 @@ impl ShardRing {
             .count();
         if still > 0 {
             // The kernel may still write to these buffers: leak them, and
-            // the ring, rather than free memory it may touch.
+            // the ring, rather than free memory it may touch. The operations
+            // stay in the table, ended with ECANCELED, so that their
+            // sessions find them when they poll.
             tracing::error!(operations = still, "shard ring: operations still in flight at shutdown");
             std::mem::forget(self.ring.borrow_mut().take());
             std::mem::forget(self.provided.borrow_mut().take());
-            std::mem::forget(std::mem::take(&mut *self.ops.borrow_mut()));
+            let mut woken = Vec::new();
+            for op in self.ops.borrow_mut().iter_mut().flatten() {
+                if matches!(op.state, State::Waiting(_)) {
+                    std::mem::forget(op.buf.take());
+                    woken.extend(op.finish(-libc::ECANCELED));
+                }
+            }
+            for w in woken {
+                w.wake();
+            }
             return;
         }
         // Close the ring first: the kernel then holds no provided buffer.
@@ -478,5 +525,64 @@ impl ShardRing {
 impl Drop for ShardRing {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    use std::task::Waker;
+
+    /// A ring, or `None` on a kernel without what it needs (the shard then
+    /// keeps glommio's streams, and so does this test).
+    fn ring() -> Option<Rc<ShardRing>> {
+        ShardRing::new(4096).ok()
+    }
+
+    /// Turns the ring until operation `idx` is done.
+    fn wait(ring: &ShardRing, idx: usize, cx: &mut Context<'_>) -> Done {
+        for _ in 0..1000 {
+            ring.turn(None, Some(&types::Timespec::from(Duration::from_millis(5))));
+            if let Poll::Ready(d) = ring.poll(idx, cx) {
+                return d;
+            }
+        }
+        panic!("operation {idx} never completed");
+    }
+
+    #[test]
+    fn a_completion_or_cancel_for_an_earlier_operation_in_a_slot_leaves_the_next_one_alone() {
+        let Some(ring) = ring() else { return };
+        let mut cx = Context::from_waker(Waker::noop());
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let fd = Rc::new(OwnedFd::from(a));
+        // A first read completes and frees its slot...
+        b.write_all(b"first").unwrap();
+        let first = ring.recv_into(&cx, &fd, vec![0; 64], 0);
+        let done = wait(&ring, first, &mut cx);
+        assert_eq!(done.res, 5);
+        let first_ud = user_data(first, 0);
+        // ...which the next operation takes.
+        let second = ring.recv_into(&cx, &fd, vec![0; 64], 0);
+        assert_eq!(second, first, "the freed slot is reused");
+        // A cancel still naming the first operation (one the kernel did not
+        // take before that operation completed), and a stray completion for
+        // it: neither may reach the second.
+        ring.push(&opcode::AsyncCancel::new(first_ud).build().user_data(CANCEL));
+        ring.push(&opcode::Nop::new().build().user_data(first_ud));
+        for _ in 0..3 {
+            ring.turn(None, Some(&types::Timespec::from(Duration::from_millis(5))));
+        }
+        assert!(
+            ring.poll(second, &mut cx).is_pending(),
+            "the second read is still waiting"
+        );
+        b.write_all(b"second!").unwrap();
+        let done = wait(&ring, second, &mut cx);
+        assert_eq!(done.res, 7);
+        assert_eq!(&done.buf.unwrap()[..7], b"second!");
+        ring.close();
     }
 }
