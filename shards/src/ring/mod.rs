@@ -451,6 +451,13 @@ impl ShardRing {
         if let Some(ring) = self.ring.borrow_mut().as_mut() {
             if on {
                 ring.completion().enable_eventfd();
+                // The look that follows reads the ring's flags: the kernel
+                // sets its flag, then reads ours; we set ours, then read
+                // its. Without a full fence the CPU may do our read first
+                // (x86 lets a load pass a store), both sides see the other's
+                // old value, and a completion signals nothing while we
+                // sleep.
+                std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             } else {
                 ring.completion().disable_eventfd();
             }
