@@ -40,9 +40,24 @@ impl Wire {
         }
     }
 
-    /// Appends one packet, in its envelope, to `out`.
-    #[inline]
+    /// Appends one packet, in its envelope, to `out`. Plain TCP, every
+    /// session's per-message write, is inlined into the caller; the
+    /// enveloped wires take a call.
+    #[inline(always)]
     pub fn write(self, out: &mut Vec<u8>, header: &FixedHeader, ext: &[u8], payload: &[u8]) -> Result<(), CodecError> {
+        if self == Wire::Tcp {
+            return codec::encode_vec(header, ext, payload, out);
+        }
+        self.write_enveloped(out, header, ext, payload)
+    }
+
+    fn write_enveloped(
+        self,
+        out: &mut Vec<u8>,
+        header: &FixedHeader,
+        ext: &[u8],
+        payload: &[u8],
+    ) -> Result<(), CodecError> {
         match self {
             Wire::Tcp => codec::encode_vec(header, ext, payload, out),
             Wire::Quic => {
@@ -95,12 +110,8 @@ impl Wire {
         ext: &[u8],
         payload: &[u8],
     ) -> Result<(), CodecError> {
-        // The uncompressed path pays this one compare, and plain TCP, the
-        // per-message hot path, one more before the frame is copied.
+        // The uncompressed path pays this one compare.
         if header.compression == CompressionType::None {
-            if self == Wire::Tcp {
-                return codec::encode_vec(header, ext, payload, out);
-            }
             return self.write(out, header, ext, payload);
         }
         self.write_compressed(cfg.compression_threshold, out, header, ext, payload)

@@ -50,6 +50,10 @@ const CLOSE_WAITS: usize = 500;
 /// `user_data` of cancel requests, whose completions need no handling.
 const CANCEL: u64 = u64::MAX;
 
+/// `IORING_ENTER_GETEVENTS`: with DEFER_TASKRUN, completions are only
+/// posted inside an enter that asks for them.
+const GETEVENTS: u32 = 1;
+
 /// An operation's `user_data`: its slot in the table and the generation
 /// the slot had when it started. A slot is reused as soon as its operation
 /// is freed, so a completion or a cancel still naming the slot alone could
@@ -65,9 +69,6 @@ fn user_data(idx: usize, gen: u32) -> u64 {
 fn slot_of(ud: u64) -> (usize, u32) {
     ((ud & u64::from(u32::MAX)) as usize, (ud >> 32) as u32)
 }
-/// `IORING_ENTER_GETEVENTS`: with DEFER_TASKRUN, completions are only
-/// posted inside an enter that asks for them.
-const GETEVENTS: u32 = 1;
 
 /// Entries still in the submission queue after an enter: the kernel may
 /// take fewer than asked (`EAGAIN`, `EBUSY`), and those must go in the
