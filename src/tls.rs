@@ -1,10 +1,13 @@
-//! TLS settings (rustls with the ring provider) for TCP and WebSocket
-//! listeners and clients. Clients verify the server's certificate by
-//! default; turning that off takes [`TlsClientConfig::dangerous_skip_verification`].
+//! TLS settings (rustls with the ring provider): certificates for TCP and
+//! WebSocket listeners and clients (the `tls` feature) and for QUIC (the
+//! `quic` feature, which always runs TLS 1.3). Clients verify the server's
+//! certificate by default; turning that off takes
+//! [`TlsClientConfig::dangerous_skip_verification`].
 
 use std::path::Path;
 use std::sync::Arc;
 
+#[cfg(feature = "tls")]
 use msgtrans_shards::proto::tls::ClientTls;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -145,7 +148,19 @@ impl TlsClientConfig {
         self
     }
 
+    /// The engine's settings for a TCP or WebSocket client under TLS.
+    #[cfg(feature = "tls")]
     pub(crate) fn build(&self, default_name: &str) -> Result<ClientTls, ConfigError> {
+        let (config, server_name) = self.rustls(default_name)?;
+        Ok(ClientTls { config, server_name })
+    }
+
+    /// The rustls client config, and the name the server's certificate
+    /// must carry.
+    pub(crate) fn rustls(
+        &self,
+        default_name: &str,
+    ) -> Result<(Arc<rustls::ClientConfig>, ServerName<'static>), ConfigError> {
         let name = self.server_name.as_deref().unwrap_or(default_name);
         let server_name =
             ServerName::try_from(name.to_string()).map_err(|e| tls_error(format!("server name {name:?}: {e}")))?;
@@ -164,10 +179,7 @@ impl TlsClientConfig {
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         };
-        Ok(ClientTls {
-            config: Arc::new(config),
-            server_name,
-        })
+        Ok((Arc::new(config), server_name))
     }
 }
 

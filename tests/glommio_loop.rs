@@ -1,4 +1,4 @@
-//! The vendored glommio's loop (vendor/README.md, fifth change) keeps its
+//! The vendored glommio's loop (vendor/glommio/README.md, fifth change) keeps its
 //! timers armed across trips round the loop instead of re-arming them.
 //! These check the wake-ups that change could lose: a timer due within the
 //! flush that arms it, and a preemption landing before the task queues run.

@@ -198,7 +198,8 @@ async fn connect_all(engine: &Engine, args: &Args) -> Result<(), String> {
         path: args.ws_path.clone(),
     };
     let quic = tls.clone().map(|tls| QuicConnectConfig {
-        tls,
+        tls: tls.config,
+        server_name: tls.server_name,
         alpn: Some(ALPN.to_vec()),
         transport: QuicTransport::default(),
     });

@@ -29,6 +29,10 @@ pub enum CodecError {
     /// its header names (truncated, corrupt, trailing bytes, or empty).
     #[error("payload is not valid {0:?} data")]
     CorruptCompressed(crate::packet::CompressionType),
+    /// Peer: the payload is compressed, and this build has no
+    /// decompressor (msgtrans without its `compression` feature).
+    #[error("payload is {0:?}-compressed, and this build has no compression (the `compression` feature is off)")]
+    CompressionNotBuilt(crate::packet::CompressionType),
     /// Peer: a WebSocket binary message that does not hold exactly one packet.
     #[error("a WebSocket message of {message} bytes does not hold exactly one packet")]
     NotOnePacket {

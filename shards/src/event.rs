@@ -93,30 +93,27 @@ pub(crate) enum Command {
     /// closing it; `false` at once if it is not open. Lets a client notice a
     /// dropped connection without polling.
     WatchClose { id: SessionId, reply: flume::Sender<bool> },
-    /// Start accepting on a listening socket (WebSocket upgrades if `ws`).
+    /// Start accepting on a listening socket.
     Listen {
         listener: std::net::TcpListener,
-        ws: Option<crate::proto::ws::handshake::WsListenConfig>,
-        /// TLS for plain TCP listeners (WebSocket carries its own in `ws`).
-        tls: Option<crate::proto::tls::ServerTls>,
+        accept: crate::proto::Accept,
     },
     /// Open an outgoing connection.
     Connect {
         addr: SocketAddr,
         timeout: Duration,
-        /// Upgrade to WebSocket after connecting.
-        ws: Option<crate::proto::ws::handshake::WsTarget>,
-        /// Under TLS.
-        tls: Option<crate::proto::tls::ClientTls>,
+        dial: crate::proto::Dial,
         reply: flume::Sender<Result<SessionId, StartError>>,
     },
     /// Serve QUIC on this shard's socket of listener `index`.
+    #[cfg(feature = "quic")]
     ListenQuic {
         socket: std::net::UdpSocket,
         index: usize,
         config: std::sync::Arc<quinn_proto::ServerConfig>,
     },
     /// Open an outgoing QUIC connection.
+    #[cfg(feature = "quic")]
     ConnectQuic {
         addr: SocketAddr,
         timeout: Duration,
@@ -125,6 +122,7 @@ pub(crate) enum Command {
         reply: flume::Sender<Result<SessionId, StartError>>,
     },
     /// A datagram another shard received for a QUIC connection of ours.
+    #[cfg(feature = "quic")]
     QuicDatagram {
         listener: usize,
         datagram: crate::proto::quic::endpoint::Relayed,

@@ -10,7 +10,8 @@
 //! * `session` — one connection's state and the future that moves its bytes.
 //! * [`pool`] — the connection slab and the tiered buffer pool.
 //! * [`mesh`] — cross-shard inboxes with a once-per-batch doorbell.
-//! * [`proto`] — transport pipelines (TCP).
+//! * [`proto`] — transport pipelines: TCP always; TLS, WebSocket and QUIC
+//!   with the features of those names.
 //! * [`handler`] — the inline, on-shard message handler.
 //! * [`session_handler`] — [`SessionHandler`]: connected / message /
 //!   request with a [`Responder`] / disconnected, inline on the shard.
@@ -19,6 +20,15 @@
 //! Nothing on the per-message path takes a lock or crosses a core unless the
 //! application asks for it (a send to a session on another shard, or the
 //! event stream).
+//!
+//! # Features
+//!
+//! `websocket`, `tls`, `quic` and `compression`, all on by default; plain
+//! TCP is always built. They only add: where a plain path carries optional
+//! TLS, the TLS types exist in every build and are uninhabited without
+//! `tls`, so the signatures do not change with the features.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[doc(hidden)]
 pub mod bench_loop;

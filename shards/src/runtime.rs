@@ -17,9 +17,12 @@ use crate::mesh;
 use crate::packet::Packet;
 use crate::pool::buffer::{set_thread_home, BufferPool};
 use crate::pool::slab::SlotTable;
+#[cfg(feature = "quic")]
 use crate::proto::quic::{QuicConnectConfig, QuicListenConfig};
 use crate::proto::tls::{ClientTls, ServerTls};
+#[cfg(feature = "websocket")]
 use crate::proto::ws::handshake::{WsListenConfig, WsTarget};
+use crate::proto::{Accept, Dial};
 use crate::shard::{self, EventSink, Mesh, Shard};
 use crate::stats::{SessionStats, ShardSnapshot, ShardStats, StatsSnapshot};
 
@@ -37,6 +40,7 @@ pub struct Engine {
     stopped: AtomicBool,
     cfg: Arc<EngineConfig>,
     /// QUIC listeners opened so far (each shard keeps them in this order).
+    #[cfg(feature = "quic")]
     quic_listeners: Mutex<usize>,
 }
 
@@ -48,12 +52,32 @@ impl std::fmt::Debug for Engine {
 
 /// Maps an executor start failure to an error that says what to do.
 fn classify(shard: usize, e: glommio::GlommioError<()>) -> StartError {
+    // glommio checks RLIMIT_MEMLOCK itself before it makes a ring, and
+    // refuses below 512 KiB whatever the process's privileges. Its executor
+    // hands that on as an io::Error whose text is all that is left of it.
+    if let glommio::GlommioError::ReactorError(glommio::ReactorErrorKind::MemLockLimit(have, need)) = e {
+        return memlock_too_low(have, need);
+    }
     let io: std::io::Error = e.into();
+    if let Some((have, need)) = io
+        .to_string()
+        .strip_prefix("MemLockLimit(")
+        .and_then(|r| r.strip_suffix(')'))
+        .and_then(|r| r.split_once('/'))
+    {
+        return memlock_too_low(have, need);
+    }
     match io.raw_os_error() {
         Some(libc::ENOMEM) | Some(libc::EAGAIN) => StartError::LockedMemory(io),
         Some(libc::ENOSYS) | Some(libc::EPERM) | Some(libc::EACCES) => StartError::IoUringUnavailable(io),
         _ => shard::start_error(shard, io),
     }
+}
+
+fn memlock_too_low(have: impl std::fmt::Display, need: impl std::fmt::Display) -> StartError {
+    StartError::LockedMemory(std::io::Error::other(format!(
+        "RLIMIT_MEMLOCK is {have} bytes, glommio needs at least {need}"
+    )))
 }
 
 impl Engine {
@@ -127,6 +151,7 @@ impl Engine {
             exits: Mutex::new(exits),
             stopped: AtomicBool::new(false),
             cfg,
+            #[cfg(feature = "quic")]
             quic_listeners: Mutex::new(0),
         };
         for r in ready {
@@ -163,18 +188,21 @@ impl Engine {
     }
 
     /// Listens for TCP on every shard; returns the bound address.
-    /// Under TLS when `tls` is given.
+    /// Under TLS when `tls` is given (always `None` without the `tls`
+    /// feature: its type is then uninhabited).
     pub fn listen_tcp(&self, addr: SocketAddr, tls: Option<ServerTls>) -> Result<SocketAddr, StartError> {
-        self.listen(addr, None, tls)
+        self.listen(addr, Accept::Tcp(tls))
     }
 
     /// Listens for WebSocket upgrades on every shard; returns the bound address.
+    #[cfg(feature = "websocket")]
     pub fn listen_ws(&self, addr: SocketAddr, cfg: WsListenConfig) -> Result<SocketAddr, StartError> {
-        self.listen(addr, Some(cfg), None)
+        self.listen(addr, Accept::WebSocket(cfg))
     }
 
     /// Listens for QUIC on every shard (one UDP socket each, sharing the
     /// port); returns the bound address.
+    #[cfg(feature = "quic")]
     pub fn listen_quic(&self, addr: SocketAddr, cfg: &QuicListenConfig) -> Result<SocketAddr, StartError> {
         let config = cfg.quinn()?;
         let mut count = self.quic_listeners.lock().unwrap_or_else(|e| e.into_inner());
@@ -193,6 +221,7 @@ impl Engine {
 
     /// Opens a QUIC connection from shard `shard` (modulo the shard count),
     /// waiting at most `timeout` for the handshake.
+    #[cfg(feature = "quic")]
     pub async fn connect_quic(
         &self,
         addr: SocketAddr,
@@ -214,23 +243,19 @@ impl Engine {
         rx.recv_async().await.map_err(|_| StartError::Stopped)?
     }
 
-    fn listen(
-        &self,
-        addr: SocketAddr,
-        ws: Option<WsListenConfig>,
-        tls: Option<ServerTls>,
-    ) -> Result<SocketAddr, StartError> {
+    fn listen(&self, addr: SocketAddr, accept: Accept) -> Result<SocketAddr, StartError> {
         let (bound, listeners) = crate::proto::tcp::bind_reuseport(addr, self.shards())?;
         for (i, listener) in listeners.into_iter().enumerate() {
-            let (ws, tls) = (ws.clone(), tls.clone());
-            self.command(i, Command::Listen { listener, ws, tls })
+            let accept = accept.clone();
+            self.command(i, Command::Listen { listener, accept })
                 .map_err(|_| StartError::Stopped)?;
         }
         Ok(bound)
     }
 
     /// Opens a TCP connection from shard `shard` (modulo the shard count),
-    /// waiting at most `timeout` for the handshake.
+    /// waiting at most `timeout` for the handshake. Under TLS when `tls` is
+    /// given (always `None` without the `tls` feature).
     pub async fn connect_tcp(
         &self,
         addr: SocketAddr,
@@ -238,11 +263,12 @@ impl Engine {
         tls: Option<ClientTls>,
         shard: usize,
     ) -> Result<SessionId, StartError> {
-        self.connect(addr, timeout, None, tls, shard).await
+        self.connect(addr, timeout, Dial::Tcp(tls), shard).await
     }
 
     /// Opens a WebSocket connection from shard `shard`: TCP, then the
     /// upgrade, both within `timeout`.
+    #[cfg(feature = "websocket")]
     pub async fn connect_ws(
         &self,
         addr: SocketAddr,
@@ -251,23 +277,21 @@ impl Engine {
         tls: Option<ClientTls>,
         shard: usize,
     ) -> Result<SessionId, StartError> {
-        self.connect(addr, timeout, Some(target), tls, shard).await
+        self.connect(addr, timeout, Dial::WebSocket(target, tls), shard).await
     }
 
     async fn connect(
         &self,
         addr: SocketAddr,
         timeout: Duration,
-        ws: Option<WsTarget>,
-        tls: Option<ClientTls>,
+        dial: Dial,
         shard: usize,
     ) -> Result<SessionId, StartError> {
         let (reply, rx) = flume::bounded(1);
         let cmd = Command::Connect {
             addr,
             timeout,
-            ws,
-            tls,
+            dial,
             reply,
         };
         self.command(shard % self.shards(), cmd)
@@ -584,5 +608,16 @@ mod tests {
         assert!(msg.contains("ulimit -l"), "{msg}");
         let msg = classify(0, os(libc::ENOSYS)).to_string();
         assert!(msg.contains("io_uring_disabled"), "{msg}");
+        // glommio's own check of the limit, before any syscall fails.
+        let low = glommio::GlommioError::ReactorError(glommio::ReactorErrorKind::MemLockLimit(65536, 524288));
+        let e = classify(0, low);
+        assert!(matches!(e, StartError::LockedMemory(_)), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains("ulimit -l") && msg.contains("65536"), "{msg}");
+        // The same check as the executor reports it (compat/dependent/run.sh
+        // meets it for real, as an unprivileged user).
+        let low = glommio::GlommioError::IoError(std::io::Error::other("MemLockLimit(65536/524288)"));
+        let msg = classify(0, low).to_string();
+        assert!(msg.contains("ulimit -l") && msg.contains("524288"), "{msg}");
     }
 }

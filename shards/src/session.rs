@@ -25,12 +25,15 @@ use crate::event::{EngineEvent, ReplyTx};
 use crate::handler::Inline;
 use crate::id::SessionId;
 use crate::packet::{CompressionType, Packet, PacketType};
+#[cfg(feature = "websocket")]
 use crate::proto::ws;
 use crate::pump::Announce;
 use crate::session_io::SessionIo;
 use crate::shard::Shard;
 use crate::stats::{Protocol, SessionCounters};
-use crate::wire::{Wire, QUIC_PREFIX};
+use crate::wire::Wire;
+#[cfg(feature = "quic")]
+use crate::wire::QUIC_PREFIX;
 
 /// How many read batches a busy session handles before it yields the core
 /// to its neighbours.
@@ -384,6 +387,7 @@ pub(crate) struct Driver<S> {
     eof: bool,
     /// A fragmented WebSocket message being reassembled, and whether it
     /// is text.
+    #[cfg(feature = "websocket")]
     frag: Option<(Vec<u8>, bool)>,
 }
 
@@ -402,6 +406,7 @@ impl<S: SessionIo> Driver<S> {
             wpos: 0,
             stalled: None,
             eof: false,
+            #[cfg(feature = "websocket")]
             frag: None,
         };
         if !initial.is_empty() {
@@ -520,22 +525,25 @@ impl<S: SessionIo> Driver<S> {
     fn need(&mut self) -> Result<usize, CloseReason> {
         let buf = &self.rbuf[self.rpos..self.rlen];
         match self.st.wire {
-            Wire::Tcp => {
-                return match codec::decode_header(buf, &self.shard.cfg.frame) {
-                    Ok(Some((_, frame_len))) => Ok(frame_len),
-                    Ok(None) => Ok(codec::HEADER_LEN),
-                    Err(e) => Err(CloseReason::ProtocolError(e)),
-                }
-            }
-            Wire::Quic => {
-                return match quic_frame(buf, &self.shard.cfg.frame) {
-                    Ok(Some(n)) => Ok(n),
-                    Ok(None) => Ok(QUIC_PREFIX + codec::HEADER_LEN),
-                    Err(e) => Err(CloseReason::ProtocolError(e)),
-                }
-            }
-            Wire::WsServer | Wire::WsClient => {}
+            Wire::Tcp => match codec::decode_header(buf, &self.shard.cfg.frame) {
+                Ok(Some((_, frame_len))) => Ok(frame_len),
+                Ok(None) => Ok(codec::HEADER_LEN),
+                Err(e) => Err(CloseReason::ProtocolError(e)),
+            },
+            #[cfg(feature = "quic")]
+            Wire::Quic => match quic_frame(buf, &self.shard.cfg.frame) {
+                Ok(Some(n)) => Ok(n),
+                Ok(None) => Ok(QUIC_PREFIX + codec::HEADER_LEN),
+                Err(e) => Err(CloseReason::ProtocolError(e)),
+            },
+            #[cfg(feature = "websocket")]
+            Wire::WsServer | Wire::WsClient => self.need_ws(),
         }
+    }
+
+    #[cfg(feature = "websocket")]
+    fn need_ws(&mut self) -> Result<usize, CloseReason> {
+        let buf = &self.rbuf[self.rpos..self.rlen];
         let mut out = self.st.out.borrow_mut();
         match ws::frame_header(
             buf,
@@ -562,7 +570,9 @@ impl<S: SessionIo> Driver<S> {
         let shard = Rc::clone(&self.shard);
         let frames = match self.st.wire {
             Wire::Tcp => self.process_tcp(&shard),
+            #[cfg(feature = "quic")]
             Wire::Quic => self.process_quic(&shard),
+            #[cfg(feature = "websocket")]
             Wire::WsServer | Wire::WsClient => self.process_ws(&shard),
         };
         shard.flush_outgoing();
@@ -593,6 +603,7 @@ impl<S: SessionIo> Driver<S> {
     }
 
     /// Length-prefixed packets (QUIC streams): decoded where they lie.
+    #[cfg(feature = "quic")]
     fn process_quic(&mut self, shard: &Rc<Shard>) -> Result<usize, CloseReason> {
         let limits = shard.cfg.frame;
         let mut frames = 0;
@@ -621,6 +632,7 @@ impl<S: SessionIo> Driver<S> {
     /// One packet per WebSocket message: frames are unmasked in place and
     /// a whole message is decoded where it lies; only fragmented messages
     /// are copied, to be reassembled.
+    #[cfg(feature = "websocket")]
     fn process_ws(&mut self, shard: &Rc<Shard>) -> Result<usize, CloseReason> {
         let wire = self.st.wire;
         let limits = shard.cfg.frame;
@@ -672,6 +684,7 @@ impl<S: SessionIo> Driver<S> {
 /// The length of the length-prefixed packet at the start of `buf`,
 /// prefix included, once its header is known: `Ok(None)` needs more bytes.
 /// The prefix must agree with the packet's own header.
+#[cfg(feature = "quic")]
 fn quic_frame(buf: &[u8], limits: &codec::FrameLimits) -> Result<Option<usize>, crate::error::CodecError> {
     if buf.len() < QUIC_PREFIX + codec::HEADER_LEN {
         return Ok(None);

@@ -19,7 +19,9 @@ use crate::packet::{Packet, PacketType};
 use crate::pool::buffer::{BufferPool, MEDIUM};
 use crate::pool::hot::HotBuffers;
 use crate::pool::slab::{Slab, SlotTable};
+#[cfg(feature = "quic")]
 use crate::proto::quic::endpoint::Endpoint as QuicEndpoint;
+use crate::proto::{Accept, Dial};
 use crate::pump::{Announce, EventPump};
 use crate::ring::ShardRing;
 use crate::session::{pooled_packet, PendingRequest, SessionState};
@@ -109,8 +111,10 @@ pub struct Shard {
     /// against the limits before they become sessions.
     handshaking: Cell<usize>,
     /// This shard's endpoint of each QUIC listener, by listener index.
+    #[cfg(feature = "quic")]
     pub(crate) quic: RefCell<Vec<Rc<QuicEndpoint>>>,
     /// This shard's client endpoints (IPv4, IPv6), made on first connect.
+    #[cfg(feature = "quic")]
     quic_client: RefCell<[Option<Rc<QuicEndpoint>>; 2]>,
     /// The ring plain TCP sessions use, made when the shard starts running
     /// (unset with `tcp_ring` off or where the kernel lacks what it needs).
@@ -151,7 +155,9 @@ impl Shard {
             idle_tick: Cell::new(0),
             peak_sessions: Cell::new(0),
             handshaking: Cell::new(0),
+            #[cfg(feature = "quic")]
             quic: RefCell::new(Vec::new()),
+            #[cfg(feature = "quic")]
             quic_client: RefCell::new([None, None]),
             ring: std::cell::OnceCell::new(),
             sink,
@@ -204,12 +210,16 @@ impl Shard {
     }
 
     /// Queues a command for another shard; it goes with the batch's others.
+    // Only QUIC relays commands between shards today (datagrams that
+    // reached the wrong shard).
+    #[cfg_attr(not(feature = "quic"), allow(dead_code))]
     pub(crate) fn relay(&self, dest: usize, cmd: Command) {
         self.outgoing.borrow_mut()[dest].push(cmd);
     }
 
     /// Whether a QUIC connection is still closing (its last bytes not yet
     /// acknowledged): a stop waits for it, within its grace period.
+    #[cfg(feature = "quic")]
     fn quic_busy(&self) -> bool {
         let client = self.quic_client.borrow();
         self.quic
@@ -219,7 +229,13 @@ impl Shard {
             .any(|e| e.busy())
     }
 
+    #[cfg(not(feature = "quic"))]
+    fn quic_busy(&self) -> bool {
+        false
+    }
+
     /// Ends every QUIC endpoint of this shard, closing their sockets.
+    #[cfg(feature = "quic")]
     fn close_quic(&self) {
         let client = std::mem::take(&mut *self.quic_client.borrow_mut());
         for e in self.quic.borrow_mut().drain(..).chain(client.into_iter().flatten()) {
@@ -227,7 +243,11 @@ impl Shard {
         }
     }
 
+    #[cfg(not(feature = "quic"))]
+    fn close_quic(&self) {}
+
     /// This shard's client endpoint for the address family of `addr`.
+    #[cfg(feature = "quic")]
     fn quic_client(self: &Rc<Self>, addr: std::net::SocketAddr) -> std::io::Result<Rc<QuicEndpoint>> {
         let family = usize::from(addr.is_ipv6());
         if let Some(e) = &self.quic_client.borrow()[family] {
@@ -350,24 +370,27 @@ impl Shard {
                     let _ = reply.send(false);
                 }
             },
-            Command::Listen { listener, ws, tls } => self.listen(listener, ws, tls),
+            Command::Listen { listener, accept } => self.listen(listener, accept),
             Command::Connect {
                 addr,
                 timeout,
-                ws,
-                tls,
+                dial,
                 reply,
             } => {
                 let shard = Rc::clone(self);
                 glommio::spawn_local(async move {
-                    let r = match ws {
-                        None => crate::proto::tcp::connect(&shard, addr, timeout, tls).await,
-                        Some(target) => crate::proto::ws::handshake::connect(&shard, addr, timeout, target, tls).await,
+                    let r = match dial {
+                        Dial::Tcp(tls) => crate::proto::tcp::connect(&shard, addr, timeout, tls).await,
+                        #[cfg(feature = "websocket")]
+                        Dial::WebSocket(target, tls) => {
+                            crate::proto::ws::handshake::connect(&shard, addr, timeout, target, tls).await
+                        }
                     };
                     let _ = reply.send(r);
                 })
                 .detach();
             }
+            #[cfg(feature = "quic")]
             Command::ListenQuic { socket, index, config } => {
                 match QuicEndpoint::server(self.index, index, socket, config) {
                     Ok(e) => {
@@ -379,6 +402,7 @@ impl Shard {
                     Err(e) => tracing::warn!(shard = self.index, error = %e, "QUIC listener failed"),
                 }
             }
+            #[cfg(feature = "quic")]
             Command::ConnectQuic {
                 addr,
                 timeout,
@@ -391,6 +415,7 @@ impl Shard {
                     let _ = reply.send(Err(StartError::Connect { addr, source }));
                 }
             },
+            #[cfg(feature = "quic")]
             Command::QuicDatagram { listener, datagram } => {
                 if let Some(e) = self.quic.borrow().get(listener) {
                     e.relay(datagram);
@@ -576,12 +601,7 @@ impl Shard {
         }
     }
 
-    fn listen(
-        self: &Rc<Self>,
-        listener: std::net::TcpListener,
-        ws: Option<crate::proto::ws::handshake::WsListenConfig>,
-        tls: Option<crate::proto::tls::ServerTls>,
-    ) {
+    fn listen(self: &Rc<Self>, listener: std::net::TcpListener, accept: Accept) {
         use std::os::fd::IntoRawFd;
         let fd = listener.into_raw_fd();
         // SAFETY: the fd is a bound, listening TCP socket we own.
@@ -590,9 +610,10 @@ impl Shard {
         let live = AcceptLoop::start(self);
         glommio::spawn_local(async move {
             let _live = live;
-            match ws {
-                None => crate::proto::tcp::accept_loop(shard, l, tls).await,
-                Some(cfg) => crate::proto::ws::handshake::accept_loop(shard, l, Rc::new(cfg)).await,
+            match accept {
+                Accept::Tcp(tls) => crate::proto::tcp::accept_loop(shard, l, tls).await,
+                #[cfg(feature = "websocket")]
+                Accept::WebSocket(cfg) => crate::proto::ws::handshake::accept_loop(shard, l, Rc::new(cfg)).await,
             }
         })
         .detach();
@@ -629,6 +650,8 @@ impl Shard {
     }
 
     /// Gives back a place held by [`Shard::reserve`] (the handshake failed).
+    // Only QUIC holds a place while it handshakes.
+    #[cfg_attr(not(feature = "quic"), allow(dead_code))]
     pub(crate) fn unreserve(&self) {
         self.handshaking.set(self.handshaking.get() - 1);
         self.mesh.open_total.fetch_sub(1, Ordering::AcqRel);

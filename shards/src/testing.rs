@@ -78,7 +78,13 @@ pub fn run_session(websocket: bool, chunks: Vec<Vec<u8>>, max_payload: u32) -> O
         }
     };
     let shard = lone_shard(cfg, Some(Arc::new(echo)));
-    let wire = if websocket { Wire::WsServer } else { Wire::Tcp };
+    let wire = match websocket {
+        #[cfg(feature = "websocket")]
+        true => Wire::WsServer,
+        #[cfg(not(feature = "websocket"))]
+        true => panic!("a WebSocket session needs the `websocket` feature"),
+        false => Wire::Tcp,
+    };
     let st = shard.admit(wire).expect("a free slot");
     let mut script = Script {
         chunks: chunks.into(),

@@ -2,6 +2,7 @@
 //! one per WebSocket binary message. Writing is a pure function over the
 //! session's output buffer; reading WebSocket frames is in `proto::ws`.
 
+#[cfg(any(feature = "quic", feature = "websocket"))]
 use bytes::BufMut;
 
 use crate::codec;
@@ -15,16 +16,20 @@ pub(crate) enum Wire {
     /// Packets back to back.
     Tcp,
     /// One unmasked binary WebSocket message per packet (server side).
+    #[cfg(feature = "websocket")]
     WsServer,
     /// One masked binary WebSocket message per packet (client side).
+    #[cfg(feature = "websocket")]
     WsClient,
     /// Each packet preceded by its length as a u32 big-endian, as on a
     /// MsgTrans QUIC stream (DESIGN.md §3). Streams other than one
     /// bidirectional stream are mapped onto this by `proto::quic::stream`.
+    #[cfg(feature = "quic")]
     Quic,
 }
 
 /// Bytes of the length prefix before each packet on a QUIC stream.
+#[cfg(feature = "quic")]
 pub(crate) const QUIC_PREFIX: usize = 4;
 
 /// The most a WebSocket frame header can add to a packet.
@@ -35,7 +40,9 @@ impl Wire {
     pub fn protocol(self) -> &'static str {
         match self {
             Wire::Tcp => "tcp",
+            #[cfg(feature = "websocket")]
             Wire::WsServer | Wire::WsClient => "websocket",
+            #[cfg(feature = "quic")]
             Wire::Quic => "quic",
         }
     }
@@ -60,6 +67,7 @@ impl Wire {
     ) -> Result<(), CodecError> {
         match self {
             Wire::Tcp => codec::encode_vec(header, ext, payload, out),
+            #[cfg(feature = "quic")]
             Wire::Quic => {
                 // The codec refuses what does not fit the header's u32
                 // fields, so the prefix (16 more bytes) is checked too.
@@ -71,6 +79,7 @@ impl Wire {
                 out.put_u32(len);
                 codec::encode_vec(header, ext, payload, out)
             }
+            #[cfg(feature = "websocket")]
             Wire::WsServer => {
                 ws_header(
                     out,
@@ -80,6 +89,7 @@ impl Wire {
                 );
                 codec::encode_vec(header, ext, payload, out)
             }
+            #[cfg(feature = "websocket")]
             Wire::WsClient => {
                 let mask = new_mask();
                 ws_header(
@@ -138,13 +148,18 @@ impl Wire {
     }
 
     /// Appends a control frame (ping, pong, close) to `out`.
+    #[cfg(feature = "websocket")]
     pub fn control(self, out: &mut Vec<u8>, opcode: u8, body: &[u8]) {
         match self {
-            Wire::Tcp | Wire::Quic => {}
+            Wire::Tcp => {}
+            #[cfg(feature = "quic")]
+            Wire::Quic => {}
+            #[cfg(feature = "websocket")]
             Wire::WsServer => {
                 ws_header(out, opcode, body.len() as u64, None);
                 out.extend_from_slice(body);
             }
+            #[cfg(feature = "websocket")]
             Wire::WsClient => {
                 let mask = new_mask();
                 ws_header(out, opcode, body.len() as u64, Some(mask));
@@ -157,14 +172,18 @@ impl Wire {
 }
 
 /// Binary message opcode, with FIN.
+#[cfg(feature = "websocket")]
 pub(crate) const OP_BINARY: u8 = 0x82;
 /// Close frame opcode, with FIN.
+#[cfg(feature = "websocket")]
 pub(crate) const OP_CLOSE: u8 = 0x88;
 /// Pong opcode, with FIN.
+#[cfg(feature = "websocket")]
 pub(crate) const OP_PONG: u8 = 0x8A;
 
 /// RFC 6455 §5.2 frame header: FIN+opcode byte, then the length in 7, 16
 /// or 64 bits, then the mask key if any.
+#[cfg(feature = "websocket")]
 fn ws_header(out: &mut Vec<u8>, fin_opcode: u8, len: u64, mask: Option<[u8; 4]>) {
     let mask_bit = if mask.is_some() { 0x80 } else { 0 };
     out.put_u8(fin_opcode);
@@ -187,6 +206,7 @@ fn ws_header(out: &mut Vec<u8>, fin_opcode: u8, len: u64, mask: Option<[u8; 4]>)
 ///
 /// Eight bytes at a time: byte by byte, unmasking was what made a 64 KiB
 /// message cost the server twice as much over ws as over tcp.
+#[cfg(feature = "websocket")]
 pub(crate) fn apply_mask(buf: &mut [u8], mask: [u8; 4], offset: usize) {
     // The key as it falls from `offset` on; every chunk starts at a
     // multiple of 4 from there, so one word serves them all.
@@ -205,6 +225,7 @@ pub(crate) fn apply_mask(buf: &mut [u8], mask: [u8; 4], offset: usize) {
 /// A fresh client mask. RFC 6455 asks for unpredictable keys so a browser
 /// client cannot steer the bytes an intermediary sees; a per-thread
 /// xorshift seeded from the clock and address space is enough for that.
+#[cfg(feature = "websocket")]
 fn new_mask() -> [u8; 4] {
     use std::cell::Cell;
     thread_local! {
@@ -224,7 +245,7 @@ fn new_mask() -> [u8; 4] {
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "websocket"))]
 mod tests {
     use super::*;
     use crate::packet::Packet;

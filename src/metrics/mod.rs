@@ -8,7 +8,7 @@
 //!
 //! Requests other than `GET`/`HEAD` get 405, unknown paths 404, malformed
 //! requests 400, and a request head over the size limit 431. Every
-//! response closes its connection. [`MetricsServer::stop`] frees the port.
+//! response closes its connection. Stopping the server frees the port.
 
 mod render;
 

@@ -1,12 +1,21 @@
 //! Per-protocol configuration, with MsgTrans 1.0's names. Only options that
 //! take effect are offered.
+//!
+//! Plain TCP is always built; WebSocket and QUIC come with the `websocket`
+//! and `quic` features, and their config types are absent without them.
 
+#[cfg(feature = "quic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
 pub mod quic;
 mod tcp;
+#[cfg(feature = "websocket")]
 mod websocket;
 
+#[cfg(feature = "quic")]
 pub use quic::{QuicClientConfig, QuicServerConfig};
 pub use tcp::{TcpClientConfig, TcpServerConfig};
+#[cfg(feature = "websocket")]
+#[cfg_attr(docsrs, doc(cfg(feature = "websocket")))]
 pub use websocket::{WebSocketClientConfig, WebSocketServerConfig};
 
 use std::net::SocketAddr;
@@ -27,6 +36,17 @@ pub enum ConfigError {
     Tls {
         /// What went wrong.
         reason: String,
+    },
+    /// The option needs a Cargo feature this build leaves out (a
+    /// `wss://` URL without `tls`, say). Options whose types belong to a
+    /// feature are absent at compile time instead; this is for what only
+    /// shows in a value.
+    #[error("{what} needs msgtrans's `{feature}` feature, which this build leaves out")]
+    FeatureDisabled {
+        /// What asked for it.
+        what: String,
+        /// The Cargo feature to turn on.
+        feature: &'static str,
     },
     /// A value is out of range.
     #[error("invalid value for {field}: {reason}")]
@@ -70,24 +90,32 @@ pub trait ClientProtocolConfig: Send + 'static {
     fn into_target(self) -> TargetConfig;
 }
 
-/// A listener the server will open.
+/// A listener the server will open. Non-exhaustive: its variants follow
+/// the crate's features.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum ListenerConfig {
     /// TCP.
     Tcp(TcpServerConfig),
     /// WebSocket.
+    #[cfg(feature = "websocket")]
     WebSocket(WebSocketServerConfig),
     /// QUIC.
+    #[cfg(feature = "quic")]
     Quic(QuicServerConfig),
 }
 
-/// Where and how a client connects.
+/// Where and how a client connects. Non-exhaustive: its variants follow
+/// the crate's features.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum TargetConfig {
     /// TCP.
     Tcp(TcpClientConfig),
     /// WebSocket.
+    #[cfg(feature = "websocket")]
     WebSocket(WebSocketClientConfig),
     /// QUIC.
+    #[cfg(feature = "quic")]
     Quic(QuicClientConfig),
 }

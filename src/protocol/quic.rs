@@ -229,8 +229,10 @@ impl QuicClientConfig {
     transport_options!();
 
     pub(crate) fn connect_config(&self) -> Result<QuicConnectConfig, ConfigError> {
+        let (tls, server_name) = self.tls.rustls(&self.host)?;
         Ok(QuicConnectConfig {
-            tls: self.tls.build(&self.host)?,
+            tls,
+            server_name,
             alpn: self.alpn.clone(),
             transport: self.transport.clone(),
         })

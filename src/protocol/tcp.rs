@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+#[cfg(feature = "tls")]
 use crate::tls::{TlsClientConfig, TlsServerConfig};
 
 use super::{parse_addr, ClientProtocolConfig, ConfigError, ListenerConfig, ServerProtocolConfig, TargetConfig};
@@ -14,6 +15,8 @@ pub struct TcpServerConfig {
     /// Address to listen on; port 0 picks a free port (see `local_addrs()`).
     pub bind_address: SocketAddr,
     /// Serve TLS on this listener.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub tls: Option<TlsServerConfig>,
 }
 
@@ -22,11 +25,14 @@ impl TcpServerConfig {
     pub fn new(bind_address: &str) -> Result<Self, ConfigError> {
         Ok(Self {
             bind_address: parse_addr(bind_address)?,
+            #[cfg(feature = "tls")]
             tls: None,
         })
     }
     /// Serves TLS: every connection must complete a TLS handshake (within
     /// the server's handshake timeout) before its first packet.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn with_tls(mut self, tls: TlsServerConfig) -> Self {
         self.tls = Some(tls);
         self
@@ -35,6 +41,16 @@ impl TcpServerConfig {
     pub fn with_bind_address(mut self, addr: impl Into<SocketAddr>) -> Self {
         self.bind_address = addr.into();
         self
+    }
+}
+
+impl TcpServerConfig {
+    /// The engine's TLS for this listener (none without the `tls` feature).
+    pub(crate) fn engine_tls(&self) -> Option<msgtrans_shards::proto::tls::ServerTls> {
+        #[cfg(feature = "tls")]
+        return self.tls.as_ref().map(|t| t.config.clone());
+        #[cfg(not(feature = "tls"))]
+        None
     }
 }
 
@@ -55,6 +71,8 @@ pub struct TcpClientConfig {
     /// How long `connect()` waits for the TCP handshake (and again for TLS).
     pub connect_timeout: Duration,
     /// Connect under TLS.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub tls: Option<TlsClientConfig>,
     /// The host part of the target as given, for certificate checks.
     pub host: String,
@@ -66,6 +84,7 @@ impl TcpClientConfig {
         Ok(Self {
             target_address: parse_addr(target_address)?,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            #[cfg(feature = "tls")]
             tls: None,
             host: target_address
                 .rsplit_once(':')
@@ -76,6 +95,8 @@ impl TcpClientConfig {
     /// Connects under TLS, verifying the server as `tls` says. The
     /// certificate must name the host given to `new` unless
     /// [`TlsClientConfig::with_server_name`] says otherwise.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn with_tls(mut self, tls: TlsClientConfig) -> Self {
         self.tls = Some(tls);
         self
@@ -89,6 +110,16 @@ impl TcpClientConfig {
     pub fn with_target_address(mut self, addr: impl Into<SocketAddr>) -> Self {
         self.target_address = addr.into();
         self
+    }
+}
+
+impl TcpClientConfig {
+    /// The engine's TLS for this connection (none without the `tls` feature).
+    pub(crate) fn engine_tls(&self) -> Result<Option<msgtrans_shards::proto::tls::ClientTls>, ConfigError> {
+        #[cfg(feature = "tls")]
+        return self.tls.as_ref().map(|t| t.build(&self.host)).transpose();
+        #[cfg(not(feature = "tls"))]
+        Ok(None)
     }
 }
 

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+#[cfg(feature = "tls")]
 use crate::tls::{TlsClientConfig, TlsServerConfig};
 
 use super::{parse_addr, ClientProtocolConfig, ConfigError, ListenerConfig, ServerProtocolConfig, TargetConfig};
@@ -23,6 +24,8 @@ pub struct WebSocketServerConfig {
     /// The request path that is upgraded (default `/`).
     pub path: String,
     /// Serve `wss://` (TLS, then the upgrade).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub tls: Option<TlsServerConfig>,
 }
 
@@ -32,11 +35,14 @@ impl WebSocketServerConfig {
         Ok(Self {
             bind_address: parse_addr(bind_address)?,
             path: "/".into(),
+            #[cfg(feature = "tls")]
             tls: None,
         })
     }
     /// Serves `wss://`: a TLS handshake, then the upgrade, both within the
     /// server's handshake timeout.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn with_tls(mut self, tls: TlsServerConfig) -> Self {
         self.tls = Some(tls);
         self
@@ -50,6 +56,16 @@ impl WebSocketServerConfig {
     pub fn with_bind_address(mut self, addr: impl Into<SocketAddr>) -> Self {
         self.bind_address = addr.into();
         self
+    }
+}
+
+impl WebSocketServerConfig {
+    /// The engine's TLS for this listener (none without the `tls` feature).
+    pub(crate) fn engine_tls(&self) -> Option<msgtrans_shards::proto::tls::ServerTls> {
+        #[cfg(feature = "tls")]
+        return self.tls.as_ref().map(|t| t.config.clone());
+        #[cfg(not(feature = "tls"))]
+        None
     }
 }
 
@@ -74,13 +90,15 @@ pub struct WebSocketClientConfig {
     /// How long `connect()` waits for TCP, TLS and the upgrade, each.
     pub connect_timeout: Duration,
     /// TLS for `wss://` URLs (verifying, with no CA until one is added).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub tls: Option<TlsClientConfig>,
 }
 
 impl WebSocketClientConfig {
     /// Connects to `target_url` (`ws://127.0.0.1:8002/ws`, or `wss://` for
     /// TLS; the port defaults to 80 or 443). A `wss://` client verifies the
-    /// server: add its CA with [`WebSocketClientConfig::with_tls`].
+    /// server: add its CA with `with_tls` (the `tls` feature).
     pub fn new(target_url: &str) -> Result<Self, ConfigError> {
         let bad = |reason: &str| ConfigError::InvalidAddress {
             address: target_url.into(),
@@ -98,6 +116,13 @@ impl WebSocketClientConfig {
         if authority.is_empty() {
             return Err(bad("no host"));
         }
+        #[cfg(not(feature = "tls"))]
+        if secure {
+            return Err(ConfigError::FeatureDisabled {
+                what: "a wss:// URL".into(),
+                feature: "tls",
+            });
+        }
         let with_port = if authority
             .rsplit_once(':')
             .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
@@ -112,11 +137,14 @@ impl WebSocketClientConfig {
             host: authority.into(),
             path: path.into(),
             connect_timeout: super::tcp::DEFAULT_CONNECT_TIMEOUT,
+            #[cfg(feature = "tls")]
             tls: secure.then(TlsClientConfig::new),
         })
     }
     /// How a `wss://` client verifies the server (or, on a `ws://` URL,
     /// turns TLS on anyway).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn with_tls(mut self, tls: TlsClientConfig) -> Self {
         self.tls = Some(tls);
         self
@@ -125,6 +153,19 @@ impl WebSocketClientConfig {
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
+    }
+}
+
+impl WebSocketClientConfig {
+    /// The engine's TLS for this connection (none without the `tls` feature).
+    pub(crate) fn engine_tls(&self) -> Result<Option<msgtrans_shards::proto::tls::ClientTls>, ConfigError> {
+        #[cfg(feature = "tls")]
+        {
+            let name = self.host.rsplit_once(':').map_or(self.host.as_str(), |(h, _)| h);
+            self.tls.as_ref().map(|t| t.build(name)).transpose()
+        }
+        #[cfg(not(feature = "tls"))]
+        Ok(None)
     }
 }
 

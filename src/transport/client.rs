@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+#[cfg(feature = "websocket")]
 use msgtrans_shards::proto::ws::handshake::WsTarget;
 use msgtrans_shards::{CloseReason, Engine, EngineEvent, EventSink, Packet, PacketType};
 
@@ -236,22 +237,23 @@ impl Shared {
     pub async fn open(&self, k: usize) -> Result<SessionId> {
         Ok(match &self.target {
             TargetConfig::Tcp(c) => {
-                let tls = c.tls.as_ref().map(|t| t.build(&c.host)).transpose()?;
+                let tls = c.engine_tls()?;
                 self.engine
                     .connect_tcp(c.target_address, c.connect_timeout, tls, k)
                     .await?
             }
+            #[cfg(feature = "websocket")]
             TargetConfig::WebSocket(c) => {
                 let target = WsTarget {
                     host: c.host.clone(),
                     path: c.path.clone(),
                 };
-                let name = c.host.rsplit_once(':').map_or(c.host.as_str(), |(h, _)| h);
-                let tls = c.tls.as_ref().map(|t| t.build(name)).transpose()?;
+                let tls = c.engine_tls()?;
                 self.engine
                     .connect_ws(c.address, c.connect_timeout, target, tls, k)
                     .await?
             }
+            #[cfg(feature = "quic")]
             TargetConfig::Quic(c) => {
                 let cfg = c.connect_config()?;
                 self.engine

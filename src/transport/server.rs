@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
+#[cfg(feature = "websocket")]
 use msgtrans_shards::proto::ws::handshake::WsListenConfig;
 use msgtrans_shards::stats::{SessionStats, StatsSnapshot};
 use msgtrans_shards::{CloseReason, Engine, EngineEvent, EventSink, InlineHandler, Packet, PacketType, WaitList};
@@ -13,6 +14,7 @@ use msgtrans_shards::{CloseReason, Engine, EngineEvent, EventSink, InlineHandler
 use super::config::Limits;
 use crate::error::{Result, TransportError};
 use crate::event::{ConnectionInfo, EventStreamClosed, RawEvents, ServerEvent, TransportContext, TransportResult};
+#[cfg(feature = "metrics")]
 use crate::metrics::{MetricsConfig, MetricsServer};
 use crate::protocol::{ListenerConfig, ServerProtocolConfig};
 use crate::SessionId;
@@ -25,6 +27,7 @@ pub struct TransportServerBuilder {
     tcp_ring: bool,
     limits: Limits,
     handler: Option<Arc<dyn InlineHandler>>,
+    #[cfg(feature = "metrics")]
     metrics: Option<MetricsConfig>,
 }
 
@@ -44,16 +47,21 @@ impl TransportServerBuilder {
             tcp_ring: false,
             limits: Limits::default(),
             handler: None,
+            #[cfg(feature = "metrics")]
             metrics: None,
         }
     }
     /// Serves `/metrics` (Prometheus), `/stats.json` and a live dashboard
     /// at `/` on `addr`, from a thread of its own (not a shard). Off unless
     /// asked for; see [`crate::metrics`].
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn metrics(self, addr: SocketAddr) -> Self {
         self.metrics_config(MetricsConfig::new(addr))
     }
     /// [`TransportServerBuilder::metrics`] with its limits spelled out.
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn metrics_config(mut self, config: MetricsConfig) -> Self {
         self.metrics = Some(config);
         self
@@ -215,13 +223,16 @@ impl TransportServerBuilder {
         };
         let engine = Arc::new(Engine::start(cfg, self.handler, sink).await?);
         let mut addrs = Vec::new();
+        #[cfg(feature = "quic")]
         let mut quic_certs = Vec::new();
         for l in &self.listeners {
             let (proto, bound) = match l {
-                ListenerConfig::Tcp(c) => (
-                    if c.tls.is_some() { "tcp+tls" } else { "tcp" },
-                    engine.listen_tcp(c.bind_address, c.tls.as_ref().map(|t| t.config.clone())),
-                ),
+                ListenerConfig::Tcp(c) => {
+                    let tls = c.engine_tls();
+                    let proto = if tls.is_some() { "tcp+tls" } else { "tcp" };
+                    (proto, engine.listen_tcp(c.bind_address, tls))
+                }
+                #[cfg(feature = "quic")]
                 ListenerConfig::Quic(c) => {
                     let (cfg, self_signed) = match c.listen_config() {
                         Ok(x) => x,
@@ -236,16 +247,16 @@ impl TransportServerBuilder {
                     }
                     ("quic", bound)
                 }
-                ListenerConfig::WebSocket(c) => (
-                    if c.tls.is_some() { "wss" } else { "websocket" },
-                    engine.listen_ws(
-                        c.bind_address,
-                        WsListenConfig {
-                            path: c.path.clone(),
-                            tls: c.tls.as_ref().map(|t| t.config.clone()),
-                        },
-                    ),
-                ),
+                #[cfg(feature = "websocket")]
+                ListenerConfig::WebSocket(c) => {
+                    let tls = c.engine_tls();
+                    let proto = if tls.is_some() { "wss" } else { "websocket" };
+                    let cfg = WsListenConfig {
+                        path: c.path.clone(),
+                        tls,
+                    };
+                    (proto, engine.listen_ws(c.bind_address, cfg))
+                }
             };
             match bound {
                 Ok(a) => addrs.push((proto, a)),
@@ -255,6 +266,7 @@ impl TransportServerBuilder {
                 }
             }
         }
+        #[cfg(feature = "metrics")]
         let metrics = match self.metrics {
             None => None,
             Some(cfg) => {
@@ -283,6 +295,7 @@ impl TransportServerBuilder {
                 bell,
                 lifecycle,
                 addrs,
+                #[cfg(feature = "quic")]
                 quic_certs,
                 next_id: AtomicU32::new(1),
                 request_timeout: self.limits.request_timeout,
@@ -290,6 +303,7 @@ impl TransportServerBuilder {
                 stopped_tx: std::sync::Mutex::new(Some(stopped_tx)),
                 stopped_rx,
                 stopped_reported: AtomicBool::new(false),
+                #[cfg(feature = "metrics")]
                 metrics,
             }),
         })
@@ -306,6 +320,7 @@ struct Inner {
     lifecycle: Arc<AtomicBool>,
     addrs: Vec<(&'static str, SocketAddr)>,
     /// Self-signed certificates made for QUIC listeners given none.
+    #[cfg(feature = "quic")]
     quic_certs: Vec<(SocketAddr, String)>,
     /// One counter for every clone, so message ids stay unique (MsgTrans 1.0
     /// reset them on clone).
@@ -315,6 +330,7 @@ struct Inner {
     stopped_tx: std::sync::Mutex<Option<flume::Sender<()>>>,
     stopped_rx: flume::Receiver<()>,
     stopped_reported: AtomicBool,
+    #[cfg(feature = "metrics")]
     metrics: Option<MetricsServer>,
 }
 
@@ -362,11 +378,15 @@ impl TransportServer {
 
     /// The PEM of the self-signed certificate made for the first QUIC
     /// listener that was given none (clients pass it to `with_ca_cert_pem`).
+    #[cfg(feature = "quic")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
     pub fn quic_certificate_pem(&self) -> Option<&str> {
         self.inner.quic_certs.first().map(|(_, pem)| pem.as_str())
     }
 
     /// Where the metrics endpoint listens, if it was asked for.
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.inner.metrics.as_ref().map(MetricsServer::addr)
     }
@@ -555,6 +575,7 @@ impl TransportServer {
 
     async fn finish(&self, drain: Option<Duration>) {
         self.inner.engine.shutdown(drain).await;
+        #[cfg(feature = "metrics")]
         if let Some(m) = &self.inner.metrics {
             m.stop();
         }

@@ -10,12 +10,17 @@ fn main() {
     let liburing = match env::var("GLOMMIO_LIBURING_DIR") {
         Ok(path) => PathBuf::from(path).canonicalize().unwrap(),
         Err(_) => {
-            Command::new("git")
-                .arg("submodule")
-                .arg("update")
-                .arg("--init")
-                .status()
-                .unwrap();
+            // The package carries liburing's sources. Only a bare upstream
+            // git checkout lacks them; running git anywhere else would act
+            // on whatever repository the crate happens to sit in.
+            if !project.join("liburing/src/setup.c").exists() {
+                Command::new("git")
+                    .arg("submodule")
+                    .arg("update")
+                    .arg("--init")
+                    .status()
+                    .unwrap();
+            }
 
             project.join("liburing")
         }

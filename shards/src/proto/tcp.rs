@@ -130,6 +130,7 @@ pub(crate) struct Ends {
 }
 
 impl Ends {
+    #[cfg(feature = "quic")]
     pub(crate) fn new(peer: SocketAddr, local: SocketAddr) -> Self {
         Self { peer, local }
     }

@@ -11,6 +11,7 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use futures_rustls::{TlsAcceptor, TlsConnector};
 use rustls::pki_types::ServerName;
 
+use super::within;
 use crate::error::StartError;
 
 /// TLS for a listener: the rustls server configuration.
@@ -31,15 +32,6 @@ impl std::fmt::Debug for ClientTls {
             .field("server_name", &self.server_name)
             .finish()
     }
-}
-
-/// Runs `fut` for at most `timeout`; `None` if it ran out.
-pub(crate) async fn within<T>(timeout: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
-    let expire = async {
-        glommio::timer::sleep(timeout).await;
-        None
-    };
-    futures_lite::future::or(async { Some(fut.await) }, expire).await
 }
 
 /// The server side of the handshake. `None` when it failed or timed out

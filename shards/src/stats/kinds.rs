@@ -54,8 +54,11 @@ impl Protocol {
         match (wire, tls) {
             (Wire::Tcp, false) => Protocol::Tcp,
             (Wire::Tcp, true) => Protocol::TcpTls,
+            #[cfg(feature = "websocket")]
             (Wire::WsServer | Wire::WsClient, false) => Protocol::WebSocket,
+            #[cfg(feature = "websocket")]
             (Wire::WsServer | Wire::WsClient, true) => Protocol::Wss,
+            #[cfg(feature = "quic")]
             (Wire::Quic, _) => Protocol::Quic,
         }
     }

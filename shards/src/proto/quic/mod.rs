@@ -134,8 +134,10 @@ impl QuicListenConfig {
 /// An outgoing QUIC connection's settings.
 #[derive(Clone, Debug)]
 pub struct QuicConnectConfig {
-    /// Verification of the server (roots, name).
-    pub tls: crate::proto::tls::ClientTls,
+    /// Verification of the server (roots, verifier).
+    pub tls: Arc<rustls::ClientConfig>,
+    /// The name the server's certificate must carry.
+    pub server_name: rustls::pki_types::ServerName<'static>,
     /// The ALPN to offer: `Some(ALPN)` as MsgTrans 2.0 does (the default),
     /// `None` as 1.0 does.
     pub alpn: Option<Vec<u8>>,
@@ -146,12 +148,12 @@ pub struct QuicConnectConfig {
 impl QuicConnectConfig {
     pub(crate) fn quinn(&self) -> Result<(quinn_proto::ClientConfig, String), StartError> {
         use quinn_proto::crypto::rustls::QuicClientConfig;
-        let mut c = (*self.tls.config).clone();
+        let mut c = (*self.tls).clone();
         c.alpn_protocols = self.alpn.iter().cloned().collect();
         c.enable_early_data = false;
         let crypto = QuicClientConfig::try_from(c).map_err(|e| tls_error(format!("QUIC needs TLS 1.3: {e}")))?;
         let mut cc = quinn_proto::ClientConfig::new(Arc::new(crypto));
         cc.transport_config(Arc::new(self.transport.quinn()?));
-        Ok((cc, self.tls.server_name.to_str().into_owned()))
+        Ok((cc, self.server_name.to_str().into_owned()))
     }
 }

@@ -59,7 +59,7 @@ pub fn bind_reuseport(addr: SocketAddr, shards: usize) -> Result<(SocketAddr, Ve
 /// A client endpoint's socket on an ephemeral port. It asks for ICMP
 /// errors (`IP_RECVERR`): on an unconnected UDP socket the kernel reports
 /// none otherwise, and a connect to a port nobody serves could only wait
-/// out its timeout. With them it fails at once ([`Udp::take_refusals`]).
+/// out its timeout. With them it fails at once (`Udp::take_refusals`).
 pub fn bind_client(ipv6: bool) -> io::Result<UdpSocket> {
     let s = if ipv6 {
         UdpSocket::bind("[::]:0")?

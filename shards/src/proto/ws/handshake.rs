@@ -135,7 +135,7 @@ where
             buf.extend_from_slice(&chunk[..n]);
         }
     };
-    let (buf, len) = super::super::tls::within(timeout, exchange)
+    let (buf, len) = super::super::within(timeout, exchange)
         .await
         .unwrap_or_else(|| Err(err(std::io::ErrorKind::TimedOut.into())))?;
     let st = shard.admit_over(Wire::WsClient, tls).ok_or_else(|| limit_error(addr))?;
@@ -178,7 +178,7 @@ where
     let timeout = shard.cfg.handshake_timeout;
     let mut buf = Vec::with_capacity(1024);
     let read = read_request(&mut stream, &mut buf, cfg);
-    let verdict = match super::super::tls::within(timeout, read).await {
+    let verdict = match super::super::within(timeout, read).await {
         None => {
             tracing::debug!(shard = shard.index, reason = %CloseReason::HandshakeTimeout, "websocket handshake");
             shard.stats.handshake_failures.add(1);

@@ -1,5 +1,5 @@
 // msgtrans patch: readiness of a file descriptor the caller does its own
-// syscalls on (see vendor/README.md).
+// syscalls on (see vendor/glommio/README.md).
 use std::{
     io,
     os::unix::io::RawFd,

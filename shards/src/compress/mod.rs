@@ -13,74 +13,46 @@
 //! is refused with [`CodecError::DecompressedTooLarge`]. The compression
 //! contexts are kept per thread (one per shard), so a compressed packet
 //! costs no context allocation.
+//!
+//! The codecs themselves (`zstd`, `zlib`) are built with the crate's
+//! `compression` feature. Without it, [`compress`] declines every payload
+//! (it goes out as it is, its header saying so) and [`decompress`] refuses
+//! a compressed one with [`CodecError::CompressionNotBuilt`].
 
 use std::cell::RefCell;
-
-use zstd::zstd_safe::{self, CParameter, DParameter, InBuffer, OutBuffer, ResetDirective};
 
 use crate::error::CodecError;
 use crate::packet::CompressionType;
 
-/// zstd level, the one MsgTrans 1.0 uses: fast, and most of the ratio.
-const ZSTD_LEVEL: i32 = 3;
-/// Smallest zstd window a frame may ask for, whatever the payload limit:
-/// 2 MiB, what zstd's fast levels use when streaming input of unknown size.
-const MIN_ZSTD_WINDOW_LOG: u32 = 21;
-/// zstd's own default cap on the window (128 MiB).
-const MAX_ZSTD_WINDOW_LOG: u32 = 27;
+#[cfg(feature = "compression")]
+mod zlib_codec;
+#[cfg(feature = "compression")]
+mod zstd_codec;
+
 /// First output reservation per compressed byte: typical text and JSON
 /// shrink 3-5x, so most payloads decompress without growing the buffer.
 const FIRST_GUESS_RATIO: usize = 4;
 /// Smallest first output reservation.
 const MIN_OUTPUT: usize = 4096;
 
-struct ZstdDecoder {
-    ctx: zstd_safe::DCtx<'static>,
-    window_log: u32,
-}
-
 thread_local! {
-    static ZSTD_C: RefCell<Option<zstd_safe::CCtx<'static>>> = const { RefCell::new(None) };
-    static ZSTD_D: RefCell<Option<ZstdDecoder>> = const { RefCell::new(None) };
-    static ZLIB_C: RefCell<Option<flate2::Compress>> = const { RefCell::new(None) };
-    static ZLIB_D: RefCell<Option<flate2::Decompress>> = const { RefCell::new(None) };
     /// Where compressed output is built before it is framed.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Compresses `data` with `alg` into `out` (cleared first). Returns `false`
-/// when the result would not be smaller than `data`, or `alg` is `None`:
-/// the packet is then better sent as it is.
+/// when the result would not be smaller than `data`, or `alg` is `None`
+/// (or not built): the packet is then better sent as it is.
 pub fn compress(alg: CompressionType, data: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
     let ok = match alg {
         CompressionType::None => false,
-        CompressionType::Zstd => ZSTD_C.with(|c| {
-            let mut c = c.borrow_mut();
-            let ctx = c.get_or_insert_with(|| {
-                let mut ctx = zstd_safe::CCtx::create();
-                let _ = ctx.set_parameter(CParameter::CompressionLevel(ZSTD_LEVEL));
-                ctx
-            });
-            out.reserve(zstd_safe::compress_bound(data.len()));
-            // compress2 starts a fresh frame every call, keeping the level.
-            ctx.compress2(out, data).is_ok()
-        }),
-        CompressionType::Zlib => ZLIB_C.with(|c| {
-            let mut c = c.borrow_mut();
-            let z = c.get_or_insert_with(|| flate2::Compress::new(flate2::Compression::default(), true));
-            z.reset();
-            // zlib's own bound: 5 bytes per 16 KiB block, plus header and trailer.
-            out.reserve(data.len() + data.len() / 16_384 * 5 + 64);
-            loop {
-                let consumed = z.total_in() as usize;
-                match z.compress_vec(&data[consumed..], out, flate2::FlushCompress::Finish) {
-                    Ok(flate2::Status::StreamEnd) => break true,
-                    Ok(_) => out.reserve(out.capacity().max(64)),
-                    Err(_) => break false,
-                }
-            }
-        }),
+        #[cfg(feature = "compression")]
+        CompressionType::Zstd => zstd_codec::compress(data, out),
+        #[cfg(feature = "compression")]
+        CompressionType::Zlib => zlib_codec::compress(data, out),
+        #[cfg(not(feature = "compression"))]
+        CompressionType::Zstd | CompressionType::Zlib => false,
     };
     ok && out.len() < data.len()
 }
@@ -91,7 +63,9 @@ pub fn compress(alg: CompressionType, data: &[u8], out: &mut Vec<u8>) -> bool {
 /// # Errors
 /// [`CodecError::DecompressedTooLarge`] when the output would pass `max`;
 /// [`CodecError::CorruptCompressed`] when `data` is not one or more whole
-/// streams of `alg` (truncated, corrupt, trailing bytes, or empty).
+/// streams of `alg` (truncated, corrupt, trailing bytes, or empty);
+/// [`CodecError::CompressionNotBuilt`] for a compressed payload in a build
+/// without the `compression` feature.
 pub fn decompress(alg: CompressionType, data: &[u8], max: u32, out: &mut Vec<u8>) -> Result<(), CodecError> {
     out.clear();
     let max = max as usize;
@@ -109,12 +83,16 @@ pub fn decompress(alg: CompressionType, data: &[u8], max: u32, out: &mut Vec<u8>
             out.extend_from_slice(data);
             Ok(())
         }
-        CompressionType::Zstd => unzstd(data, max, out),
-        CompressionType::Zlib => unzlib(data, max, out),
+        #[cfg(feature = "compression")]
+        CompressionType::Zstd => zstd_codec::decompress(data, max, out),
+        #[cfg(feature = "compression")]
+        CompressionType::Zlib => zlib_codec::decompress(data, max, out),
+        #[cfg(not(feature = "compression"))]
+        CompressionType::Zstd | CompressionType::Zlib => Err(CodecError::CompressionNotBuilt(alg)),
     }
 }
 
-fn too_large(max: usize) -> CodecError {
+pub(super) fn too_large(max: usize) -> CodecError {
     CodecError::DecompressedTooLarge {
         max: u32::try_from(max).unwrap_or(u32::MAX),
     }
@@ -122,7 +100,8 @@ fn too_large(max: usize) -> CodecError {
 
 /// Makes room for more output: doubles, but never past `max + 1` bytes,
 /// the one byte that proves the limit was passed.
-fn grow(out: &mut Vec<u8>, max: usize) -> Result<(), CodecError> {
+#[cfg(feature = "compression")]
+pub(super) fn grow(out: &mut Vec<u8>, max: usize) -> Result<(), CodecError> {
     let cap = max.saturating_add(1);
     if out.len() >= cap {
         return Err(too_large(max));
@@ -130,111 +109,6 @@ fn grow(out: &mut Vec<u8>, max: usize) -> Result<(), CodecError> {
     let more = out.len().max(MIN_OUTPUT).min(cap - out.len());
     out.reserve_exact(more);
     Ok(())
-}
-
-/// The zstd window cap for a payload limit: the limit rounded up to a power
-/// of two, so a frame cannot make the decoder allocate a history buffer
-/// larger than any payload it may produce.
-fn window_log_for(max: usize) -> u32 {
-    let log = usize::BITS - max.saturating_sub(1).leading_zeros();
-    log.clamp(MIN_ZSTD_WINDOW_LOG, MAX_ZSTD_WINDOW_LOG)
-}
-
-fn unzstd(data: &[u8], max: usize, out: &mut Vec<u8>) -> Result<(), CodecError> {
-    let corrupt = CodecError::CorruptCompressed(CompressionType::Zstd);
-    if data.is_empty() {
-        return Err(corrupt);
-    }
-    ZSTD_D.with(|d| {
-        let mut d = d.borrow_mut();
-        let window_log = window_log_for(max);
-        let dec = match d.as_mut() {
-            Some(dec) => dec,
-            None => d.insert(ZstdDecoder {
-                ctx: zstd_safe::DCtx::create(),
-                window_log: 0,
-            }),
-        };
-        // Forgets any half-decoded frame a failed packet left behind.
-        let _ = dec.ctx.reset(ResetDirective::SessionOnly);
-        if dec.window_log != window_log {
-            dec.ctx
-                .set_parameter(DParameter::WindowLogMax(window_log))
-                .map_err(|_| corrupt)?;
-            dec.window_log = window_log;
-        }
-        let mut input = InBuffer::around(data);
-        loop {
-            if out.len() == out.capacity() {
-                grow(out, max)?;
-            }
-            let (in_before, out_before) = (input.pos, out.len());
-            // Writes into `out`'s spare capacity and advances its length.
-            let mut ob = OutBuffer::around_pos(out, out_before);
-            let hint = dec.ctx.decompress_stream(&mut ob, &mut input).map_err(|code| {
-                if window_too_large(code) {
-                    too_large(max)
-                } else {
-                    corrupt
-                }
-            })?;
-            if out.len() > max {
-                return Err(too_large(max));
-            }
-            let input_done = input.pos == data.len();
-            if hint == 0 && input_done {
-                return Ok(());
-            }
-            let room_left = out.len() < out.capacity();
-            if input_done && room_left {
-                // All input consumed, output not full, frame unfinished.
-                return Err(corrupt);
-            }
-            if input.pos == in_before && out.len() == out_before && room_left {
-                return Err(corrupt);
-            }
-        }
-    })
-}
-
-/// Whether a zstd error says the frame wants a bigger window than allowed.
-fn window_too_large(code: zstd_safe::ErrorCode) -> bool {
-    // SAFETY: ZSTD_getErrorCode only classifies the value it is given.
-    let e = unsafe { zstd_safe::zstd_sys::ZSTD_getErrorCode(code) };
-    e == zstd_safe::zstd_sys::ZSTD_ErrorCode::ZSTD_error_frameParameter_windowTooLarge
-}
-
-fn unzlib(data: &[u8], max: usize, out: &mut Vec<u8>) -> Result<(), CodecError> {
-    let corrupt = CodecError::CorruptCompressed(CompressionType::Zlib);
-    ZLIB_D.with(|d| {
-        let mut d = d.borrow_mut();
-        let z = d.get_or_insert_with(|| flate2::Decompress::new(true));
-        z.reset(true);
-        loop {
-            if out.len() == out.capacity() {
-                grow(out, max)?;
-            }
-            let (in_before, out_before) = (z.total_in() as usize, out.len());
-            let status = z
-                // Not `Finish`: miniz_oxide then wants all the output to fit
-                // the first call, and this buffer grows as output appears.
-                .decompress_vec(&data[in_before..], out, flate2::FlushDecompress::None)
-                .map_err(|_| corrupt)?;
-            if out.len() > max {
-                return Err(too_large(max));
-            }
-            let consumed = z.total_in() as usize;
-            match status {
-                // Bytes after the end of the stream are not a zlib payload.
-                flate2::Status::StreamEnd => return if consumed == data.len() { Ok(()) } else { Err(corrupt) },
-                _ if consumed == in_before && out.len() == out_before && out.len() < out.capacity() => {
-                    // No progress with room to spare: the input is truncated.
-                    return Err(corrupt);
-                }
-                _ => {}
-            }
-        }
-    })
 }
 
 /// Compresses `payload` with `alg` into this thread's scratch buffer and
@@ -289,7 +163,7 @@ pub(crate) fn with_decompressed<R>(
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "compression"))]
 mod tests {
     use super::*;
 
@@ -451,12 +325,5 @@ mod tests {
             inflate(CompressionType::Zstd, &two, 1024).unwrap(),
             [HELLO, HELLO].concat()
         );
-    }
-
-    #[test]
-    fn the_zstd_window_is_capped_by_the_payload_limit() {
-        assert_eq!(window_log_for(16 << 20), 24);
-        assert_eq!(window_log_for(1000), MIN_ZSTD_WINDOW_LOG);
-        assert_eq!(window_log_for(u32::MAX as usize), MAX_ZSTD_WINDOW_LOG);
     }
 }
