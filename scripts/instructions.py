@@ -28,7 +28,7 @@ BENCHES = ["session/inline_echo_16x64B", "session/inline_echo_16x1024B"]
 # dynamic call runs once per message and is never inlined, so its calls
 # count the messages.
 TURN = "msgtrans_shards::bench_loop::EchoLoop::turn"
-PER_MESSAGE = "as msgtrans_shards::handler::InlineHandler>::on_message"
+PER_MESSAGE = "as msgtrans_shards::session::handler::InlineHandler>::on_message"
 
 
 def bench_binary() -> str:

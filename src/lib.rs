@@ -7,11 +7,17 @@
 //!
 //! ## Layout
 //!
-//! * [`transport`] — [`TransportServer`] / [`TransportClient`] and their builders.
-//! * [`protocol`] — per-protocol configs ([`TcpServerConfig`], [`TcpClientConfig`], …).
-//! * [`event`] — [`ServerEvent`], [`ClientEvent`], [`TransportContext`].
-//! * [`packet`] — the MsgTrans wire packet.
-//! * [`error`] — [`TransportError`] and [`CloseReason`].
+//! A thin shim over the engine (`msgtrans-shards`), in three layers; a
+//! file uses only the layers below it:
+//!
+//! 1. **Values**: [`error`] ([`TransportError`], [`CloseReason`]),
+//!    [`packet`], [`event`] ([`ServerEvent`], [`ClientEvent`],
+//!    [`TransportContext`]), and the configs: [`protocol`]
+//!    ([`TcpServerConfig`], [`TcpClientConfig`], …) and `tls`.
+//! 2. **Services**: `metrics` (the `/metrics` endpoint and dashboard).
+//! 3. **The API**: [`transport`] — [`TransportServer`] and
+//!    [`TransportClient`], their builders and event streams; a client's
+//!    connection slots, retries and reconnect supervisor.
 //!
 //! The API is a thin shim: its futures only touch channels, so they run in
 //! `#[tokio::main]` or any other executor. The sessions live on the shards;

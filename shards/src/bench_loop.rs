@@ -14,7 +14,7 @@ use std::task::{Context, Poll, Waker};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 
-use crate::handler::Inline;
+use crate::session::handler::Inline;
 use crate::session::{Driver, SessionState};
 use crate::session_io::Stream;
 use crate::shard::Shard;
@@ -77,7 +77,7 @@ impl EchoLoop {
         }
         let batch_len = batch.len() as u64;
         let repeat = Repeat { batch, written: 0 };
-        let driver = Driver::new(Rc::clone(&shard), Rc::clone(&st), Stream(repeat), &[]);
+        let driver = shard.driver(Rc::clone(&st), Stream(repeat), &[]);
         let mut l = Self {
             shard,
             st,

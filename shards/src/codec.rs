@@ -9,12 +9,9 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::CodecError;
-use crate::packet::{CompressionType, FixedHeader, Packet, PacketType, ReservedFlags};
-
-/// Size of the fixed header that starts every packet.
-pub const HEADER_LEN: usize = 16;
-/// The only wire version this crate speaks (MsgTrans 1.0 and 2.0 both use 1).
-pub const WIRE_VERSION: u8 = 1;
+use crate::header::{CompressionType, FixedHeader, PacketType, ReservedFlags};
+pub use crate::header::{HEADER_LEN, WIRE_VERSION};
+use crate::packet::Packet;
 
 /// Default maximum payload: 16 MiB, MsgTrans 1.0's own decompression cap, so
 /// every packet a 1.0 peer can legally produce is accepted.
@@ -22,6 +19,32 @@ pub const DEFAULT_MAX_PAYLOAD: u32 = 16 * 1024 * 1024;
 /// Default maximum extension header: 64 KiB - 1, all a u16 length can say;
 /// lower it to refuse peers that pad headers.
 pub const DEFAULT_MAX_EXT_HEADER: u16 = u16::MAX;
+
+// The header's value types are read from bytes here, where reading can
+// fail with a codec error (the header itself sits below the errors).
+impl TryFrom<u8> for PacketType {
+    type Error = CodecError;
+    fn try_from(v: u8) -> Result<Self, CodecError> {
+        match v {
+            0 => Ok(Self::OneWay),
+            1 => Ok(Self::Request),
+            2 => Ok(Self::Response),
+            other => Err(CodecError::UnknownPacketType(other)),
+        }
+    }
+}
+
+impl TryFrom<u8> for CompressionType {
+    type Error = CodecError;
+    fn try_from(v: u8) -> Result<Self, CodecError> {
+        match v {
+            0 => Ok(Self::None),
+            1 => Ok(Self::Zstd),
+            2 => Ok(Self::Zlib),
+            other => Err(CodecError::UnknownCompression(other)),
+        }
+    }
+}
 
 /// Size limits applied while decoding. Checked before any allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,6 +270,17 @@ fn header_bytes(header: &FixedHeader, ext_len: u16, payload_len: u32) -> [u8; HE
 pub fn encode(packet: &Packet, out: &mut BytesMut) -> Result<(), CodecError> {
     out.reserve(packet.wire_len());
     encode_parts(&packet.header, &packet.ext_header, &packet.payload, out)
+}
+
+// Encoding a whole packet is the codec's job; the method lives here so the
+// packet model needs nothing from the codec.
+impl Packet {
+    /// Encodes to a fresh buffer.
+    pub fn to_bytes(&self) -> Result<BytesMut, CodecError> {
+        let mut out = BytesMut::with_capacity(self.wire_len());
+        encode(self, &mut out)?;
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

@@ -28,11 +28,11 @@ pub enum CodecError {
     /// Peer: the payload is not a whole, valid stream of the compression
     /// its header names (truncated, corrupt, trailing bytes, or empty).
     #[error("payload is not valid {0:?} data")]
-    CorruptCompressed(crate::packet::CompressionType),
+    CorruptCompressed(crate::header::CompressionType),
     /// Peer: the payload is compressed, and this build has no
     /// decompressor (msgtrans without its `compression` feature).
     #[error("payload is {0:?}-compressed, and this build has no compression (the `compression` feature is off)")]
-    CompressionNotBuilt(crate::packet::CompressionType),
+    CompressionNotBuilt(crate::header::CompressionType),
     /// Peer: a WebSocket binary message that does not hold exactly one packet.
     #[error("a WebSocket message of {message} bytes does not hold exactly one packet")]
     NotOnePacket {
@@ -219,4 +219,14 @@ pub enum StartError {
     /// Local: the engine has stopped.
     #[error("transport stopped")]
     Stopped,
+}
+
+impl StartError {
+    /// An outgoing connection refused by our own connection limit.
+    pub(crate) fn connection_limit(addr: std::net::SocketAddr) -> Self {
+        StartError::Connect {
+            addr,
+            source: io::Error::other(CloseReason::ConnectionLimit.to_string()),
+        }
+    }
 }

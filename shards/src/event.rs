@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::error::{CloseReason, SendError, StartError};
+use crate::error::{CloseReason, SendError};
 use crate::id::SessionId;
 use crate::packet::Packet;
 
@@ -51,6 +51,28 @@ pub enum EngineEvent {
     },
 }
 
+/// Where the shards deliver events.
+#[derive(Clone, Debug)]
+pub struct EventSink {
+    /// The bounded queue to the application.
+    pub tx: flume::Sender<EngineEvent>,
+    /// Whether connection open/close events are wanted. With an inline
+    /// handler they are sent only once someone subscribes.
+    pub lifecycle: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Rung once per shard turn in which events went into `tx`: the
+    /// application waits on this, not on `tx` (see `turn_bell`).
+    pub bell: std::sync::Arc<msgtrans_sync::waitlist::WaitList>,
+}
+
+/// Work for a shard that only a layer above the shard context knows how
+/// to do (the drivers: listen, connect, a relayed QUIC datagram). This
+/// layer cannot name the shard, so the work takes it as `&dyn Any`;
+/// `Shard::task` builds one that downcasts it back.
+pub(crate) struct Task(pub(crate) Box<TaskFn>);
+
+/// The work of a [`Task`]: run once, with the shard.
+pub(crate) type TaskFn = dyn FnOnce(&dyn std::any::Any) + Send;
+
 /// The reply channel of a request.
 pub type ReplyTx = flume::Sender<Result<Packet, SendError>>;
 
@@ -93,40 +115,10 @@ pub(crate) enum Command {
     /// closing it; `false` at once if it is not open. Lets a client notice a
     /// dropped connection without polling.
     WatchClose { id: SessionId, reply: flume::Sender<bool> },
-    /// Start accepting on a listening socket.
-    Listen {
-        listener: std::net::TcpListener,
-        accept: crate::proto::Accept,
-    },
-    /// Open an outgoing connection.
-    Connect {
-        addr: SocketAddr,
-        timeout: Duration,
-        dial: crate::proto::Dial,
-        reply: flume::Sender<Result<SessionId, StartError>>,
-    },
-    /// Serve QUIC on this shard's socket of listener `index`.
-    #[cfg(feature = "quic")]
-    ListenQuic {
-        socket: std::net::UdpSocket,
-        index: usize,
-        config: std::sync::Arc<quinn_proto::ServerConfig>,
-    },
-    /// Open an outgoing QUIC connection.
-    #[cfg(feature = "quic")]
-    ConnectQuic {
-        addr: SocketAddr,
-        timeout: Duration,
-        config: quinn_proto::ClientConfig,
-        server_name: String,
-        reply: flume::Sender<Result<SessionId, StartError>>,
-    },
-    /// A datagram another shard received for a QUIC connection of ours.
-    #[cfg(feature = "quic")]
-    QuicDatagram {
-        listener: usize,
-        datagram: crate::proto::quic::endpoint::Relayed,
-    },
+    /// Work from a layer above the shard context: a driver's listen or
+    /// connect, or a datagram relayed to the shard that owns its
+    /// connection.
+    Task(Task),
     /// List open sessions.
     Sessions { reply: flume::Sender<Vec<SessionId>> },
     /// Stop listening and admitting connections; answer once the shard's

@@ -2,21 +2,34 @@
 //!
 //! # Layout
 //!
-//! * [`codec`] and [`packet`] — the MsgTrans wire format, pure functions over bytes.
-//! * [`compress`] — payload compression (zstd, zlib), bounded when decoding.
-//! * [`runtime`] — [`Engine`]: N glommio shards pinned one per core, and the
-//!   handle the public API drives them with.
-//! * `shard` — one core's state: sessions, buffers, listeners, inbox loop.
-//! * `session` — one connection's state and the future that moves its bytes.
-//! * [`pool`] — the connection slab and the tiered buffer pool.
-//! * [`mesh`] — cross-shard inboxes with a once-per-batch doorbell.
-//! * [`proto`] — transport pipelines: TCP always; TLS, WebSocket and QUIC
-//!   with the features of those names.
-//! * [`handler`] — the inline, on-shard message handler.
-//! * [`session_handler`] — [`SessionHandler`]: connected / message /
-//!   request with a [`Responder`] / disconnected, inline on the shard.
-//! * [`stats`] — counters readable without stopping a shard.
+//! Five layers, from the bottom up. A file uses only the layers below it
+//! (and files of its own layer below it); where lower code must reach up,
+//! it goes through a small trait the lower layer defines. A packet's path
+//! reads the same way up and back: socket → driver (4) → shard (3) →
+//! session (2) → handler (2) → the session's write batch.
 //!
+//! 1. **Leaf types**, which know nothing of sessions: [`id`], [`header`],
+//!    [`error`], [`packet`], [`codec`] (pure functions over bytes),
+//!    [`compress`], [`config`], `wire` (how packets are enveloped and
+//!    WebSocket frames read), [`pool`], [`mesh`], [`stats`], `turn_bell`,
+//!    `session_io` (the stream a session reads and writes) and [`event`]
+//!    (what the shards tell the application and the commands they take).
+//! 2. **The session**: `session` — its state, its `SessionCtx` (what it
+//!    needs of its shard), the driver future over any stream, and the
+//!    application's inline code ([`handler`], [`session_handler`]) — and
+//!    the lifecycle `pump`. Sending to another session of the same shard
+//!    reaches up through `session::Route`.
+//! 3. **The shard context**: `shard` — the table of sessions, admission
+//!    under the limits, routing, listeners, the inbox loop and a stop, and
+//!    a registry for what drivers keep per shard. It knows no protocol.
+//! 4. **Drivers**: [`proto`] (tcp, tls, ws, quic) and `ring` (the shard's
+//!    own io_uring for plain TCP). Each knows only its protocol, and turns
+//!    connections into sessions through the shard.
+//! 5. **Runtime**: [`runtime`] — [`Engine`]: N shards pinned one per
+//!    core; listen and connect reach the shards as tasks for the drivers.
+//!
+//! `testing` and `bench_loop` are harnesses over all of them.
+
 //! Nothing on the per-message path takes a lock or crosses a core unless the
 //! application asks for it (a send to a session on another shard, or the
 //! event stream).
@@ -37,7 +50,7 @@ pub mod compress;
 pub mod config;
 pub mod error;
 pub mod event;
-pub mod handler;
+pub mod header;
 pub mod id;
 pub mod mesh;
 pub mod packet;
@@ -47,7 +60,7 @@ mod pump;
 mod ring;
 pub mod runtime;
 mod session;
-pub mod session_handler;
+pub use session::{handler, session_handler};
 mod session_io;
 mod shard;
 pub mod stats;
@@ -59,10 +72,10 @@ mod wire;
 pub use config::EngineConfig;
 pub use error::{CloseReason, CodecError, SendError, StartError, Violation};
 pub use event::EngineEvent;
+pub use event::EventSink;
 pub use handler::{Inline, InlineHandler};
 pub use id::SessionId;
 pub use msgtrans_sync::waitlist::WaitList;
 pub use packet::{CompressionType, FixedHeader, IntoPayload, Packet, PacketType, ReservedFlags};
 pub use runtime::Engine;
 pub use session_handler::{Connected, Responder, SessionHandler, SessionHandlerAdapter};
-pub use shard::EventSink;

@@ -14,6 +14,18 @@ use std::task::{Context, Poll};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 pub use msgtrans_sync::doorbell::Doorbell;
 
+use crate::event::Command;
+use crate::pool::slab::SlotTable;
+
+/// What every shard of an engine shares: an inbox per shard, the slot
+/// tables other threads read (liveness, queued bytes), and the count of
+/// open connections the total limit is checked against.
+pub(crate) struct Mesh {
+    pub outboxes: Vec<Outbox<Command>>,
+    pub tables: Vec<Arc<SlotTable>>,
+    pub open_total: std::sync::atomic::AtomicUsize,
+}
+
 /// The sending side of one shard's inbox. Cloneable, usable from any thread.
 #[derive(Debug)]
 pub struct Outbox<T> {

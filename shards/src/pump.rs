@@ -14,7 +14,6 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use crate::event::EngineEvent;
-use crate::session::SessionState;
 use crate::stats::ShardStats;
 use crate::turn_bell::TurnBell;
 
@@ -22,10 +21,19 @@ use crate::turn_bell::TurnBell;
 /// up on waiting.
 const ABANDON_CHECK: Duration = Duration::from_millis(10);
 
+/// Told once a session's open event is out (or given up at a stop), so
+/// the session may start reading. The sessions are above this layer.
+pub(crate) trait Announced {
+    fn announced(&self);
+}
+
+/// An event waiting for room, and the session to tell once it is out.
+type Waiting = (EngineEvent, Option<Rc<dyn Announced>>);
+
 pub(crate) struct EventPump {
     tx: flume::Sender<EngineEvent>,
     bell: Rc<TurnBell>,
-    queue: RefCell<VecDeque<(EngineEvent, Option<Rc<SessionState>>)>>,
+    queue: RefCell<VecDeque<Waiting>>,
     waker: RefCell<Option<Waker>>,
     in_flight: Cell<bool>,
     /// Set when a stop's grace period has passed: what is still waiting is
@@ -48,7 +56,7 @@ impl EventPump {
     /// Queues `ev` for the application. Returns `true` if it went straight
     /// into the application's queue, `false` if it waits here; then
     /// `announce` (if given) is marked announced and woken once it is out.
-    pub fn emit(&self, ev: EngineEvent, announce: Option<&Rc<SessionState>>) -> bool {
+    pub fn emit(&self, ev: EngineEvent, announce: Option<Rc<dyn Announced>>) -> bool {
         let mut q = self.queue.borrow_mut();
         if q.is_empty() && !self.in_flight.get() {
             match self.tx.try_send(ev) {
@@ -57,10 +65,10 @@ impl EventPump {
                     return true;
                 }
                 Err(flume::TrySendError::Disconnected(_)) => return true,
-                Err(flume::TrySendError::Full(ev)) => q.push_back((ev, announce.cloned())),
+                Err(flume::TrySendError::Full(ev)) => q.push_back((ev, announce)),
             }
         } else {
-            q.push_back((ev, announce.cloned()));
+            q.push_back((ev, announce));
         }
         drop(q);
         if let Some(w) = self.waker.borrow_mut().take() {
@@ -74,7 +82,7 @@ impl EventPump {
         self.queue.borrow().is_empty() && !self.in_flight.get()
     }
 
-    async fn next(&self) -> (EngineEvent, Option<Rc<SessionState>>) {
+    async fn next(&self) -> Waiting {
         std::future::poll_fn(|cx| match self.queue.borrow_mut().pop_front() {
             Some(item) => {
                 self.in_flight.set(true);
@@ -112,20 +120,9 @@ impl EventPump {
                 tracing::warn!(shard, event = ?ev, "event queue still full at shutdown; event given up");
             }
             if let Some(st) = announce {
-                st.announce_done();
+                st.announced();
             }
             self.in_flight.set(false);
         }
     }
-}
-
-/// Whether a session's open event has reached the application.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Announce {
-    /// Lifecycle events were off when it opened: no open or close event.
-    Silent,
-    /// The open event waits in the pump; the session reads nothing yet.
-    Pending,
-    /// The open event is out (or given up at shutdown): a close event follows.
-    Done,
 }

@@ -11,12 +11,14 @@ use futures_lite::{AsyncRead, AsyncWrite};
 
 use crate::config::EngineConfig;
 use crate::error::CloseReason;
-use crate::handler::Inline;
+use crate::event::EventSink;
 use crate::mesh;
+use crate::mesh::Mesh;
 use crate::pool::buffer::BufferPool;
 use crate::pool::slab::SlotTable;
-use crate::session::Driver;
-use crate::shard::{EventSink, Mesh, Shard};
+use crate::session::handler::Inline;
+use crate::session::SessionCtx;
+use crate::shard::Shard;
 use crate::stats::ShardStats;
 use crate::wire::Wire;
 
@@ -90,12 +92,7 @@ pub fn run_session(websocket: bool, chunks: Vec<Vec<u8>>, max_payload: u32) -> O
         chunks: chunks.into(),
         written: Vec::new(),
     };
-    let driver = Driver::new(
-        Rc::clone(&shard),
-        Rc::clone(&st),
-        crate::session_io::Stream(&mut script),
-        &[],
-    );
+    let driver = shard.driver(Rc::clone(&st), crate::session_io::Stream(&mut script), &[]);
     let reason = futures_lite::future::block_on(driver);
     shard.finish(&st, reason.clone());
     Outcome {
@@ -106,7 +103,10 @@ pub fn run_session(websocket: bool, chunks: Vec<Vec<u8>>, max_payload: u32) -> O
 
 /// A one-shard engine's shard with `cfg` and `handler`, outside any
 /// runtime and with no thread: for driving sessions and queues by hand.
-pub(crate) fn lone_shard(cfg: EngineConfig, handler: Option<Arc<dyn crate::handler::InlineHandler>>) -> Rc<Shard> {
+pub(crate) fn lone_shard(
+    cfg: EngineConfig,
+    handler: Option<Arc<dyn crate::session::handler::InlineHandler>>,
+) -> Rc<Shard> {
     let (outbox, _inbox) = mesh::inbox();
     let mesh = Arc::new(Mesh {
         outboxes: vec![outbox],
@@ -119,15 +119,9 @@ pub(crate) fn lone_shard(cfg: EngineConfig, handler: Option<Arc<dyn crate::handl
         lifecycle: Arc::new(AtomicBool::new(false)),
         bell: Arc::default(),
     };
-    Shard::new(
-        0,
-        Arc::new(cfg),
-        BufferPool::new(0, Default::default()),
-        mesh,
-        sink,
-        handler,
-        Arc::new(ShardStats::new(1)),
-    )
+    let pool = BufferPool::new(0, Default::default());
+    let ctx = SessionCtx::new(0, Arc::new(cfg), pool, mesh, sink, Arc::new(ShardStats::new(1)));
+    Shard::new(ctx, handler)
 }
 
 use std::rc::Rc;

@@ -8,15 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-#[cfg(feature = "websocket")]
-use msgtrans_shards::proto::ws::handshake::WsTarget;
-use msgtrans_shards::{CloseReason, Engine, EngineEvent, EventSink, Packet, PacketType};
+use msgtrans_shards::{CloseReason, Engine, EventSink, Packet, PacketType};
 
 pub use super::client_events::ClientEventStream;
 use super::config::Limits;
 use super::pool::{Slots, DEFAULT_POOL_SIZE};
-pub use super::reconnect::RetryConfig;
-use super::reconnect::{jitter, sleep, Supervisor};
+use super::reconnect::Supervisor;
+pub use super::retry::RetryConfig;
+use super::retry::{jitter, sleep};
+use super::shared::Shared;
 use crate::error::{Result, TransportError};
 #[allow(unused_imports)] // named in docs
 use crate::event::ClientEvent;
@@ -206,83 +206,6 @@ impl TransportClientBuilder {
         })
     }
 }
-
-/// What a client shares with its event streams and reconnect supervisor.
-pub(crate) struct Shared {
-    pub engine: Arc<Engine>,
-    pub target: TargetConfig,
-    pub slots: Slots,
-    pub retry: RetryConfig,
-    /// The engine's events.
-    pub events: flume::Receiver<EngineEvent>,
-    /// Client-level errors for the event stream (reconnect give-ups).
-    pub notices_tx: flume::Sender<TransportError>,
-    pub notices: flume::Receiver<TransportError>,
-    /// Notices a stop gave up on, for `EventsLost`.
-    pub notices_lost: AtomicU64,
-    /// `EventsLost` has been delivered by one of the streams.
-    pub lost_reported: AtomicBool,
-    /// `stop()` or `shutdown()` has begun.
-    pub closing: AtomicBool,
-    /// Dropped once a stop has finished: every event is queued by then
-    /// (the shards' queue is not closed by their exit, so it cannot tell).
-    pub stopped_tx: std::sync::Mutex<Option<flume::Sender<()>>>,
-    /// Disconnects when the stop has finished.
-    pub stopped: flume::Receiver<()>,
-}
-
-impl Shared {
-    /// Opens one connection for slot `k`, from shard `k` (modulo the shard
-    /// count), with no retry.
-    pub async fn open(&self, k: usize) -> Result<SessionId> {
-        Ok(match &self.target {
-            TargetConfig::Tcp(c) => {
-                let tls = c.engine_tls()?;
-                self.engine
-                    .connect_tcp(c.target_address, c.connect_timeout, tls, k)
-                    .await?
-            }
-            #[cfg(feature = "websocket")]
-            TargetConfig::WebSocket(c) => {
-                let target = WsTarget {
-                    host: c.host.clone(),
-                    path: c.path.clone(),
-                };
-                let tls = c.engine_tls()?;
-                self.engine
-                    .connect_ws(c.address, c.connect_timeout, target, tls, k)
-                    .await?
-            }
-            #[cfg(feature = "quic")]
-            TargetConfig::Quic(c) => {
-                let cfg = c.connect_config()?;
-                self.engine
-                    .connect_quic(c.target_address, c.connect_timeout, &cfg, k)
-                    .await?
-            }
-        })
-    }
-
-    /// Queues a client-level error for the event stream. Waits while the
-    /// queue is full, so nothing is dropped; a stop that finds it still
-    /// full counts the notice as lost (reported as `EventsLost`).
-    pub fn notify(&self, mut e: TransportError) {
-        loop {
-            match self.notices_tx.send_timeout(e, NOTICE_STOP_CHECK) {
-                Ok(()) => return,
-                Err(flume::SendTimeoutError::Timeout(back)) if !self.closing.load(Ordering::Acquire) => e = back,
-                Err(_) => {
-                    self.notices_lost.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!("client event queue full at stop; reconnect failure given up");
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// How often a supervisor blocked on a full event queue checks for a stop.
-const NOTICE_STOP_CHECK: Duration = Duration::from_millis(50);
 
 /// A client: one connection, or `connection_pool(n)` of them.
 pub struct TransportClient {

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use msgtrans_shards::EngineEvent;
 
-use super::client::Shared;
+use super::shared::Shared;
 use crate::error::TransportError;
 use crate::event::{ClientEvent, ConnectionInfo, EventStreamClosed, TransportContext};
 

@@ -7,7 +7,7 @@
 //! the buffer returned longest ago, so a shard cycles through every buffer
 //! it pooled (up to 16 × 256 KiB of read buffers) and each read lands in
 //! memory that has left the cache. The stack is touched only by its shard
-//! (it lives in the `!Send` [`crate::shard::Shard`]), so it needs no
+//! (it lives in the `!Send` shard context), so it needs no
 //! atomics, and it gives back the buffer returned last, still warm.
 //!
 //! It keeps at most [`HOT_PER_TIER`] medium and as many large buffers, each

@@ -23,22 +23,3 @@ pub(crate) async fn within<T>(timeout: std::time::Duration, fut: impl std::futur
     };
     futures_lite::future::or(async { Some(fut.await) }, expire).await
 }
-
-/// How a listener's connections become sessions.
-#[derive(Clone)]
-pub(crate) enum Accept {
-    /// Packets over TCP, under TLS if set.
-    Tcp(Option<tls::ServerTls>),
-    /// WebSocket upgrades (with their own TLS, if any).
-    #[cfg(feature = "websocket")]
-    WebSocket(ws::handshake::WsListenConfig),
-}
-
-/// How an outgoing connection becomes a session.
-pub(crate) enum Dial {
-    /// Packets over TCP, under TLS if set.
-    Tcp(Option<tls::ClientTls>),
-    /// A WebSocket upgrade, under TLS if set.
-    #[cfg(feature = "websocket")]
-    WebSocket(ws::handshake::WsTarget, Option<tls::ClientTls>),
-}

@@ -11,13 +11,12 @@ use glommio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::tls::{self, ClientTls, ServerTls};
-use crate::error::{CloseReason, StartError};
-use crate::event::EngineEvent;
+use crate::error::StartError;
 use crate::id::SessionId;
 use crate::ring::io::RingIo;
 use crate::ring::ShardRing;
-use crate::session::{Driver, SessionState};
-use crate::session_io::{SessionIo, Stream};
+use crate::session::SessionState;
+use crate::session_io::Stream;
 use crate::shard::Shard;
 use crate::wire::Wire;
 
@@ -91,8 +90,14 @@ pub(crate) async fn next_connection(shard: &Shard, listener: &TcpListener) -> Op
     }
 }
 
+/// Serves a listening socket on this shard: packets over TCP, under TLS
+/// when `tls` is set.
+pub(crate) fn listen(shard: &Rc<Shard>, listener: std::net::TcpListener, tls: Option<ServerTls>) {
+    shard.serve_listener(listener, move |shard, l| accept_loop(shard, l, tls));
+}
+
 /// Accepts connections until the shard stops listening.
-pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, tls: Option<ServerTls>) {
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, tls: Option<ServerTls>) {
     while let Some(stream) = next_connection(&shard, &listener).await {
         match &tls {
             None => {
@@ -130,11 +135,6 @@ pub(crate) struct Ends {
 }
 
 impl Ends {
-    #[cfg(feature = "quic")]
-    pub(crate) fn new(peer: SocketAddr, local: SocketAddr) -> Self {
-        Self { peer, local }
-    }
-
     pub(crate) fn of(shard: &Shard, stream: &TcpStream) -> Self {
         let _ = stream.set_nodelay(true);
         if let Some(idle) = shard.cfg.tcp_keepalive {
@@ -148,37 +148,27 @@ impl Ends {
     }
 }
 
-/// Announces an admitted session and runs its driver until it ends.
-/// `initial` holds bytes already read from the stream (after a handshake).
+/// Runs an admitted session over `stream` (a TCP or TLS stream) until it
+/// ends. `initial` holds bytes already read from the stream (after a
+/// handshake).
 pub(crate) fn drive<S>(shard: &Rc<Shard>, st: Rc<SessionState>, stream: S, initial: &[u8], ends: Ends)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    drive_then(shard, st, stream, initial, ends, |_| {})
-}
-
-/// [`drive`], then `ended` with the reason once the session is gone (QUIC
-/// closes its connection there).
-pub(crate) fn drive_then<S>(
-    shard: &Rc<Shard>,
-    st: Rc<SessionState>,
-    stream: S,
-    initial: &[u8],
-    ends: Ends,
-    ended: impl FnOnce(&CloseReason) + 'static,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + 'static,
-{
-    drive_io(shard, st, Stream(stream), initial, ends, ended)
+    shard.start_session(st, Stream(stream), initial, (ends.peer, ends.local), |_| {})
 }
 
 /// A plain TCP session: on the shard's ring when it has one, else on the
 /// glommio stream.
 fn drive_plain(shard: &Rc<Shard>, st: Rc<SessionState>, stream: TcpStream, ends: Ends) {
-    if let Some(io) = shard.ring().and_then(|ring| onto_ring(ring, &stream)) {
+    if let Some(io) = shard
+        .drivers
+        .get::<ShardRing>()
+        .and_then(|ring| onto_ring(&ring, &stream))
+    {
         // The ring has its own handle on the socket; glommio's goes.
         drop(stream);
-        return drive_io(shard, st, io, &[], ends, |_| {});
+        return shard.start_session(st, io, &[], (ends.peer, ends.local), |_| {});
     }
     drive(shard, st, stream, &[], ends)
 }
@@ -204,35 +194,6 @@ fn onto_ring(ring: &Rc<ShardRing>, stream: &TcpStream) -> Option<RingIo> {
     }
 }
 
-fn drive_io<I: SessionIo + Unpin + 'static>(
-    shard: &Rc<Shard>,
-    st: Rc<SessionState>,
-    stream: I,
-    initial: &[u8],
-    ends: Ends,
-    ended: impl FnOnce(&CloseReason) + 'static,
-) {
-    let protocol = st.wire.protocol();
-    let opened = EngineEvent::Opened {
-        id: st.id,
-        peer: ends.peer,
-        local: ends.local,
-        protocol,
-    };
-    shard.announce_open(&st, opened);
-    let shard = Rc::clone(shard);
-    let driver = Driver::new(Rc::clone(&shard), Rc::clone(&st), stream, initial);
-    // Everything the session logs carries its id. At debug level, so a
-    // quiet (info) subscriber pays nothing per session or per poll.
-    let span = tracing::debug_span!("session", session = %st.id, protocol = st.counters.protocol.get().label());
-    let task = async move {
-        let reason = driver.await;
-        ended(&reason);
-        shard.finish(&st, reason);
-    };
-    glommio::spawn_local(tracing::Instrument::instrument(task, span)).detach();
-}
-
 /// Turns on TCP keepalive: first probe after `idle`, then every `idle / 4`,
 /// giving up after 4 unanswered probes.
 fn set_keepalive(stream: &TcpStream, idle: Duration) {
@@ -244,14 +205,6 @@ fn set_keepalive(stream: &TcpStream, idle: Duration) {
         .with_interval((idle / 4).max(Duration::from_secs(1)))
         .with_retries(4);
     let _ = socket2::SockRef::from(&fd).set_tcp_keepalive(&ka);
-}
-
-/// Refusal of an outgoing connection by our own connection limit.
-pub(crate) fn limit_error(addr: SocketAddr) -> StartError {
-    StartError::Connect {
-        addr,
-        source: std::io::Error::other(CloseReason::ConnectionLimit.to_string()),
-    }
 }
 
 /// Opens an outgoing connection on this shard, under TLS if asked.
@@ -267,14 +220,18 @@ pub(crate) async fn connect(
     let ends = Ends::of(shard, &stream);
     match tls {
         None => {
-            let st = shard.admit(Wire::Tcp).ok_or_else(|| limit_error(addr))?;
+            let st = shard
+                .admit(Wire::Tcp)
+                .ok_or_else(|| StartError::connection_limit(addr))?;
             let id = st.id;
             drive_plain(shard, st, stream, ends);
             Ok(id)
         }
         Some(tls) => {
             let stream = tls::connect(&tls, stream, addr, timeout).await?;
-            let st = shard.admit_over(Wire::Tcp, true).ok_or_else(|| limit_error(addr))?;
+            let st = shard
+                .admit_over(Wire::Tcp, true)
+                .ok_or_else(|| StartError::connection_limit(addr))?;
             let id = st.id;
             drive(shard, st, stream, &[], ends);
             Ok(id)

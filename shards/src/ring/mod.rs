@@ -139,6 +139,32 @@ pub(crate) struct ShardRing {
     spare: RefCell<Vec<Vec<u8>>>,
 }
 
+/// The ring is a driver's per-shard state: a stop ends it once every
+/// session is gone.
+impl crate::shard::DriverState for ShardRing {
+    fn shutdown(&self) {
+        self.close();
+    }
+}
+
+/// Gives `shard` a ring for its plain TCP sessions, if its configuration
+/// asks for one and the kernel has what it needs; otherwise plain TCP
+/// stays on glommio's streams.
+pub(crate) fn start(shard: &Rc<crate::shard::Shard>) {
+    if !shard.cfg.tcp_ring {
+        return;
+    }
+    match ShardRing::new(shard.cfg.read_buffer) {
+        Ok(ring) => {
+            glommio::spawn_local(Rc::clone(&ring).run(Rc::clone(shard))).detach();
+            shard.drivers.insert(ring);
+        }
+        Err(e) => {
+            tracing::info!(shard = shard.index, error = %e, "no shard ring; plain TCP uses glommio's streams")
+        }
+    }
+}
+
 impl ShardRing {
     /// A ring for one shard, with `PROVIDED` read buffers of up to
     /// `read_size` bytes. Fails on kernels without

@@ -122,7 +122,7 @@ impl ShardStats {
     }
 
     /// Counts a session closed for `reason`.
-    pub fn count_close(&self, reason: &crate::CloseReason) {
+    pub fn count_close(&self, reason: &crate::error::CloseReason) {
         self.closes[CloseKind::of(reason).index()].add(1);
     }
 
@@ -326,7 +326,7 @@ mod tests {
         s.protocol(Protocol::Wss).msgs_in.add(3);
         s.queued_bytes.add(100);
         s.queued_bytes.add(-40);
-        s.count_close(&crate::CloseReason::IdleTimeout);
+        s.count_close(&crate::error::CloseReason::IdleTimeout);
         s.cross_shard_out[1].add(5);
         let snap = s.snapshot();
         assert_eq!(snap.protocol(Protocol::Wss).msgs_in, 3);
@@ -350,7 +350,7 @@ mod tests {
         let b = ShardStats::new(2);
         a.protocol(Protocol::Tcp).bytes_out.add(10);
         b.protocol(Protocol::WebSocket).bytes_out.add(5);
-        b.count_close(&crate::CloseReason::PeerClosed);
+        b.count_close(&crate::error::CloseReason::PeerClosed);
         let mut sa = a.snapshot();
         sa.sessions_open = 2;
         let mut sb = b.snapshot();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use super::super::tcp::{drive, limit_error, next_connection, Ends};
+use super::super::tcp::{drive, next_connection, Ends};
 use super::super::tls::{ClientTls, ServerTls};
 
 use crate::error::{CloseReason, StartError};
@@ -51,7 +51,7 @@ pub(crate) async fn connect(
     timeout: Duration,
     target: WsTarget,
     tls: Option<ClientTls>,
-) -> Result<crate::SessionId, StartError> {
+) -> Result<crate::id::SessionId, StartError> {
     let stream = TcpStream::connect_timeout(addr, timeout)
         .await
         .map_err(|e| StartError::Connect { addr, source: e.into() })?;
@@ -112,7 +112,7 @@ async fn upgrade<S>(
     target: &WsTarget,
     ends: Ends,
     tls: bool,
-) -> Result<crate::SessionId, StartError>
+) -> Result<crate::id::SessionId, StartError>
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
@@ -138,7 +138,9 @@ where
     let (buf, len) = super::super::within(timeout, exchange)
         .await
         .unwrap_or_else(|| Err(err(std::io::ErrorKind::TimedOut.into())))?;
-    let st = shard.admit_over(Wire::WsClient, tls).ok_or_else(|| limit_error(addr))?;
+    let st = shard
+        .admit_over(Wire::WsClient, tls)
+        .ok_or_else(|| StartError::connection_limit(addr))?;
     let id = st.id;
     drive(shard, st, stream, &buf[len..], ends);
     Ok(id)
@@ -146,7 +148,14 @@ where
 
 /// Accepts connections and runs each handshake in its own task, until the
 /// shard stops listening.
-pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, cfg: Rc<WsListenConfig>) {
+/// Serves a listening socket on this shard: WebSocket upgrades, under TLS
+/// when the config says so.
+pub(crate) fn listen(shard: &Rc<Shard>, listener: std::net::TcpListener, cfg: WsListenConfig) {
+    let cfg = Rc::new(cfg);
+    shard.serve_listener(listener, move |shard, l| accept_loop(shard, l, cfg));
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, cfg: Rc<WsListenConfig>) {
     while let Some(stream) = next_connection(&shard, &listener).await {
         let (shard, cfg) = (Rc::clone(&shard), Rc::clone(&cfg));
         glommio::spawn_local(async move {

@@ -1,29 +1,29 @@
 //! The engine: N shards, each a glommio executor pinned to its own core on a
 //! thread named `msgtrans-shard-K`, and the handle the API uses to reach them.
 
+mod start;
+
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::EngineConfig;
 use crate::error::{CloseReason, SendError, StartError};
 use crate::event::Command;
-use crate::handler::InlineHandler;
 use crate::id::SessionId;
-use crate::mesh;
+use crate::mesh::Mesh;
 use crate::packet::Packet;
-use crate::pool::buffer::{set_thread_home, BufferPool};
-use crate::pool::slab::SlotTable;
+use crate::pool::buffer::BufferPool;
+#[cfg(feature = "quic")]
+use crate::proto::quic::endpoint::QuicEndpoints;
 #[cfg(feature = "quic")]
 use crate::proto::quic::{QuicConnectConfig, QuicListenConfig};
 use crate::proto::tls::{ClientTls, ServerTls};
 #[cfg(feature = "websocket")]
 use crate::proto::ws::handshake::{WsListenConfig, WsTarget};
-use crate::proto::{Accept, Dial};
-use crate::shard::{self, EventSink, Mesh, Shard};
+use crate::shard::Shard;
 use crate::stats::{SessionStats, ShardSnapshot, ShardStats, StatsSnapshot};
 
 /// Number of cores this process may run on.
@@ -50,126 +50,10 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// Maps an executor start failure to an error that says what to do.
-fn classify(shard: usize, e: glommio::GlommioError<()>) -> StartError {
-    // glommio checks RLIMIT_MEMLOCK itself before it makes a ring, and
-    // refuses below 512 KiB whatever the process's privileges. Its executor
-    // hands that on as an io::Error whose text is all that is left of it.
-    if let glommio::GlommioError::ReactorError(glommio::ReactorErrorKind::MemLockLimit(have, need)) = e {
-        return memlock_too_low(have, need);
-    }
-    let io: std::io::Error = e.into();
-    if let Some((have, need)) = io
-        .to_string()
-        .strip_prefix("MemLockLimit(")
-        .and_then(|r| r.strip_suffix(')'))
-        .and_then(|r| r.split_once('/'))
-    {
-        return memlock_too_low(have, need);
-    }
-    match io.raw_os_error() {
-        Some(libc::ENOMEM) | Some(libc::EAGAIN) => StartError::LockedMemory(io),
-        Some(libc::ENOSYS) | Some(libc::EPERM) | Some(libc::EACCES) => StartError::IoUringUnavailable(io),
-        _ => shard::start_error(shard, io),
-    }
-}
-
-fn memlock_too_low(have: impl std::fmt::Display, need: impl std::fmt::Display) -> StartError {
-    StartError::LockedMemory(std::io::Error::other(format!(
-        "RLIMIT_MEMLOCK is {have} bytes, glommio needs at least {need}"
-    )))
-}
+/// Where a connection's outcome goes.
+type ConnectReply = flume::Sender<Result<SessionId, StartError>>;
 
 impl Engine {
-    /// Starts the shards. Each reports whether its executor came up before
-    /// this returns, so a missing io_uring or memlock limit is an error here,
-    /// never a panic on a shard thread.
-    pub async fn start(
-        cfg: EngineConfig,
-        handler: Option<Arc<dyn InlineHandler>>,
-        sink: EventSink,
-    ) -> Result<Engine, StartError> {
-        let n = if cfg.shards == 0 { usable_cores() } else { cfg.shards };
-        if n == 0 || n > u16::MAX as usize {
-            return Err(StartError::InvalidShardCount(n));
-        }
-        let per_shard = cfg.max_connections_per_shard.unwrap_or(cfg.max_connections).max(1);
-        let cfg = Arc::new(cfg);
-        let (outboxes, inboxes): (Vec<_>, Vec<_>) = (0..n).map(|_| mesh::inbox::<Command>()).unzip();
-        let mesh = Arc::new(Mesh {
-            outboxes,
-            tables: (0..n).map(|_| SlotTable::new(per_shard)).collect(),
-            open_total: AtomicUsize::new(0),
-        });
-        let cores = core_affinity::get_core_ids().unwrap_or_default();
-        let stats: Vec<_> = (0..n).map(|_| Arc::new(ShardStats::new(n))).collect();
-        let pools: Vec<_> = (0..n).map(|i| BufferPool::new(i, cfg.pool)).collect();
-        let mut ready = Vec::with_capacity(n);
-        let mut exits = Vec::with_capacity(n);
-        for (i, inbox) in inboxes.into_iter().enumerate() {
-            let placement = match cores.get(i % cores.len().max(1)) {
-                Some(c) if cfg.pin => Placement::Fixed(c.id),
-                _ => Placement::Unbound,
-            };
-            let (ready_tx, ready_rx) = flume::bounded(1);
-            let (exit_tx, exit_rx) = flume::bounded::<()>(1);
-            let (cfg2, mesh2, sink2, handler2) = (Arc::clone(&cfg), Arc::clone(&mesh), sink.clone(), handler.clone());
-            let (stats2, pool2) = (Arc::clone(&stats[i]), Arc::clone(&pools[i]));
-            std::thread::Builder::new()
-                .name(format!("{}-{i}", cfg.name))
-                .spawn(move || {
-                    let ex = match LocalExecutorBuilder::new(placement).io_memory(cfg2.io_memory).make() {
-                        Ok(ex) => ex,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(classify(i, e)));
-                            return;
-                        }
-                    };
-                    set_thread_home(i);
-                    // Entered for the thread's whole life, so every event a
-                    // shard logs says which shard. One span per shard, so it
-                    // can be at info level at no per-message cost.
-                    let _span = tracing::info_span!("shard", shard = i).entered();
-                    let _ = ready_tx.send(Ok(()));
-                    ex.run(async move {
-                        let shard = Shard::new(i, cfg2, pool2, mesh2, sink2, handler2, stats2);
-                        shard::run(shard, inbox).await;
-                    });
-                    // The ring goes first, so every socket it held is
-                    // released before `stop()` is told the shard is gone.
-                    drop(ex);
-                    drop(exit_tx);
-                })
-                .map_err(|e| shard::start_error(i, e))?;
-            ready.push(ready_rx);
-            exits.push(exit_rx);
-        }
-        let engine = Engine {
-            mesh,
-            stats,
-            pools,
-            exits: Mutex::new(exits),
-            stopped: AtomicBool::new(false),
-            cfg,
-            #[cfg(feature = "quic")]
-            quic_listeners: Mutex::new(0),
-        };
-        for r in ready {
-            match r.recv_async().await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    engine.stop().await;
-                    return Err(e);
-                }
-                Err(_) => {
-                    engine.stop().await;
-                    return Err(StartError::Stopped);
-                }
-            }
-        }
-        Ok(engine)
-    }
-
     /// Number of shards.
     pub fn shards(&self) -> usize {
         self.mesh.outboxes.len()
@@ -191,13 +75,17 @@ impl Engine {
     /// Under TLS when `tls` is given (always `None` without the `tls`
     /// feature: its type is then uninhabited).
     pub fn listen_tcp(&self, addr: SocketAddr, tls: Option<ServerTls>) -> Result<SocketAddr, StartError> {
-        self.listen(addr, Accept::Tcp(tls))
+        self.listen(addr, move |shard, listener| {
+            crate::proto::tcp::listen(shard, listener, tls)
+        })
     }
 
     /// Listens for WebSocket upgrades on every shard; returns the bound address.
     #[cfg(feature = "websocket")]
     pub fn listen_ws(&self, addr: SocketAddr, cfg: WsListenConfig) -> Result<SocketAddr, StartError> {
-        self.listen(addr, Accept::WebSocket(cfg))
+        self.listen(addr, move |shard, listener| {
+            crate::proto::ws::handshake::listen(shard, listener, cfg)
+        })
     }
 
     /// Listens for QUIC on every shard (one UDP socket each, sharing the
@@ -207,12 +95,10 @@ impl Engine {
         let config = cfg.quinn()?;
         let mut count = self.quic_listeners.lock().unwrap_or_else(|e| e.into_inner());
         let (bound, sockets) = crate::proto::quic::udp::bind_reuseport(addr, self.shards())?;
+        let index = *count;
         for (i, socket) in sockets.into_iter().enumerate() {
-            let cmd = Command::ListenQuic {
-                socket,
-                index: *count,
-                config: Arc::clone(&config),
-            };
+            let config = Arc::clone(&config);
+            let cmd = Shard::task(move |shard| QuicEndpoints::listen(shard, socket, index, config));
             self.command(i, cmd).map_err(|_| StartError::Stopped)?;
         }
         *count += 1;
@@ -230,24 +116,23 @@ impl Engine {
         shard: usize,
     ) -> Result<SessionId, StartError> {
         let (config, server_name) = cfg.quinn()?;
-        let (reply, rx) = flume::bounded(1);
-        let cmd = Command::ConnectQuic {
-            addr,
-            timeout,
-            config,
-            server_name,
-            reply,
-        };
-        self.command(shard % self.shards(), cmd)
-            .map_err(|_| StartError::Stopped)?;
-        rx.recv_async().await.map_err(|_| StartError::Stopped)?
+        self.connect_from(shard, move |shard, reply| {
+            QuicEndpoints::connect(shard, addr, timeout, config, &server_name, reply)
+        })
+        .await
     }
 
-    fn listen(&self, addr: SocketAddr, accept: Accept) -> Result<SocketAddr, StartError> {
+    /// Binds `addr` once per shard (`SO_REUSEPORT`) and has each shard
+    /// serve its socket with `serve`.
+    fn listen(
+        &self,
+        addr: SocketAddr,
+        serve: impl FnOnce(&Rc<Shard>, std::net::TcpListener) + Clone + Send + 'static,
+    ) -> Result<SocketAddr, StartError> {
         let (bound, listeners) = crate::proto::tcp::bind_reuseport(addr, self.shards())?;
         for (i, listener) in listeners.into_iter().enumerate() {
-            let accept = accept.clone();
-            self.command(i, Command::Listen { listener, accept })
+            let serve = serve.clone();
+            self.command(i, Shard::task(move |shard| serve(shard, listener)))
                 .map_err(|_| StartError::Stopped)?;
         }
         Ok(bound)
@@ -263,7 +148,10 @@ impl Engine {
         tls: Option<ClientTls>,
         shard: usize,
     ) -> Result<SessionId, StartError> {
-        self.connect(addr, timeout, Dial::Tcp(tls), shard).await
+        self.connect_with(shard, move |shard| async move {
+            crate::proto::tcp::connect(&shard, addr, timeout, tls).await
+        })
+        .await
     }
 
     /// Opens a WebSocket connection from shard `shard`: TCP, then the
@@ -277,24 +165,38 @@ impl Engine {
         tls: Option<ClientTls>,
         shard: usize,
     ) -> Result<SessionId, StartError> {
-        self.connect(addr, timeout, Dial::WebSocket(target, tls), shard).await
+        self.connect_with(shard, move |shard| async move {
+            crate::proto::ws::handshake::connect(&shard, addr, timeout, target, tls).await
+        })
+        .await
     }
 
-    async fn connect(
+    /// [`Engine::connect_from`] for a connection that `open` makes in a
+    /// task of its own on the shard.
+    async fn connect_with<F, Fut>(&self, shard: usize, open: F) -> Result<SessionId, StartError>
+    where
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<SessionId, StartError>> + 'static,
+    {
+        self.connect_from(shard, move |shard, reply| {
+            let opening = open(Rc::clone(shard));
+            glommio::spawn_local(async move {
+                let _ = reply.send(opening.await);
+            })
+            .detach();
+        })
+        .await
+    }
+
+    /// Has shard `shard` (modulo the shard count) open a connection with
+    /// `open`, which answers `reply` once it is a session or has failed.
+    async fn connect_from(
         &self,
-        addr: SocketAddr,
-        timeout: Duration,
-        dial: Dial,
         shard: usize,
+        open: impl FnOnce(&Rc<Shard>, ConnectReply) + Send + 'static,
     ) -> Result<SessionId, StartError> {
         let (reply, rx) = flume::bounded(1);
-        let cmd = Command::Connect {
-            addr,
-            timeout,
-            dial,
-            reply,
-        };
-        self.command(shard % self.shards(), cmd)
+        self.command(shard % self.shards(), Shard::task(move |shard| open(shard, reply)))
             .map_err(|_| StartError::Stopped)?;
         rx.recv_async().await.map_err(|_| StartError::Stopped)?
     }
@@ -309,13 +211,13 @@ impl Engine {
     fn check_size(&self, packet: &Packet) -> Result<(), SendError> {
         let f = &self.cfg.frame;
         if packet.payload.len() > f.max_payload as usize {
-            return Err(SendError::Encode(crate::CodecError::PayloadTooLarge {
+            return Err(SendError::Encode(crate::error::CodecError::PayloadTooLarge {
                 len: u32::try_from(packet.payload.len()).unwrap_or(u32::MAX),
                 max: f.max_payload,
             }));
         }
         if packet.ext_header.len() > f.max_ext_header as usize {
-            return Err(SendError::Encode(crate::CodecError::ExtHeaderTooLarge {
+            return Err(SendError::Encode(crate::error::CodecError::ExtHeaderTooLarge {
                 len: u16::try_from(packet.ext_header.len()).unwrap_or(u16::MAX),
                 max: f.max_ext_header,
             }));
@@ -578,46 +480,5 @@ impl Drop for Engine {
                 });
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn os(code: i32) -> glommio::GlommioError<()> {
-        glommio::GlommioError::IoError(std::io::Error::from_raw_os_error(code))
-    }
-
-    #[test]
-    fn startup_errors_say_which_resource_is_missing() {
-        assert!(matches!(classify(0, os(libc::ENOMEM)), StartError::LockedMemory(_)));
-        assert!(matches!(
-            classify(0, os(libc::ENOSYS)),
-            StartError::IoUringUnavailable(_)
-        ));
-        assert!(matches!(
-            classify(0, os(libc::EPERM)),
-            StartError::IoUringUnavailable(_)
-        ));
-        assert!(matches!(
-            classify(3, os(libc::EBADF)),
-            StartError::Shard { shard: 3, .. }
-        ));
-        let msg = classify(0, os(libc::ENOMEM)).to_string();
-        assert!(msg.contains("ulimit -l"), "{msg}");
-        let msg = classify(0, os(libc::ENOSYS)).to_string();
-        assert!(msg.contains("io_uring_disabled"), "{msg}");
-        // glommio's own check of the limit, before any syscall fails.
-        let low = glommio::GlommioError::ReactorError(glommio::ReactorErrorKind::MemLockLimit(65536, 524288));
-        let e = classify(0, low);
-        assert!(matches!(e, StartError::LockedMemory(_)), "{e:?}");
-        let msg = e.to_string();
-        assert!(msg.contains("ulimit -l") && msg.contains("65536"), "{msg}");
-        // The same check as the executor reports it (compat/dependent/run.sh
-        // meets it for real, as an unprivileged user).
-        let low = glommio::GlommioError::IoError(std::io::Error::other("MemLockLimit(65536/524288)"));
-        let msg = classify(0, low).to_string();
-        assert!(msg.contains("ulimit -l") && msg.contains("524288"), "{msg}");
     }
 }

@@ -1,9 +1,13 @@
-//! How packets travel on a session's byte stream: back to back (TCP), or
-//! one per WebSocket binary message. Writing is a pure function over the
-//! session's output buffer; reading WebSocket frames is in `proto::ws`.
+//! How packets travel on a session's byte stream: back to back (TCP),
+//! length-prefixed (QUIC streams), or one per WebSocket binary message.
+//! Writing is a pure function over the session's output buffer; reading
+//! WebSocket frames is in `ws`.
 
 #[cfg(any(feature = "quic", feature = "websocket"))]
 use bytes::BufMut;
+
+#[cfg(feature = "websocket")]
+pub(crate) mod ws;
 
 use crate::codec;
 use crate::config::EngineConfig;

@@ -2,12 +2,13 @@
 //! message, so the fast path (echo, request → response, routing) never
 //! leaves the core.
 
+use std::net::SocketAddr;
+
 use crate::codec::{self, FrameRef};
 use crate::error::SendError;
 use crate::id::SessionId;
 use crate::packet::{FixedHeader, Packet, PacketType};
-use crate::session::SessionState;
-use crate::shard::Shard;
+use crate::session::{SessionCtx, SessionState};
 
 /// Runs on a shard for every one-way packet and request a session receives.
 ///
@@ -18,7 +19,7 @@ pub trait InlineHandler: Send + Sync + 'static {
     /// Handles one packet.
     fn on_message(&self, ctx: &mut Inline<'_>);
     /// A session opened; runs before any of its packets is handled.
-    fn on_open(&self, session: &mut crate::session_handler::Connected<'_>) {
+    fn on_open(&self, session: &mut Connected<'_>) {
         let _ = session;
     }
     /// A session whose `on_open` ran has ended.
@@ -42,7 +43,7 @@ pub struct Inline<'a> {
     pub(crate) id: SessionId,
     pub(crate) frame: &'a FrameRef<'a>,
     pub(crate) out: &'a mut Vec<u8>,
-    pub(crate) shard: &'a Shard,
+    pub(crate) ctx: &'a SessionCtx,
     pub(crate) st: &'a SessionState,
 }
 
@@ -99,15 +100,15 @@ impl<'a> Inline<'a> {
     /// compression threshold).
     #[inline(always)]
     pub fn write(&mut self, header: &FixedHeader, ext_header: &[u8], payload: &[u8]) {
-        self.shard
+        self.ctx
             .prepare_out(self.out, codec::encoded_len(ext_header.len(), payload.len()));
-        self.st.note_sent(self.shard, header);
+        self.st.note_sent(self.ctx, header);
         // Lengths come from a decoded frame or from slices the caller owns;
         // the only failure is a slice over 4 GiB, which no frame can be.
         let _ = self
             .st
             .wire
-            .write_packet(&self.shard.cfg, self.out, header, ext_header, payload);
+            .write_packet(&self.ctx.cfg, self.out, header, ext_header, payload);
     }
     /// Sends `packet` to any session, on this shard or another. Sending to
     /// the session being served is the same as [`Inline::write`].
@@ -121,6 +122,51 @@ impl<'a> Inline<'a> {
             self.write(&packet.header, &packet.ext_header, &packet.payload);
             return Ok(());
         }
-        self.shard.route_send(target, packet)
+        self.ctx.route_send(target, packet)
+    }
+}
+
+/// What [`InlineHandler::on_open`] (and `SessionHandler::on_connected`) sees: the new session, and a way
+/// to send to it (a greeting) or to any other.
+pub struct Connected<'a> {
+    pub(crate) id: SessionId,
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: SocketAddr,
+    pub(crate) protocol: &'static str,
+    pub(crate) ctx: &'a SessionCtx,
+}
+
+impl Connected<'_> {
+    /// The new session.
+    pub fn session_id(&self) -> SessionId {
+        self.id
+    }
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+    /// Our address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+    /// `"tcp"` or `"websocket"`.
+    pub fn protocol(&self) -> &'static str {
+        self.protocol
+    }
+    /// Queues `packet` for the new session. It cannot be refused for room:
+    /// the queue is empty, and one packet always fits an empty queue.
+    ///
+    /// # Errors
+    /// [`SendError::Backpressure`] once earlier greetings have filled the
+    /// outbound queue.
+    pub fn send(&mut self, packet: Packet) -> Result<(), SendError> {
+        self.ctx.route_send(self.id, packet)
+    }
+    /// Sends `packet` to any open session, on this shard or another.
+    ///
+    /// # Errors
+    /// [`SendError::SessionNotFound`] if the target is not open.
+    pub fn send_to(&mut self, target: SessionId, packet: Packet) -> Result<(), SendError> {
+        self.ctx.route_send(target, packet)
     }
 }

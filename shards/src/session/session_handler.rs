@@ -8,17 +8,17 @@
 //! thread crosses the mesh, once, to the owning shard.
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::error::{CloseReason, CodecError, SendError};
 use crate::event::Command;
-use crate::handler::{Inline, InlineHandler};
 use crate::id::SessionId;
+use crate::mesh::Mesh;
 use crate::packet::{FixedHeader, IntoPayload, Packet, PacketType};
-use crate::shard::{Mesh, Shard};
+pub use crate::session::handler::Connected;
+use crate::session::handler::{Inline, InlineHandler};
 
 /// Application code that serves sessions on their shard.
 ///
@@ -44,51 +44,6 @@ pub trait SessionHandler: Send + Sync + 'static {
     /// A session ended. Runs once, after its last packet was handled.
     fn on_disconnected(&self, session_id: SessionId, reason: &CloseReason) {
         let _ = (session_id, reason);
-    }
-}
-
-/// What [`SessionHandler::on_connected`] sees: the new session, and a way
-/// to send to it (a greeting) or to any other.
-pub struct Connected<'a> {
-    pub(crate) id: SessionId,
-    pub(crate) peer: SocketAddr,
-    pub(crate) local: SocketAddr,
-    pub(crate) protocol: &'static str,
-    pub(crate) shard: &'a Shard,
-}
-
-impl Connected<'_> {
-    /// The new session.
-    pub fn session_id(&self) -> SessionId {
-        self.id
-    }
-    /// The peer's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.peer
-    }
-    /// Our address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
-    /// `"tcp"` or `"websocket"`.
-    pub fn protocol(&self) -> &'static str {
-        self.protocol
-    }
-    /// Queues `packet` for the new session. It cannot be refused for room:
-    /// the queue is empty, and one packet always fits an empty queue.
-    ///
-    /// # Errors
-    /// [`SendError::Backpressure`] once earlier greetings have filled the
-    /// outbound queue.
-    pub fn send(&mut self, packet: Packet) -> Result<(), SendError> {
-        self.shard.route_send(self.id, packet)
-    }
-    /// Sends `packet` to any open session, on this shard or another.
-    ///
-    /// # Errors
-    /// [`SendError::SessionNotFound`] if the target is not open.
-    pub fn send_to(&mut self, target: SessionId, packet: Packet) -> Result<(), SendError> {
-        self.shard.route_send(target, packet)
     }
 }
 
@@ -130,11 +85,11 @@ impl Responder {
         let home = HOME.with(|h| {
             let mut h = h.borrow_mut();
             match h.as_ref() {
-                Some(home) if Arc::ptr_eq(&home.mesh, &ctx.shard.mesh) => Arc::clone(home),
+                Some(home) if Arc::ptr_eq(&home.mesh, &ctx.ctx.mesh) => Arc::clone(home),
                 _ => {
                     let home = Arc::new(Home {
-                        mesh: Arc::clone(&ctx.shard.mesh),
-                        max_payload: ctx.shard.cfg.frame.max_payload,
+                        mesh: Arc::clone(&ctx.ctx.mesh),
+                        max_payload: ctx.ctx.cfg.frame.max_payload,
                     });
                     *h = Some(Arc::clone(&home));
                     home
