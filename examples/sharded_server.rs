@@ -38,6 +38,21 @@ OPTIONS:
                      own self-signed certificate, written out the same way
     --shards N       number of shards (0 = one per core) [default: 0]
     --max-connections N   open sessions allowed in total  [default: 10000]
+    --max-connections-per-ip N
+                     connections one client address may hold at once,
+                     handshakes included; more are closed at once
+                     [default: no cap]
+    --max-connects-per-ip-per-sec N
+                     connections one client address may open per second
+                     [default: no limit]
+    --ws-allowed-origin ORIGIN
+                     browser pages from ORIGIN (e.g. https://app.example)
+                     may open WebSocket sessions; repeatable. Once given,
+                     other origins get 403 [default: any origin]
+    --auth-token TOKEN
+                     every WebSocket upgrade must carry TOKEN, as
+                     `Authorization: Bearer TOKEN` or `?token=TOKEN`;
+                     otherwise 401 [default: none]
     --events         echo through the Tokio event stream instead of the
                      inline on-shard handler
     --no-pin         do not pin shards to cores
@@ -50,6 +65,10 @@ OPTIONS:
 
 struct Args {
     max_connections: usize,
+    max_connections_per_ip: Option<usize>,
+    max_connects_per_ip_per_sec: Option<u32>,
+    ws_allowed_origins: Vec<String>,
+    auth_token: Option<String>,
     tcp: String,
     tls_cert: Option<String>,
     tls_key: Option<String>,
@@ -67,6 +86,10 @@ struct Args {
 fn parse() -> Result<Option<Args>, String> {
     let mut a = Args {
         max_connections: 10_000,
+        max_connections_per_ip: None,
+        max_connects_per_ip_per_sec: None,
+        ws_allowed_origins: Vec::new(),
+        auth_token: None,
         tcp: "127.0.0.1:8001".into(),
         tls_cert: None,
         tls_key: None,
@@ -101,6 +124,17 @@ fn parse() -> Result<Option<Args>, String> {
                     .parse()
                     .map_err(|e| format!("--max-connections: {e}"))?
             }
+            "--max-connections-per-ip" => {
+                let v = value("--max-connections-per-ip")?;
+                a.max_connections_per_ip = Some(v.parse().map_err(|e| format!("--max-connections-per-ip: {e}"))?)
+            }
+            "--max-connects-per-ip-per-sec" => {
+                let v = value("--max-connects-per-ip-per-sec")?;
+                let n = v.parse().map_err(|e| format!("--max-connects-per-ip-per-sec: {e}"))?;
+                a.max_connects_per_ip_per_sec = Some(n)
+            }
+            "--ws-allowed-origin" => a.ws_allowed_origins.push(value("--ws-allowed-origin")?),
+            "--auth-token" => a.auth_token = Some(value("--auth-token")?),
             "--no-pin" => a.pin = false,
             "--tcp-ring" => a.tcp_ring = true,
             "--metrics" => a.metrics = Some(value("--metrics")?.parse().map_err(|e| format!("--metrics: {e}"))?),
@@ -181,7 +215,13 @@ async fn main() -> ExitCode {
     if let Some(ws) = &args.ws {
         match WebSocketServerConfig::new(ws) {
             Ok(c) => {
-                let c = c.with_path(args.ws_path.clone());
+                let mut c = c.with_path(args.ws_path.clone());
+                for origin in &args.ws_allowed_origins {
+                    c = c.with_allowed_origin(origin.clone());
+                }
+                if let Some(token) = &args.auth_token {
+                    c = c.with_auth_token(token.clone());
+                }
                 builder = builder.with_protocol(match &tls {
                     Some(t) => c.with_tls(t.clone()),
                     None => c,
@@ -206,6 +246,12 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         }
+    }
+    if let Some(n) = args.max_connections_per_ip {
+        builder = builder.max_connections_per_ip(n);
+    }
+    if let Some(n) = args.max_connects_per_ip_per_sec {
+        builder = builder.max_connects_per_ip_per_sec(n);
     }
     let mut builder = builder
         .max_connections(args.max_connections)

@@ -16,6 +16,8 @@
 //! | `pin_shards` | here: `pin_shards_decides_whether_a_shard_may_run_on_one_core_or_all` |
 //! | `max_connections` | `connection_limits.rs::max_connections_refuses_the_extra_one_and_admits_after_a_close`, `ws_limits.rs::an_extra_websocket_connection_gets_503` |
 //! | `max_connections_per_shard` | `connection_limits.rs::max_connections_per_shard_holds_on_every_shard` |
+//! | `max_connections_per_ip`, `max_connects_per_ip_per_sec` | `admission.rs` (per address, per second) |
+//! | `accept_hook` | `accept_hook.rs` (TCP, TLS, WebSocket, QUIC) |
 //! | `max_payload`, `max_ext_header` | `bad_input_closes_session_alone.rs`, `request_limits.rs::sending_more_than_the_size_limits_fails_before_anything_is_queued`, `ws_bad_input.rs::a_message_over_the_limit_closes_with_1009_from_its_header_alone` |
 //! | `max_outbound_bytes` | `outbound_queue_is_bounded.rs::try_send_fails_at_once_and_send_waits_for_room`; sends from other threads: `outbound_limit_holds_for_fast_senders.rs::unpaced_try_send_from_a_tokio_task_stays_within_the_limit_and_loses_nothing` |
 //! | `request_timeout` | `request_limits.rs`, here: `the_server_request_timeout_bounds_a_request_the_client_never_answers` |
@@ -51,6 +53,7 @@
 //! | `TcpClientConfig::with_connect_timeout` | here: `the_tcp_connect_timeout_bounds_a_connect_that_gets_no_answer` |
 //! | `WebSocketClientConfig::with_connect_timeout` | here: `the_ws_connect_timeout_bounds_an_upgrade_that_gets_no_answer` |
 //! | `WebSocketServerConfig::with_path` | `ws_client_server.rs`, `ws_bad_input.rs` |
+//! | `WebSocketServerConfig::with_allowed_origin`, `with_auth_token` | `ws_admission.rs`, `ws_python_peer.rs` |
 //! | `with_tls`, `TlsServerConfig::self_signed`, `TlsClientConfig::with_ca_pem`, `dangerous_skip_verification` | `tls.rs` |
 //! | `TlsServerConfig::from_pem_files`, `TlsClientConfig::with_ca_file`, `with_server_name` | here: `tls_from_files_and_with_server_name_verify_the_named_host` |
 //! | `QuicServerConfig` (`with_tls`, auto self-signed) | `quic.rs`, `quic_python_peer.rs` |

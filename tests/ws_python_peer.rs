@@ -1,7 +1,8 @@
 //! An independent WebSocket client, python `websockets` (installed into
 //! .venv by scripts/setup-peers.sh), speaks to our server: packets of
 //! 0 B to 1 MiB echo intact, requests are answered, a text message comes
-//! back as a one-way packet, and the `msgtrans.v1` subprotocol is echoed.
+//! back as a one-way packet, the `msgtrans.v1` subprotocol is echoed, and
+//! the origin allow-list and bearer token admit and refuse as they should.
 
 mod common;
 
@@ -56,5 +57,21 @@ async fn python_websockets_client_is_served_by_the_event_stream_echo() {
     for case in ["sizes", "requests", "text", "subprotocol"] {
         run_case(url.clone(), case).await;
     }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_websockets_meets_the_origin_allow_list_and_the_bearer_token() {
+    let ws = msgtrans::protocol::WebSocketServerConfig::new("127.0.0.1:0")
+        .unwrap()
+        .with_path("/ws")
+        .with_allowed_origin("https://app.example")
+        .with_auth_token("s3cret");
+    let server = start_inline_echo(builder().with_protocol(ws)).await;
+    let url = format!("ws://{}/ws", server.ws_addr().unwrap());
+    run_case(url, "admission").await;
+    let total = server.stats().total;
+    assert_eq!(total.refusals_of(msgtrans::Refusal::Origin), 1);
+    assert_eq!(total.refusals_of(msgtrans::Refusal::Unauthorized), 2);
     server.stop().await;
 }

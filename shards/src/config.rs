@@ -91,6 +91,15 @@ pub struct EngineConfig {
     pub idle_timeout: Option<Duration>,
     /// TCP keepalive idle time (`None`: off).
     pub tcp_keepalive: Option<Duration>,
+    /// Connections (handshakes included) one peer IP may hold at once,
+    /// across every shard; one more is closed at once, before any TLS or
+    /// WebSocket work (`None`, the default: no per-address cap). Without it
+    /// one address can take every slot `max_connections` allows.
+    pub max_connections_per_ip: Option<usize>,
+    /// Connections one peer IP may open per second, with a burst of one
+    /// second's worth; one more is closed at once (`None`, the default: no
+    /// rate limit). It bounds the handshake work one address can cause.
+    pub max_connects_per_ip_per_sec: Option<u32>,
     /// How long a WebSocket (or TLS) handshake may take.
     pub handshake_timeout: Duration,
     /// How long `send` waits for room in a full outbound queue.
@@ -145,6 +154,8 @@ impl Default for EngineConfig {
             send_timeout: DEFAULT_SEND_TIMEOUT,
             ws_max_frame: None,
             max_empty_packets_per_sec: DEFAULT_MAX_EMPTY_PACKETS_PER_SEC,
+            max_connections_per_ip: None,
+            max_connects_per_ip_per_sec: None,
             max_unanswered_requests: DEFAULT_MAX_UNANSWERED_REQUESTS,
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
             event_capacity: DEFAULT_EVENT_CAPACITY,

@@ -108,6 +108,16 @@ pub enum Violation {
         /// The configured limit per second.
         max: usize,
     },
+    /// Peer: sent more WebSocket pings, pongs and tiny continuation frames
+    /// (under 64 bytes, not the last of their message) within one second
+    /// than `max_empty_packets_per_sec` allows; they share its budget with
+    /// empty packets. Without a cap, a peer could keep a session busy for
+    /// ever without sending a message.
+    #[error("more than {max} pings, pongs or tiny fragments in one second")]
+    ControlFrameFlood {
+        /// The configured limit per second.
+        max: usize,
+    },
     /// Peer: has more requests waiting for the application's answer than
     /// `max_unanswered_requests` allows.
     #[error("more than {max} requests left unanswered")]

@@ -43,6 +43,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod accept;
 #[doc(hidden)]
 pub mod bench_loop;
 pub mod codec;
@@ -54,6 +55,7 @@ pub mod header;
 pub mod id;
 pub mod mesh;
 pub mod packet;
+mod peers;
 pub mod pool;
 pub mod proto;
 mod pump;
@@ -66,6 +68,7 @@ mod shard;
 pub mod stats;
 #[doc(hidden)]
 pub mod testing;
+mod timeout;
 mod turn_bell;
 mod wire;
 

@@ -15,6 +15,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 pub use msgtrans_sync::doorbell::Doorbell;
 
 use crate::event::Command;
+use crate::peers::PeerTable;
 use crate::pool::slab::SlotTable;
 
 /// What every shard of an engine shares: an inbox per shard, the slot
@@ -24,6 +25,8 @@ pub(crate) struct Mesh {
     pub outboxes: Vec<Outbox<Command>>,
     pub tables: Vec<Arc<SlotTable>>,
     pub open_total: std::sync::atomic::AtomicUsize,
+    /// Connections and connect rates per peer address.
+    pub peers: PeerTable,
 }
 
 /// The sending side of one shard's inbox. Cloneable, usable from any thread.

@@ -112,6 +112,7 @@ pub(crate) fn lone_shard(
         outboxes: vec![outbox],
         tables: vec![SlotTable::new(4)],
         open_total: AtomicUsize::new(0),
+        peers: crate::peers::PeerTable::new(cfg.max_connections_per_ip, cfg.max_connects_per_ip_per_sec),
     });
     let (tx, _rx) = flume::bounded(1024);
     let sink = EventSink {
@@ -121,7 +122,7 @@ pub(crate) fn lone_shard(
     };
     let pool = BufferPool::new(0, Default::default());
     let ctx = SessionCtx::new(0, Arc::new(cfg), pool, mesh, sink, Arc::new(ShardStats::new(1)));
-    Shard::new(ctx, handler)
+    Shard::new(ctx, handler, None)
 }
 
 use std::rc::Rc;

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use msgtrans_shards::stats::{CloseKind, Protocol, ProtocolSnapshot, ShardSnapshot, StatsSnapshot};
+use msgtrans_shards::stats::{CloseKind, Protocol, ProtocolSnapshot, Refusal, ShardSnapshot, StatsSnapshot};
 
 /// How one per-shard metric is read from a snapshot.
 type Read = fn(&ShardSnapshot) -> u64;
@@ -23,7 +23,7 @@ const SHARD_METRICS: &[(&str, &str, &str, Read)] = &[
     (
         "msgtrans_connections_refused_total",
         "counter",
-        "Connections refused by a connection limit.",
+        "Connections refused before they became sessions, every reason (see msgtrans_connections_refused_by_reason_total).",
         |s| s.refused,
     ),
     (
@@ -165,6 +165,19 @@ pub fn prometheus(stats: &StatsSnapshot) -> String {
             }
         }
     }
+    let name = "msgtrans_connections_refused_by_reason_total";
+    family(
+        &mut out,
+        name,
+        "counter",
+        "Connections refused before they became sessions, by reason.",
+    );
+    for s in &stats.shards {
+        for r in Refusal::ALL {
+            let v = s.refusals_of(r);
+            let _ = writeln!(out, "{name}{{shard=\"{}\",reason=\"{}\"}} {v}", s.shard, r.label());
+        }
+    }
     let name = "msgtrans_sessions_closed_total";
     family(&mut out, name, "counter", "Sessions closed, by close reason.");
     for s in &stats.shards {
@@ -224,6 +237,11 @@ fn json_shard(out: &mut String, s: &ShardSnapshot) {
     for (i, k) in CloseKind::ALL.iter().enumerate() {
         let sep = if i > 0 { "," } else { "" };
         let _ = write!(out, "{sep}\"{}\":{}", k.label(), s.closes_of(*k));
+    }
+    out.push_str("},\"refusals\":{");
+    for (i, r) in Refusal::ALL.iter().enumerate() {
+        let sep = if i > 0 { "," } else { "" };
+        let _ = write!(out, "{sep}\"{}\":{}", r.label(), s.refusals_of(*r));
     }
     out.push_str("}}");
 }

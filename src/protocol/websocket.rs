@@ -27,6 +27,12 @@ pub struct WebSocketServerConfig {
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub tls: Option<TlsServerConfig>,
+    /// Origins a browser page may connect from (default: any). See
+    /// [`WebSocketServerConfig::with_allowed_origin`].
+    pub allowed_origins: Vec<String>,
+    /// The bearer token every upgrade must present (default: none). See
+    /// [`WebSocketServerConfig::with_auth_token`].
+    pub auth_token: Option<String>,
 }
 
 impl WebSocketServerConfig {
@@ -37,6 +43,8 @@ impl WebSocketServerConfig {
             path: "/".into(),
             #[cfg(feature = "tls")]
             tls: None,
+            allowed_origins: Vec::new(),
+            auth_token: None,
         })
     }
     /// Serves `wss://`: a TLS handshake, then the upgrade, both within the
@@ -45,6 +53,25 @@ impl WebSocketServerConfig {
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn with_tls(mut self, tls: TlsServerConfig) -> Self {
         self.tls = Some(tls);
+        self
+    }
+    /// Lets browser pages from `origin` (`"https://app.example"`) connect;
+    /// call once per origin. Once any is set, an upgrade whose `Origin`
+    /// is not on the list, or is `null`, gets 403. A request without an
+    /// Origin header (not a browser, so carrying no ambient cookies) is
+    /// still allowed. Without a list, any web page a user visits can open a
+    /// session with the user's cookies (cross-site WebSocket hijacking).
+    pub fn with_allowed_origin(mut self, origin: impl Into<String>) -> Self {
+        self.allowed_origins.push(origin.into());
+        self
+    }
+    /// Requires every upgrade to present `token`, in an
+    /// `Authorization: Bearer` header or a `token` query parameter
+    /// (`ws://host/ws?token=...`, for browsers, which cannot set headers).
+    /// A missing or wrong token gets 401. Use it over `wss://`: in plain
+    /// `ws://` the token crosses the network readable.
+    pub fn with_auth_token(mut self, token: impl Into<String>) -> Self {
+        self.auth_token = Some(token.into());
         self
     }
     /// Upgrades only requests for `path` (must start with `/`).

@@ -17,6 +17,13 @@ pub struct Limits {
     pub max_connections: usize,
     /// Open sessions allowed per shard (default: `max_connections`).
     pub max_connections_per_shard: Option<usize>,
+    /// Connections (handshakes included) one peer IP may hold at once,
+    /// across every shard (default `None`: no cap). Over it, a connection
+    /// is closed at once, before any TLS or WebSocket work.
+    pub max_connections_per_ip: Option<usize>,
+    /// Connections one peer IP may open per second, with a burst of one
+    /// second's worth (default `None`: no limit). Over it, closed at once.
+    pub max_connects_per_ip_per_sec: Option<u32>,
     /// Bytes queued per session before sends are refused (default 32 MiB).
     pub max_outbound_bytes: usize,
     /// Request timeout (default 30 s).
@@ -62,6 +69,8 @@ impl Default for Limits {
             max_ext_header: d.frame.max_ext_header,
             max_connections: d.max_connections,
             max_connections_per_shard: d.max_connections_per_shard,
+            max_connections_per_ip: d.max_connections_per_ip,
+            max_connects_per_ip_per_sec: d.max_connects_per_ip_per_sec,
             max_outbound_bytes: d.max_outbound_bytes,
             request_timeout: d.request_timeout,
             max_inflight_requests: d.max_inflight_requests,
@@ -91,6 +100,8 @@ impl Limits {
             },
             max_connections: self.max_connections,
             max_connections_per_shard: self.max_connections_per_shard,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_connects_per_ip_per_sec: self.max_connects_per_ip_per_sec,
             max_outbound_bytes: self.max_outbound_bytes,
             request_timeout: self.request_timeout,
             max_inflight_requests: self.max_inflight_requests.max(1),

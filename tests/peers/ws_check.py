@@ -7,6 +7,9 @@ Cases:
   requests     requests answered with a response carrying id and payload
   text         a text message comes back as a one-way packet of that text
   subprotocol  offering msgtrans.v1 gets it echoed; offering nothing works
+  admission    against a listener allowing origin https://app.example with
+               token s3cret: the right origin and token (header or query)
+               are served; a foreign origin gets 403, no token 401
 Prints one line per check and exits non-zero on the first mismatch.
 """
 
@@ -77,6 +80,33 @@ def main():
             if ws.recv(timeout=10) != packet(0, 6, b"v1"):
                 fail("echo without subprotocol")
             print("ok no subprotocol")
+    elif case == "admission":
+        from websockets.exceptions import InvalidStatus
+
+        def status(url, **kw):
+            try:
+                with open_ws(url, cafile, **kw) as ws:
+                    ws.send(packet(0, 9, b"in"))
+                    if ws.recv(timeout=10) != packet(0, 9, b"in"):
+                        fail("echo after admission")
+                    return 101
+            except InvalidStatus as e:
+                return e.response.status_code
+
+        good = {"origin": "https://app.example"}
+        bearer = {"additional_headers": {"Authorization": "Bearer s3cret"}}
+        checks = [
+            ("origin and bearer header", url, {**good, **bearer}, 101),
+            ("origin and query token", url + "?token=s3cret", good, 101),
+            ("foreign origin", url, {"origin": "https://evil.example", **bearer}, 403),
+            ("no token", url, good, 401),
+            ("wrong token", url + "?token=guess", good, 401),
+        ]
+        for name, u, kw, want in checks:
+            got = status(u, **kw)
+            if got != want:
+                fail(f"{name}: status {got}, expected {want}")
+            print("ok", name, got)
     else:
         fail(f"unknown case {case}")
 

@@ -14,12 +14,5 @@ pub mod tls;
 #[cfg(feature = "websocket")]
 pub mod ws;
 
-/// Runs `fut` for at most `timeout`; `None` if it ran out.
 #[cfg(any(feature = "tls", feature = "websocket"))]
-pub(crate) async fn within<T>(timeout: std::time::Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
-    let expire = async {
-        glommio::timer::sleep(timeout).await;
-        None
-    };
-    futures_lite::future::or(async { Some(fut.await) }, expire).await
-}
+pub(crate) use crate::timeout::within;

@@ -8,16 +8,18 @@ use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::{TcpListener, TcpStream};
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Socket, Type};
 
 use super::tls::{self, ClientTls, ServerTls};
+use crate::accept::{ConnectRequest, TlsInfo, Verdict};
 use crate::error::StartError;
 use crate::id::SessionId;
 use crate::ring::io::RingIo;
 use crate::ring::ShardRing;
 use crate::session::SessionState;
 use crate::session_io::Stream;
-use crate::shard::Shard;
+use crate::shard::{Reservation, Shard};
+use crate::stats::Protocol;
 use crate::wire::Wire;
 
 /// Listen backlog per shard socket.
@@ -40,7 +42,7 @@ pub fn bind_reuseport(addr: SocketAddr, shards: usize) -> Result<(SocketAddr, Ve
             std::io::ErrorKind::AddrInUse => StartError::AddrInUse { addr },
             _ => StartError::Bind { addr, source },
         };
-        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(socket2::Protocol::TCP)).map_err(err)?;
         s.set_reuse_address(true).map_err(err)?;
         s.set_reuse_port(true).map_err(err)?;
         s.bind(&addr.into()).map_err(err)?;
@@ -61,7 +63,7 @@ fn claim(addr: SocketAddr) -> Result<SocketAddr, StartError> {
         std::io::ErrorKind::AddrInUse => StartError::AddrInUse { addr },
         _ => StartError::Bind { addr, source },
     };
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(socket2::Protocol::TCP)).map_err(err)?;
     // Connections of an earlier server still in TIME_WAIT must not count
     // as a busy port.
     s.set_reuse_address(true).map_err(err)?;
@@ -99,29 +101,49 @@ pub(crate) fn listen(shard: &Rc<Shard>, listener: std::net::TcpListener, tls: Op
 /// Accepts connections until the shard stops listening.
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, tls: Option<ServerTls>) {
     while let Some(stream) = next_connection(&shard, &listener).await {
+        let ends = Ends::of(&shard, &stream);
+        // Every limit is checked before any TLS work; refused, the stream
+        // is dropped, which closes it.
+        let Ok(held) = shard.hold(ends.peer.ip()) else {
+            continue;
+        };
         match &tls {
+            None if shard.has_accept_hook() => {
+                let shard = Rc::clone(&shard);
+                glommio::spawn_local(async move {
+                    if shard.ask(|| ends.request(Protocol::Tcp, None)).await == Verdict::Accept {
+                        if let Some(st) = held.admit(Wire::Tcp, false) {
+                            drive_plain(&shard, st, stream, ends);
+                        }
+                    }
+                })
+                .detach();
+            }
             None => {
-                if let Some(st) = shard.admit(Wire::Tcp) {
-                    let ends = Ends::of(&shard, &stream);
+                if let Some(st) = held.admit(Wire::Tcp, false) {
                     drive_plain(&shard, st, stream, ends);
                 }
-                // Refused: dropping the stream closes it cleanly.
             }
             Some(tls) => {
                 let (shard, tls) = (Rc::clone(&shard), tls.clone());
-                glommio::spawn_local(async move { accept_tls(shard, stream, tls).await }).detach();
+                glommio::spawn_local(async move { accept_tls(shard, stream, tls, ends, held).await }).detach();
             }
         }
     }
 }
 
-async fn accept_tls(shard: Rc<Shard>, stream: TcpStream, tls: ServerTls) {
-    let ends = Ends::of(&shard, &stream);
+/// The TLS handshake of an accepted connection, holding its place under
+/// the limits meanwhile (given back if it fails).
+async fn accept_tls(shard: Rc<Shard>, stream: TcpStream, tls: ServerTls, ends: Ends, held: Reservation) {
     let Some(stream) = tls::accept(&tls, stream, shard.cfg.handshake_timeout).await else {
         shard.stats.handshake_failures.add(1);
         return;
     };
-    if let Some(st) = shard.admit_over(Wire::Tcp, true) {
+    let info = || ends.request(Protocol::TcpTls, Some(tls::server_info(&stream)));
+    if shard.ask(info).await != Verdict::Accept {
+        return;
+    }
+    if let Some(st) = held.admit(Wire::Tcp, true) {
         drive(&shard, st, stream, &[], ends);
     }
 }
@@ -130,11 +152,22 @@ async fn accept_tls(shard: Rc<Shard>, stream: TcpStream, tls: ServerTls) {
 /// the socket options every session gets.
 #[derive(Clone, Copy)]
 pub(crate) struct Ends {
-    peer: SocketAddr,
-    local: SocketAddr,
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: SocketAddr,
 }
 
 impl Ends {
+    /// What the accept hook is told of this connection.
+    pub(crate) fn request(&self, protocol: Protocol, tls: Option<TlsInfo>) -> ConnectRequest {
+        ConnectRequest {
+            peer: self.peer,
+            local: self.local,
+            protocol,
+            websocket: None,
+            tls,
+        }
+    }
+
     pub(crate) fn of(shard: &Shard, stream: &TcpStream) -> Self {
         let _ = stream.set_nodelay(true);
         if let Some(idle) = shard.cfg.tcp_keepalive {

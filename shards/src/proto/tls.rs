@@ -12,6 +12,7 @@ use futures_rustls::{TlsAcceptor, TlsConnector};
 use rustls::pki_types::ServerName;
 
 use super::within;
+use crate::accept::TlsInfo;
 use crate::error::StartError;
 
 /// TLS for a listener: the rustls server configuration.
@@ -54,6 +55,15 @@ where
             tracing::debug!("TLS handshake timed out");
             None
         }
+    }
+}
+
+/// What the server side of a handshake agreed, for the accept hook.
+pub(crate) fn server_info<S>(stream: &futures_rustls::server::TlsStream<S>) -> TlsInfo {
+    let conn = stream.get_ref().1;
+    TlsInfo {
+        server_name: conn.server_name().map(str::to_owned),
+        alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
     }
 }
 

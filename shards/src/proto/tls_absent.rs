@@ -20,6 +20,10 @@ pub(crate) async fn accept<S>(tls: &ServerTls, _stream: S, _timeout: Duration) -
     match *tls {}
 }
 
+pub(crate) fn server_info<S>(_stream: &S) -> crate::accept::TlsInfo {
+    crate::accept::TlsInfo::default()
+}
+
 pub(crate) async fn connect<S>(
     tls: &ClientTls,
     _stream: S,

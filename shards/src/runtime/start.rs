@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use super::{usable_cores, Engine};
+use crate::accept::AcceptHook;
 use crate::config::EngineConfig;
 use crate::error::StartError;
 use crate::event::{Command, EventSink};
 use crate::mesh::{self, Mesh};
+use crate::peers::PeerTable;
 use crate::pool::buffer::{set_thread_home, BufferPool};
 use crate::pool::slab::SlotTable;
 use crate::session::handler::InlineHandler;
@@ -57,6 +59,17 @@ impl Engine {
         handler: Option<Arc<dyn InlineHandler>>,
         sink: EventSink,
     ) -> Result<Engine, StartError> {
+        Self::start_with_accept_hook(cfg, handler, None, sink).await
+    }
+
+    /// [`Engine::start`], with an accept hook that decides who may connect
+    /// (see [`crate::accept`]).
+    pub async fn start_with_accept_hook(
+        cfg: EngineConfig,
+        handler: Option<Arc<dyn InlineHandler>>,
+        accept_hook: Option<Arc<dyn AcceptHook>>,
+        sink: EventSink,
+    ) -> Result<Engine, StartError> {
         let n = if cfg.shards == 0 { usable_cores() } else { cfg.shards };
         if n == 0 || n > u16::MAX as usize {
             return Err(StartError::InvalidShardCount(n));
@@ -68,6 +81,7 @@ impl Engine {
             outboxes,
             tables: (0..n).map(|_| SlotTable::new(per_shard)).collect(),
             open_total: AtomicUsize::new(0),
+            peers: PeerTable::new(cfg.max_connections_per_ip, cfg.max_connects_per_ip_per_sec),
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let stats: Vec<_> = (0..n).map(|_| Arc::new(ShardStats::new(n))).collect();
@@ -82,6 +96,7 @@ impl Engine {
             let (ready_tx, ready_rx) = flume::bounded(1);
             let (exit_tx, exit_rx) = flume::bounded::<()>(1);
             let (cfg2, mesh2, sink2, handler2) = (Arc::clone(&cfg), Arc::clone(&mesh), sink.clone(), handler.clone());
+            let hook2 = accept_hook.clone();
             let (stats2, pool2) = (Arc::clone(&stats[i]), Arc::clone(&pools[i]));
             std::thread::Builder::new()
                 .name(format!("{}-{i}", cfg.name))
@@ -101,7 +116,7 @@ impl Engine {
                     let _ = ready_tx.send(Ok(()));
                     ex.run(async move {
                         let ctx = SessionCtx::new(i, cfg2, pool2, mesh2, sink2, stats2);
-                        let shard = Shard::new(ctx, handler2);
+                        let shard = Shard::new(ctx, handler2, hook2);
                         crate::ring::start(&shard);
                         shard::run(shard, inbox).await;
                     });

@@ -76,6 +76,9 @@ pub(crate) struct SessionState {
     /// Whether the handler's `on_open` ran, so `on_close` runs exactly
     /// when it did.
     pub handler_opened: Cell<bool>,
+    /// The peer's address, counted against its per-address limits until
+    /// the session ends (`None`: a connection we opened).
+    pub peer_ip: Cell<Option<std::net::IpAddr>>,
 }
 
 /// A send waiting for room in the outbound queue.
@@ -111,6 +114,7 @@ impl SessionState {
             stuck_since: Cell::new(None),
             counters: SessionCounters::new(Protocol::of(wire, false)),
             handler_opened: Cell::new(false),
+            peer_ip: Cell::new(None),
         })
     }
 
@@ -140,7 +144,7 @@ impl SessionState {
     /// One more empty packet: `max` of them fit a window that began with
     /// the first; one more within a second of that is a flood, one later
     /// begins the next window.
-    fn note_empty(&self, max: usize, clock: impl Fn() -> Instant) -> Result<(), Violation> {
+    pub(crate) fn note_empty(&self, max: usize, clock: impl Fn() -> Instant) -> Result<(), Violation> {
         let n = self.empties.get();
         if n == 0 {
             self.empties_since.set(Some(clock()));

@@ -16,16 +16,18 @@ mod sweep;
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Deref;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 pub(crate) use drivers::{DriverState, Drivers};
 pub(crate) use run::{run, start_error};
 
+use crate::accept::{AcceptHook, ConnectRequest, Decision, Verdict};
 use crate::error::{CloseReason, SendError};
 use crate::event::{Command, EngineEvent, Task};
 use crate::id::SessionId;
@@ -35,6 +37,8 @@ use crate::pump::Announced;
 use crate::session::handler::{Connected, InlineHandler};
 use crate::session::{Announce, Driver, Route, SessionCtx, SessionState};
 use crate::session_io::SessionIo;
+use crate::stats::Refusal;
+use crate::timeout::within;
 use crate::wire::Wire;
 
 /// Counts one running accept loop in [`Shard::accept_loops`] for as long
@@ -54,11 +58,38 @@ impl Drop for AcceptLoop {
     }
 }
 
+/// A place held for an incoming connection while it handshakes
+/// ([`Shard::hold`]): given back when dropped, unless
+/// [`Reservation::admit`] made it a session.
+pub(crate) struct Reservation {
+    shard: Rc<Shard>,
+    peer: IpAddr,
+    held: bool,
+}
+
+impl Reservation {
+    /// The session the place becomes (under TLS when `tls` is set).
+    pub(crate) fn admit(mut self, wire: Wire, tls: bool) -> Option<Rc<SessionState>> {
+        self.held = false;
+        self.shard.admit_reserved(wire, tls, Some(self.peer))
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.held {
+            self.shard.unreserve(Some(self.peer));
+        }
+    }
+}
+
 /// The state of one shard, owned by its thread.
 pub(crate) struct Shard {
     /// The services its sessions use; shared with every session driver.
     pub(crate) ctx: Rc<SessionCtx>,
     pub(crate) handler: Option<Arc<dyn InlineHandler>>,
+    /// The application's say on who may connect.
+    accept_hook: Option<Arc<dyn AcceptHook>>,
     pub(crate) slab: RefCell<Slab<Rc<SessionState>>>,
     /// The listening sockets, shut down by [`Shard::unlisten`].
     listeners: RefCell<Vec<RawFd>>,
@@ -95,12 +126,17 @@ impl Route for Shard {
 }
 
 impl Shard {
-    pub(crate) fn new(ctx: SessionCtx, handler: Option<Arc<dyn InlineHandler>>) -> Rc<Self> {
+    pub(crate) fn new(
+        ctx: SessionCtx,
+        handler: Option<Arc<dyn InlineHandler>>,
+        accept_hook: Option<Arc<dyn AcceptHook>>,
+    ) -> Rc<Self> {
         let table = Arc::clone(&ctx.mesh.tables[ctx.index]);
         let index = ctx.index as u16;
         let shard = Rc::new(Self {
             ctx: Rc::new(ctx),
             handler,
+            accept_hook,
             slab: RefCell::new(Slab::new(index, table)),
             listeners: RefCell::new(Vec::new()),
             accept_loops: Cell::new(0),
@@ -124,6 +160,34 @@ impl Shard {
                 .expect("the shard loop runs tasks with its shard");
             work(shard)
         })))
+    }
+
+    /// Whether the application decides who may connect.
+    pub(crate) fn has_accept_hook(&self) -> bool {
+        self.accept_hook.is_some()
+    }
+
+    /// Asks the application's accept hook about a connection (`Accept` at
+    /// once when there is none; `request` is made only when there is). A
+    /// hook that does not answer within the handshake timeout refuses. A
+    /// refusal is counted.
+    pub(crate) async fn ask(&self, request: impl FnOnce() -> ConnectRequest) -> Verdict {
+        let Some(hook) = &self.accept_hook else {
+            return Verdict::Accept;
+        };
+        let (tx, rx) = flume::bounded(1);
+        hook.on_connect(&request(), Decision::new(tx));
+        let verdict = match rx.try_recv() {
+            Ok(v) => v,
+            Err(_) => match within(self.cfg.handshake_timeout, rx.recv_async()).await {
+                Some(Ok(v)) => v,
+                _ => Verdict::refuse(503, "no admission decision in time"),
+            },
+        };
+        if verdict != Verdict::Accept {
+            self.stats.count_refusal(Refusal::Application);
+        }
+        verdict
     }
 
     pub(crate) fn is_stopping(&self) -> bool {
@@ -172,7 +236,7 @@ impl Shard {
         }
     }
 
-    /// Registers a new connection, or `None` when a limit refuses it.
+    /// Registers a connection we opened, or `None` when a limit refuses it.
     pub(crate) fn admit(&self, wire: Wire) -> Option<Rc<SessionState>> {
         self.admit_over(wire, false)
     }
@@ -180,37 +244,65 @@ impl Shard {
     /// [`Shard::admit`] for a session under TLS when `tls` is set (counted
     /// as `tcp+tls` or `wss`).
     pub(crate) fn admit_over(&self, wire: Wire, tls: bool) -> Option<Rc<SessionState>> {
-        if !self.reserve() {
-            return None;
-        }
-        self.admit_reserved(wire, tls)
+        self.reserve(None).ok()?;
+        self.admit_reserved(wire, tls, None)
     }
 
-    /// Holds a place under the connection limits (total and this shard's)
-    /// for a connection that is still handshaking; `false` when refused.
-    pub(crate) fn reserve(&self) -> bool {
+    /// Holds a place for a connection from `peer` (`None`: one we opened)
+    /// under the connection limits (total and this shard's) and the peer
+    /// address's own, for as long as it handshakes. `Err` says which limit
+    /// refused it; the refusal is counted.
+    pub(crate) fn reserve(&self, peer: Option<IpAddr>) -> Result<(), Refusal> {
+        let refused = |why| {
+            self.stats.count_refusal(why);
+            Err(why)
+        };
+        if self.stopping.get() {
+            return refused(Refusal::ConnectionLimit);
+        }
+        if let Some(ip) = peer {
+            if let Err(why) = self.mesh.peers.admit(ip, Instant::now()) {
+                return refused(why);
+            }
+        }
         let total = self.mesh.open_total.fetch_add(1, Ordering::AcqRel);
         let here = self.slab.borrow().len() + self.handshaking.get();
         let per_shard = self.mesh.tables[self.index].capacity();
-        if total >= self.cfg.max_connections || here >= per_shard || self.stopping.get() {
+        if total >= self.cfg.max_connections || here >= per_shard {
             self.mesh.open_total.fetch_sub(1, Ordering::AcqRel);
-            self.stats.refused.add(1);
-            return false;
+            if let Some(ip) = peer {
+                self.mesh.peers.release(ip);
+            }
+            return refused(Refusal::ConnectionLimit);
         }
         self.handshaking.set(self.handshaking.get() + 1);
-        true
+        Ok(())
     }
 
-    /// Gives back a place held by [`Shard::reserve`] (the handshake failed).
-    // Only QUIC holds a place while it handshakes.
-    #[cfg_attr(not(feature = "quic"), allow(dead_code))]
-    pub(crate) fn unreserve(&self) {
+    /// Gives back a place held by [`Shard::reserve`] (the handshake failed
+    /// or was refused).
+    pub(crate) fn unreserve(&self, peer: Option<IpAddr>) {
         self.handshaking.set(self.handshaking.get() - 1);
         self.mesh.open_total.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = peer {
+            self.mesh.peers.release(ip);
+        }
+    }
+
+    /// A place for an incoming connection from `peer`, given back when the
+    /// [`Reservation`] is dropped unless it became a session; `Err` (and
+    /// counted) when a limit refuses it.
+    pub(crate) fn hold(self: &Rc<Self>, peer: IpAddr) -> Result<Reservation, Refusal> {
+        self.reserve(Some(peer))?;
+        Ok(Reservation {
+            shard: Rc::clone(self),
+            peer,
+            held: true,
+        })
     }
 
     /// Turns a reserved place into a session (under TLS when `tls` is set).
-    pub(crate) fn admit_reserved(&self, wire: Wire, tls: bool) -> Option<Rc<SessionState>> {
+    pub(crate) fn admit_reserved(&self, wire: Wire, tls: bool, peer: Option<IpAddr>) -> Option<Rc<SessionState>> {
         self.handshaking.set(self.handshaking.get() - 1);
         let mut slab = self.slab.borrow_mut();
         let mut state = None;
@@ -218,12 +310,16 @@ impl Shard {
             let s = SessionState::new(id, wire);
             s.counters.protocol.set(crate::stats::Protocol::of(wire, tls));
             s.last_active.set(self.idle_tick());
+            s.peer_ip.set(peer);
             state = Some(Rc::clone(&s));
             s
         });
         if id.is_none() {
             self.mesh.open_total.fetch_sub(1, Ordering::AcqRel);
-            self.stats.refused.add(1);
+            if let Some(ip) = peer {
+                self.mesh.peers.release(ip);
+            }
+            self.stats.count_refusal(Refusal::ConnectionLimit);
             return None;
         }
         self.stats.sessions_total.add(1);
@@ -236,6 +332,9 @@ impl Shard {
         self.slab.borrow_mut().remove(st.id);
         self.give_back_memory();
         self.mesh.open_total.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = st.peer_ip.get() {
+            self.mesh.peers.release(ip);
+        }
         self.stats.count_close(&reason);
         st.counters.unreport_queue(&self.stats);
         self.stats.requests_in_flight.add(-(st.pending.borrow().len() as i64));

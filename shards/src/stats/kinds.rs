@@ -155,6 +155,56 @@ impl CloseKind {
     }
 }
 
+/// Why a connection was refused before it became a session: what refusal
+/// counters are split by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// The total or per-shard connection limit (handshakes included), or
+    /// the server is stopping.
+    ConnectionLimit,
+    /// `max_connections_per_ip`: the address holds its share already.
+    PerAddress,
+    /// `max_connects_per_ip_per_sec`: the address connects too often.
+    ConnectRate,
+    /// A WebSocket `Origin` not on the allow-list.
+    Origin,
+    /// A WebSocket upgrade without the bearer token.
+    Unauthorized,
+    /// The application's accept hook refused it.
+    Application,
+}
+
+impl Refusal {
+    /// Number of kinds, the length of per-kind arrays.
+    pub const COUNT: usize = 6;
+    /// Every kind, in index order.
+    pub const ALL: [Refusal; Self::COUNT] = [
+        Refusal::ConnectionLimit,
+        Refusal::PerAddress,
+        Refusal::ConnectRate,
+        Refusal::Origin,
+        Refusal::Unauthorized,
+        Refusal::Application,
+    ];
+
+    /// Index into per-kind arrays.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The name used in metrics labels and JSON.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Refusal::ConnectionLimit => "connection_limit",
+            Refusal::PerAddress => "per_address",
+            Refusal::ConnectRate => "connect_rate",
+            Refusal::Origin => "origin",
+            Refusal::Unauthorized => "unauthorized",
+            Refusal::Application => "application",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +216,9 @@ mod tests {
         }
         for (i, p) in Protocol::ALL.iter().enumerate() {
             assert_eq!(p.index(), i, "{p:?}");
+        }
+        for (i, r) in Refusal::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
         }
     }
 
@@ -179,6 +232,10 @@ mod tests {
         p.sort_unstable();
         p.dedup();
         assert_eq!(p.len(), Protocol::COUNT);
+        let mut r: Vec<_> = Refusal::ALL.iter().map(|k| k.label()).collect();
+        r.sort_unstable();
+        r.dedup();
+        assert_eq!(r.len(), Refusal::COUNT);
     }
 
     #[test]

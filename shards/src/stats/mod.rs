@@ -14,7 +14,7 @@ mod session;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use kinds::{CloseKind, Protocol};
+pub use kinds::{CloseKind, Protocol, Refusal};
 pub(crate) use session::SessionCounters;
 pub use session::SessionStats;
 
@@ -78,8 +78,10 @@ pub struct ProtocolCounters {
 pub struct ShardStats {
     /// Sessions ever opened.
     pub sessions_total: Counter,
-    /// Connections refused by a connection limit.
+    /// Connections refused before they became sessions, every reason.
     pub refused: Counter,
+    /// The same, by [`Refusal::index`].
+    pub refusals: [Counter; Refusal::COUNT],
     /// Handshakes refused or timed out.
     pub handshake_failures: Counter,
     /// QUIC datagrams this shard's socket received for another shard's
@@ -121,6 +123,12 @@ impl ShardStats {
         &self.protocols[protocol.index()]
     }
 
+    /// Counts a connection refused for `why`.
+    pub fn count_refusal(&self, why: Refusal) {
+        self.refused.add(1);
+        self.refusals[why.index()].add(1);
+    }
+
     /// Counts a session closed for `reason`.
     pub fn count_close(&self, reason: &crate::error::CloseReason) {
         self.closes[CloseKind::of(reason).index()].add(1);
@@ -133,6 +141,7 @@ impl ShardStats {
         let mut s = ShardSnapshot {
             sessions_total: self.sessions_total.get(),
             refused: self.refused.get(),
+            refusals: std::array::from_fn(|i| self.refusals[i].get()),
             handshake_failures: self.handshake_failures.get(),
             quic_forwarded: self.quic_forwarded.get(),
             requests_in_flight: self.requests_in_flight.get(),
@@ -183,8 +192,10 @@ pub struct ShardSnapshot {
     pub sessions_open: usize,
     /// Sessions ever opened.
     pub sessions_total: u64,
-    /// Connections refused by a limit.
+    /// Connections refused before they became sessions, every reason.
     pub refused: u64,
+    /// The same, by [`Refusal::index`]; see [`ShardSnapshot::refusals_of`].
+    pub refusals: [u64; Refusal::COUNT],
     /// Handshakes refused or timed out.
     pub handshake_failures: u64,
     /// QUIC datagrams relayed to the shard that owns their connection.
@@ -230,6 +241,11 @@ impl ShardSnapshot {
         self.protocols[protocol.index()]
     }
 
+    /// Connections refused for this reason.
+    pub fn refusals_of(&self, why: Refusal) -> u64 {
+        self.refusals[why.index()]
+    }
+
     /// Sessions closed for reasons of this kind.
     pub fn closes_of(&self, kind: CloseKind) -> u64 {
         self.closes[kind.index()]
@@ -254,6 +270,9 @@ impl ShardSnapshot {
         self.sessions_open += o.sessions_open;
         self.sessions_total += o.sessions_total;
         self.refused += o.refused;
+        for (a, b) in self.refusals.iter_mut().zip(&o.refusals) {
+            *a += b;
+        }
         self.handshake_failures += o.handshake_failures;
         self.quic_forwarded += o.quic_forwarded;
         for (a, b) in self.protocols.iter_mut().zip(&o.protocols) {

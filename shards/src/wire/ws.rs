@@ -17,7 +17,7 @@ use crate::codec::{self, FrameLimits, FrameRef};
 use crate::config::EngineConfig;
 use crate::error::{CloseReason, CodecError, Violation};
 use crate::packet::{FixedHeader, PacketType};
-use crate::wire::{Wire, OP_CLOSE, OP_PONG};
+use crate::wire::{Wire, OP_CLOSE};
 
 /// The longest WebSocket frame header.
 pub(crate) const MAX_HEADER: usize = 14;
@@ -119,10 +119,28 @@ pub(crate) fn fail_with(out: &mut Vec<u8>, wire: Wire, e: MessageError) -> Close
     }
 }
 
+/// Continuation frames shorter than this, other than the last of their
+/// message, count against the session's budget of chatter.
+const TINY_FRAGMENT: usize = 64;
+
+/// Whether a frame carries no message worth its cost: a ping, a pong, or a
+/// tiny fragment in the middle of a message. A peer may send only so many
+/// a second (`note_empty`'s budget), or it could keep the session busy for
+/// ever without a message.
+pub(crate) fn is_chatter(h: &FrameHeader, len: usize) -> bool {
+    match h.opcode {
+        OpCode::Control(Control::Ping | Control::Pong) => true,
+        OpCode::Data(Data::Continue) => !h.is_final && len < TINY_FRAGMENT,
+        _ => false,
+    }
+}
+
 /// What a frame amounts to.
 pub(crate) enum Step {
     /// Nothing to deliver yet (control frame, or part of a message).
     Continue,
+    /// A ping: its payload is owed back in a pong.
+    Ping,
     /// The frame is a whole message; `true` if text.
     Message(bool),
     /// The frame completed a fragmented message, now in `frag`.
@@ -139,10 +157,7 @@ pub(crate) fn classify(
     wire: Wire,
 ) -> Result<Step, CloseReason> {
     match h.opcode {
-        OpCode::Control(Control::Ping) => {
-            wire.control(out, OP_PONG, payload);
-            Ok(Step::Continue)
-        }
+        OpCode::Control(Control::Ping) => Ok(Step::Ping),
         OpCode::Control(Control::Pong) => Ok(Step::Continue),
         OpCode::Control(Control::Close) => {
             // Echo the peer's code (§5.5.1), then end the session.

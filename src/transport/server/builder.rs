@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use msgtrans_shards::accept::AcceptHook;
 #[cfg(feature = "websocket")]
 use msgtrans_shards::proto::ws::handshake::WsListenConfig;
 use msgtrans_shards::{Engine, EngineEvent, EventSink, InlineHandler, WaitList};
@@ -27,6 +28,7 @@ pub struct TransportServerBuilder {
     tcp_ring: bool,
     limits: Limits,
     handler: Option<Arc<dyn InlineHandler>>,
+    accept_hook: Option<Arc<dyn AcceptHook>>,
     #[cfg(feature = "metrics")]
     metrics: Option<MetricsConfig>,
 }
@@ -47,6 +49,7 @@ impl TransportServerBuilder {
             tcp_ring: false,
             limits: Limits::default(),
             handler: None,
+            accept_hook: None,
             #[cfg(feature = "metrics")]
             metrics: None,
         }
@@ -100,6 +103,21 @@ impl TransportServerBuilder {
     /// Open sessions allowed per shard.
     pub fn max_connections_per_shard(mut self, n: usize) -> Self {
         self.limits.max_connections_per_shard = Some(n);
+        self
+    }
+    /// Connections one peer IP may hold at once, handshakes included,
+    /// across every shard (default: no cap). One more is closed at once,
+    /// before any TLS or WebSocket work, so one address cannot take every
+    /// slot. Counted as `per_address` refusals.
+    pub fn max_connections_per_ip(mut self, n: usize) -> Self {
+        self.limits.max_connections_per_ip = Some(n);
+        self
+    }
+    /// Connections one peer IP may open per second, with a burst of one
+    /// second's worth (default: no limit). One more is closed at once.
+    /// Counted as `connect_rate` refusals.
+    pub fn max_connects_per_ip_per_sec(mut self, n: u32) -> Self {
+        self.limits.max_connects_per_ip_per_sec = Some(n);
         self
     }
     /// Largest payload accepted or sent; a peer that declares more is
@@ -206,6 +224,19 @@ impl TransportServerBuilder {
     pub fn session_handler(self, handler: impl msgtrans_shards::SessionHandler) -> Self {
         self.handler(msgtrans_shards::SessionHandlerAdapter(handler))
     }
+    /// Decides who may connect: `hook` is asked about every connection
+    /// after the connection limits and the protocol handshake, before it
+    /// becomes a session, and sees the peer, the WebSocket request and the
+    /// TLS server name and ALPN. A closure `|req: &ConnectRequest| ->
+    /// Verdict` answers at once; an [`AcceptHook`] may answer later, from
+    /// any thread, through its [`Decision`](crate::Decision), within the
+    /// handshake timeout. A refusal is an HTTP status on WebSocket, an
+    /// application close on QUIC and a close on TCP, counted as an
+    /// `application` refusal.
+    pub fn accept_hook(mut self, hook: impl AcceptHook) -> Self {
+        self.accept_hook = Some(Arc::new(hook));
+        self
+    }
 
     /// Starts the shards and every listener. The server accepts connections
     /// when this returns; [`TransportServer::serve`] is not needed (it waits
@@ -221,7 +252,7 @@ impl TransportServerBuilder {
             lifecycle: Arc::clone(&lifecycle),
             bell: Arc::clone(&bell),
         };
-        let engine = Arc::new(Engine::start(cfg, self.handler, sink).await?);
+        let engine = Arc::new(Engine::start_with_accept_hook(cfg, self.handler, self.accept_hook, sink).await?);
         let mut addrs = Vec::new();
         #[cfg(feature = "quic")]
         let mut quic_certs = Vec::new();
@@ -254,6 +285,8 @@ impl TransportServerBuilder {
                     let cfg = WsListenConfig {
                         path: c.path.clone(),
                         tls,
+                        allowed_origins: c.allowed_origins.clone(),
+                        auth_token: c.auth_token.clone(),
                     };
                     (proto, engine.listen_ws(c.bind_address, cfg))
                 }

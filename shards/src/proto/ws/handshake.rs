@@ -11,28 +11,21 @@ use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::super::tcp::{drive, next_connection, Ends};
-use super::super::tls::{ClientTls, ServerTls};
+use super::super::tls::ClientTls;
 
+use super::upgrade::{read_request, Verdict};
+use super::upgrade::{status_line, ws_request};
+pub use super::upgrade::{WsListenConfig, SUBPROTOCOL};
+use crate::accept::{ConnectRequest, TlsInfo, Verdict as AcceptVerdict};
 use crate::error::{CloseReason, StartError};
-use crate::shard::Shard;
+use crate::shard::{Reservation, Shard};
+use crate::stats::{Protocol, Refusal};
 use crate::wire::Wire;
 
-/// The subprotocol MsgTrans 2.0 clients offer; echoed when offered.
-pub const SUBPROTOCOL: &str = "msgtrans.v1";
-/// Longest handshake request accepted: 8 KiB of headers is generous for
-/// an upgrade; more is refused with 431 rather than buffered.
-const MAX_REQUEST: usize = 8 * 1024;
-/// Most headers parsed.
+/// Longest handshake response accepted (client side).
+const MAX_RESPONSE: usize = 8 * 1024;
+/// Most response headers parsed.
 const MAX_HEADERS: usize = 32;
-
-/// What a WebSocket listener serves.
-#[derive(Debug, Clone)]
-pub struct WsListenConfig {
-    /// The only path upgraded; any other gets 404.
-    pub path: String,
-    /// Serve `wss://`: TLS first, then the upgrade.
-    pub tls: Option<ServerTls>,
-}
 
 /// Where a WebSocket client connects: the `Host` header and request path.
 #[derive(Debug, Clone)]
@@ -99,7 +92,7 @@ pub fn check_response(buf: &[u8], key: &str) -> Result<Option<usize>, String> {
             }
             Ok(Some(len))
         }
-        Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST => Ok(None),
+        Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE => Ok(None),
         _ => Err("malformed upgrade response".into()),
     }
 }
@@ -146,8 +139,6 @@ where
     Ok(id)
 }
 
-/// Accepts connections and runs each handshake in its own task, until the
-/// shard stops listening.
 /// Serves a listening socket on this shard: WebSocket upgrades, under TLS
 /// when the config says so.
 pub(crate) fn listen(shard: &Rc<Shard>, listener: std::net::TcpListener, cfg: WsListenConfig) {
@@ -155,15 +146,33 @@ pub(crate) fn listen(shard: &Rc<Shard>, listener: std::net::TcpListener, cfg: Ws
     shard.serve_listener(listener, move |shard, l| accept_loop(shard, l, cfg));
 }
 
+/// Accepts connections and runs each handshake in its own task, until the
+/// shard stops listening. Every limit is checked before the TLS handshake
+/// or the upgrade; the place stays held while they run.
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, cfg: Rc<WsListenConfig>) {
     while let Some(stream) = next_connection(&shard, &listener).await {
+        let ends = Ends::of(&shard, &stream);
+        let held = match shard.hold(ends.peer.ip()) {
+            Ok(held) => held,
+            Err(why) => {
+                // Over TLS, nothing short of a handshake could be said: the
+                // close is the answer. In the clear, an HTTP status is one
+                // write.
+                if cfg.tls.is_none() {
+                    glommio::spawn_local(refuse_early(stream, why)).detach();
+                }
+                continue;
+            }
+        };
         let (shard, cfg) = (Rc::clone(&shard), Rc::clone(&cfg));
         glommio::spawn_local(async move {
-            let ends = Ends::of(&shard, &stream);
             match &cfg.tls {
-                None => serve(shard, stream, &cfg, ends).await,
+                None => serve(shard, stream, &cfg, ends, None, held).await,
                 Some(tls) => match super::super::tls::accept(tls, stream, shard.cfg.handshake_timeout).await {
-                    Some(stream) => serve(shard, stream, &cfg, ends).await,
+                    Some(stream) => {
+                        let info = super::super::tls::server_info(&stream);
+                        serve(shard, stream, &cfg, ends, Some(info), held).await
+                    }
                     None => shard.stats.handshake_failures.add(1),
                 },
             }
@@ -172,16 +181,14 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, cfg: Rc<WsListenCo
     }
 }
 
-/// The outcome of reading and checking an upgrade request.
-enum Verdict {
-    /// Upgrade, echoing the subprotocol if offered; `usize` = request length.
-    Upgrade { key: String, protocol: bool, len: usize },
-    /// Refuse with this status line.
-    Refuse(&'static str),
-}
-
-async fn serve<S>(shard: Rc<Shard>, mut stream: S, cfg: &WsListenConfig, ends: Ends)
-where
+async fn serve<S>(
+    shard: Rc<Shard>,
+    mut stream: S,
+    cfg: &WsListenConfig,
+    ends: Ends,
+    tls: Option<TlsInfo>,
+    held: Reservation,
+) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let timeout = shard.cfg.handshake_timeout;
@@ -198,14 +205,32 @@ where
     };
     let (key, protocol, len) = match verdict {
         Verdict::Upgrade { key, protocol, len } => (key, protocol, len),
-        Verdict::Refuse(status) => {
+        Verdict::Refuse(status, headers) => {
             shard.stats.handshake_failures.add(1);
-            let _ = respond(&mut stream, status, "").await;
+            let _ = respond(&mut stream, status, headers, "").await;
+            return;
+        }
+        Verdict::Deny(why, status, headers) => {
+            shard.stats.count_refusal(why);
+            let _ = respond(&mut stream, status, headers, "").await;
             return;
         }
     };
-    let Some(st) = shard.admit_over(Wire::WsServer, cfg.tls.is_some()) else {
-        let _ = respond(&mut stream, "503 Service Unavailable", "").await;
+    let protocol_label = if tls.is_some() {
+        Protocol::Wss
+    } else {
+        Protocol::WebSocket
+    };
+    let request = || ConnectRequest {
+        websocket: Some(ws_request(&buf[..len])),
+        ..ends.request(protocol_label, tls.clone())
+    };
+    if let AcceptVerdict::Refuse { status, reason } = shard.ask(request).await {
+        let _ = respond(&mut stream, &status_line(status), "", &reason).await;
+        return;
+    }
+    let Some(st) = held.admit(Wire::WsServer, cfg.tls.is_some()) else {
+        let _ = respond(&mut stream, "503 Service Unavailable", "", "").await;
         return;
     };
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
@@ -224,70 +249,47 @@ where
     drive(&shard, st, stream, &buf[len..], ends);
 }
 
-async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: &str, body: &str) -> std::io::Result<()> {
+/// How long a connection refused at accept may take to finish sending its
+/// request, so closing does not reset it before it reads the answer.
+const REFUSED_DRAIN: Duration = Duration::from_millis(200);
+
+/// Refuses a connection before reading its request: the status at once,
+/// then what the client was still sending is read and dropped for a
+/// moment (closing on unread bytes would reset the connection and could
+/// lose the answer).
+async fn refuse_early(mut stream: TcpStream, why: Refusal) {
+    let status = match why {
+        Refusal::PerAddress | Refusal::ConnectRate => "429 Too Many Requests",
+        _ => "503 Service Unavailable",
+    };
+    let head = format!("HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    if stream.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Write).await;
+    let mut sink = [0u8; 1024];
+    let drain = async {
+        for _ in 0..MAX_RESPONSE / sink.len() {
+            if !matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {
+                break;
+            }
+        }
+    };
+    let _ = super::super::within(REFUSED_DRAIN, drain).await;
+}
+
+/// Answers a refused upgrade and closes; `headers` are extra header lines,
+/// each ending in CRLF.
+async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: &str,
+    headers: &str,
+    body: &str,
+) -> std::io::Result<()> {
     let msg = format!(
-        "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\n{headers}Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(msg.as_bytes()).await?;
     stream.close().await
-}
-
-/// Reads the request head and decides.
-async fn read_request<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    buf: &mut Vec<u8>,
-    cfg: &WsListenConfig,
-) -> std::io::Result<Verdict> {
-    let mut chunk = [0u8; 1024];
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(buf) {
-            Ok(httparse::Status::Complete(len)) => return Ok(judge(&req, len, cfg)),
-            Ok(httparse::Status::Partial) => {}
-            Err(httparse::Error::TooManyHeaders) => return Ok(Verdict::Refuse("431 Request Header Fields Too Large")),
-            Err(_) => return Ok(Verdict::Refuse("400 Bad Request")),
-        }
-        if buf.len() >= MAX_REQUEST {
-            return Ok(Verdict::Refuse("431 Request Header Fields Too Large"));
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-fn judge(req: &httparse::Request<'_, '_>, len: usize, cfg: &WsListenConfig) -> Verdict {
-    let header = |name: &str| {
-        req.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .and_then(|h| std::str::from_utf8(h.value).ok())
-    };
-    let has_token = |name: &str, token: &str| {
-        header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    };
-    let path = req.path.unwrap_or("");
-    let path = path.split('?').next().unwrap_or(path);
-    if req.method != Some("GET") || !has_token("Upgrade", "websocket") || !has_token("Connection", "upgrade") {
-        // A plain HTTP request: not for us.
-        return Verdict::Refuse("400 Bad Request");
-    }
-    if path != cfg.path {
-        return Verdict::Refuse("404 Not Found");
-    }
-    if header("Sec-WebSocket-Version") != Some("13") {
-        return Verdict::Refuse("426 Upgrade Required");
-    }
-    let Some(key) = header("Sec-WebSocket-Key") else {
-        return Verdict::Refuse("400 Bad Request");
-    };
-    Verdict::Upgrade {
-        key: key.trim().to_string(),
-        protocol: has_token("Sec-WebSocket-Protocol", SUBPROTOCOL),
-        len,
-    }
 }

@@ -2,5 +2,6 @@
 //! session whose frames `crate::wire::ws` reads and writes.
 
 pub mod handshake;
+mod upgrade;
 
 pub use crate::wire::ws::close_code;

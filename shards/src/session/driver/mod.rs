@@ -46,6 +46,9 @@ pub(crate) struct Driver<S> {
     /// is text.
     #[cfg(feature = "websocket")]
     frag: Option<(Vec<u8>, bool)>,
+    /// The payload of the latest ping not yet answered (WebSocket).
+    #[cfg(feature = "websocket")]
+    pong: Option<Vec<u8>>,
 }
 
 impl<S: SessionIo> Driver<S> {
@@ -72,6 +75,8 @@ impl<S: SessionIo> Driver<S> {
             eof: false,
             #[cfg(feature = "websocket")]
             frag: None,
+            #[cfg(feature = "websocket")]
+            pong: None,
         };
         if !initial.is_empty() {
             let mut b = d.ctx.buffers.get_read(d.ctx.cfg.read_buffer.max(initial.len()));

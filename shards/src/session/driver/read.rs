@@ -4,18 +4,22 @@
 //! WebSocket message).
 
 use std::rc::Rc;
+#[cfg(feature = "websocket")]
+use std::time::Instant;
 
 use super::Driver;
 use crate::codec;
 use crate::error::CloseReason;
+#[cfg(feature = "websocket")]
+use crate::error::Violation;
 use crate::session::deliver::deliver;
 use crate::session::SessionCtx;
 use crate::session_io::SessionIo;
-#[cfg(feature = "websocket")]
-use crate::wire::ws;
 use crate::wire::Wire;
 #[cfg(feature = "quic")]
 use crate::wire::QUIC_PREFIX;
+#[cfg(feature = "websocket")]
+use crate::wire::{ws, OP_PONG};
 
 /// Free space below which the read buffer is compacted before a read.
 const MIN_READ_SPACE: usize = 4096;
@@ -183,11 +187,27 @@ impl<S: SessionIo> Driver<S> {
                 crate::wire::apply_mask(&mut self.rbuf[start..end], mask, 0);
             }
             self.rpos = end;
+            if ws::is_chatter(&h, len) {
+                let max = ctx.cfg.max_empty_packets_per_sec;
+                if self.st.note_empty(max, Instant::now).is_err() {
+                    return Err(ws::violated(&mut out, wire, Violation::ControlFrameFlood { max }));
+                }
+            }
             let payload = &self.rbuf[start..end];
             let message = match ws::classify(&h, &mut self.frag, payload, &mut out, wire)? {
                 ws::Step::Continue => continue,
+                ws::Step::Ping => {
+                    // Of pings with no message between them only the latest
+                    // is answered (RFC 6455 §5.5.3 allows it), so a ping
+                    // flood cannot pile pongs up in the queue.
+                    let pong = self.pong.get_or_insert_with(Vec::new);
+                    pong.clear();
+                    pong.extend_from_slice(payload);
+                    continue;
+                }
                 ws::Step::Message(text) => (payload, text),
                 ws::Step::Reassembled => {
+                    flush_pong(&mut self.pong, &mut out, wire);
                     // The whole message is in `frag`; deliver it from there.
                     let (msg, text) = self.frag.take().expect("reassembled message");
                     frames += 1;
@@ -197,6 +217,7 @@ impl<S: SessionIo> Driver<S> {
                     continue;
                 }
             };
+            flush_pong(&mut self.pong, &mut out, wire);
             frames += 1;
             let frame =
                 ws::message_frame(message.0, message.1, &limits).map_err(|e| ws::fail_with(&mut out, wire, e))?;
@@ -206,7 +227,18 @@ impl<S: SessionIo> Driver<S> {
                 break;
             }
         }
+        flush_pong(&mut self.pong, &mut out, wire);
         Ok(frames)
+    }
+}
+
+/// Writes the pong owed for the latest ping, if any: before the next
+/// message is answered (so answers keep the order of what they answer) or
+/// at the end of the batch.
+#[cfg(feature = "websocket")]
+fn flush_pong(pong: &mut Option<Vec<u8>>, out: &mut Vec<u8>, wire: Wire) {
+    if let Some(p) = pong.take() {
+        wire.control(out, OP_PONG, &p);
     }
 }
 

@@ -63,7 +63,7 @@ impl Endpoint {
                 }
             }
             Some(DatagramEvent::NewConnection(incoming)) => {
-                if shard.is_stopping() || !shard.reserve() {
+                if shard.reserve(Some(from.ip())).is_err() {
                     // Refused before any handshake work: CONNECTION_REFUSED.
                     let t = inner.ep.refuse(incoming, &mut inner.scratch);
                     self.send(&t, &inner.scratch[..t.size]);
@@ -72,11 +72,11 @@ impl Endpoint {
                 match inner.ep.accept(incoming, now, &mut inner.scratch, None) {
                     Ok((ch, q)) => {
                         let deadline = now + shard.cfg.handshake_timeout;
-                        inner.insert(ch, q, Side::Server, None, deadline);
+                        inner.insert(ch, q, Side::Server, None, deadline, Some(from.ip()));
                         self.live.set(self.live.get() + 1);
                     }
                     Err(e) => {
-                        shard.unreserve();
+                        shard.unreserve(Some(from.ip()));
                         shard.stats.handshake_failures.add(1);
                         if let Some(t) = e.response {
                             self.send(&t, &inner.scratch[..t.size]);
@@ -138,6 +138,7 @@ impl Endpoint {
             let Some(ch) = next else { return };
             self.drive(shard, ch, now);
             self.start_sessions(shard);
+            self.ask_hook(shard);
         }
     }
 
@@ -222,12 +223,15 @@ impl Endpoint {
 
     /// The handshake finished: the connection becomes a session.
     pub(super) fn connected(self: &Rc<Self>, shard: &Rc<Shard>, c: &mut Conn, ch: usize) {
+        if matches!(c.phase, Phase::Handshake { .. }) && self.must_ask(shard, c, ch) {
+            return;
+        }
         let reply = match &mut c.phase {
             Phase::Handshake { reply } => reply.take(),
             _ => return,
         };
         c.deadline = None;
-        let Some(st) = shard.admit_reserved(Wire::Quic, true) else {
+        let Some(st) = shard.admit_reserved(Wire::Quic, true, c.peer_ip) else {
             c.q.close(
                 Instant::now(),
                 VarInt::from_u32(app_code::NORMAL),
@@ -299,11 +303,24 @@ impl Endpoint {
         self.fail_with(shard, c, std::io::Error::other(why));
     }
 
+    /// Ends a server connection still in its handshake without counting a
+    /// handshake failure (the accept hook refused it); `false` if it had
+    /// ended already.
+    pub(super) fn fail_quietly(&self, shard: &Shard, c: &mut Conn) -> bool {
+        if !matches!(c.phase, Phase::Handshake { .. }) {
+            return false;
+        }
+        shard.unreserve(c.peer_ip);
+        c.phase = Phase::Closed;
+        self.live.set(self.live.get() - 1);
+        true
+    }
+
     pub(super) fn fail_with(&self, shard: &Shard, c: &mut Conn, source: std::io::Error) {
         let Phase::Handshake { reply } = &mut c.phase else {
             return;
         };
-        shard.unreserve();
+        shard.unreserve(c.peer_ip);
         if c.q.side() == Side::Server {
             shard.stats.handshake_failures.add(1);
         }
@@ -366,6 +383,7 @@ impl Inner {
         side: Side,
         reply: Option<(ConnectReply, SocketAddr)>,
         deadline: Instant,
+        peer_ip: Option<IpAddr>,
     ) {
         self.next_gen += 1;
         let mut c = Conn {
@@ -378,6 +396,8 @@ impl Inner {
             armed: None,
             gen: self.next_gen,
             dirty: false,
+            peer_ip,
+            asked: false,
         };
         mark(&mut self.dirty, &mut c, ch.0);
         self.conns.insert(ch.0, c);

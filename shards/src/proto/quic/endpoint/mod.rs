@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use quinn_proto::{EcnCodepoint, EndpointConfig, Side};
 
+mod admit;
 mod conns;
 mod io;
 mod registry;
@@ -29,6 +30,7 @@ pub(crate) use registry::QuicEndpoints;
 use super::cid::ShardCids;
 use super::stream::StreamIo;
 use super::udp::Udp;
+use crate::accept::ConnectRequest;
 use crate::error::StartError;
 use crate::id::SessionId;
 use crate::session::SessionState;
@@ -48,6 +50,8 @@ pub mod app_code {
     pub const PROTOCOL: u32 = 1;
     /// The peer abused its session (floods, unanswered requests).
     pub const POLICY: u32 = 2;
+    /// The application's accept hook refused the connection.
+    pub const REFUSED: u32 = 3;
 }
 
 /// Completes a client's `connect` once its handshake is done.
@@ -76,6 +80,11 @@ struct Conn {
     armed: Option<Instant>,
     gen: u64,
     dirty: bool,
+    /// The address it was admitted for, counted against that address's
+    /// limits until it ends (`None`: a connection we opened).
+    peer_ip: Option<IpAddr>,
+    /// The accept hook has been asked about it (or need not be).
+    asked: bool,
 }
 
 struct Inner {
@@ -114,6 +123,10 @@ pub(crate) struct Endpoint {
     /// Sessions whose handshake finished during a drive, started once the
     /// endpoint is no longer borrowed (glommio polls a new task at once).
     starting: RefCell<Vec<Starting>>,
+    /// Handshakes finished during a drive whose admission the accept hook
+    /// decides, asked once the endpoint is no longer borrowed:
+    /// (handle, generation, what the hook is told).
+    asking: RefCell<Vec<(usize, u64, ConnectRequest)>>,
     /// Set when the shard stops: the driver ends and the socket closes.
     closed: Cell<bool>,
     /// A connection's transmit that the full socket did not take. While it
@@ -175,6 +188,7 @@ impl Endpoint {
             listener,
             live: Cell::new(0),
             starting: RefCell::new(Vec::new()),
+            asking: RefCell::new(Vec::new()),
             closed: Cell::new(false),
             held: RefCell::new(None),
         }))
@@ -258,7 +272,7 @@ impl Endpoint {
         timeout: Duration,
         reply: ConnectReply,
     ) {
-        if !shard.reserve() {
+        if shard.reserve(None).is_err() {
             let _ = reply.send(Err(StartError::connection_limit(addr)));
             return;
         }
@@ -266,13 +280,13 @@ impl Endpoint {
         let mut inner = self.inner.borrow_mut();
         match inner.ep.connect(now, config, addr, server_name) {
             Ok((ch, q)) => {
-                inner.insert(ch, q, Side::Client, Some((reply, addr)), now + timeout);
+                inner.insert(ch, q, Side::Client, Some((reply, addr)), now + timeout, None);
                 self.live.set(self.live.get() + 1);
                 drop(inner);
                 self.wake();
             }
             Err(e) => {
-                shard.unreserve();
+                shard.unreserve(None);
                 let _ = reply.send(Err(StartError::Connect {
                     addr,
                     source: std::io::Error::other(e),
