@@ -49,6 +49,9 @@ OPTIONS:
                      browser pages from ORIGIN (e.g. https://app.example)
                      may open WebSocket sessions; repeatable. Once given,
                      other origins get 403 [default: any origin]
+    --client-ca PEM  require client certificates chained to the CA(s) in
+                     this file (mutual TLS) on tcp+tls, wss and QUIC;
+                     needs --self-signed or --tls-cert/--tls-key
     --auth-token TOKEN
                      every WebSocket upgrade must carry TOKEN, as
                      `Authorization: Bearer TOKEN` or `?token=TOKEN`;
@@ -69,6 +72,7 @@ struct Args {
     max_connects_per_ip_per_sec: Option<u32>,
     ws_allowed_origins: Vec<String>,
     auth_token: Option<String>,
+    client_ca: Option<String>,
     tcp: String,
     tls_cert: Option<String>,
     tls_key: Option<String>,
@@ -90,6 +94,7 @@ fn parse() -> Result<Option<Args>, String> {
         max_connects_per_ip_per_sec: None,
         ws_allowed_origins: Vec::new(),
         auth_token: None,
+        client_ca: None,
         tcp: "127.0.0.1:8001".into(),
         tls_cert: None,
         tls_key: None,
@@ -135,6 +140,7 @@ fn parse() -> Result<Option<Args>, String> {
             }
             "--ws-allowed-origin" => a.ws_allowed_origins.push(value("--ws-allowed-origin")?),
             "--auth-token" => a.auth_token = Some(value("--auth-token")?),
+            "--client-ca" => a.client_ca = Some(value("--client-ca")?),
             "--no-pin" => a.pin = false,
             "--tcp-ring" => a.tcp_ring = true,
             "--metrics" => a.metrics = Some(value("--metrics")?.parse().map_err(|e| format!("--metrics: {e}"))?),
@@ -157,6 +163,15 @@ fn echo(ctx: &mut Inline<'_>) {
 
 /// The TLS setting the flags ask for, if any.
 fn tls_config(args: &Args) -> Result<Option<TlsServerConfig>, String> {
+    let tls = server_certificate(args)?;
+    match (tls, &args.client_ca) {
+        (tls, None) => Ok(tls),
+        (Some(tls), Some(ca)) => tls.with_client_ca_file(ca).map(Some).map_err(|e| e.to_string()),
+        (None, Some(_)) => Err("--client-ca needs a server certificate: --self-signed or --tls-cert/--tls-key".into()),
+    }
+}
+
+fn server_certificate(args: &Args) -> Result<Option<TlsServerConfig>, String> {
     match (&args.tls_cert, &args.tls_key, args.self_signed) {
         (None, None, false) => Ok(None),
         (Some(cert), Some(key), false) => TlsServerConfig::from_pem_files(cert, key)

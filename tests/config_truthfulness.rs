@@ -55,6 +55,8 @@
 //! | `WebSocketServerConfig::with_path` | `ws_client_server.rs`, `ws_bad_input.rs` |
 //! | `WebSocketServerConfig::with_allowed_origin`, `with_auth_token` | `ws_admission.rs`, `ws_python_peer.rs` |
 //! | `with_tls`, `TlsServerConfig::self_signed`, `TlsClientConfig::with_ca_pem`, `dangerous_skip_verification` | `tls.rs` |
+//! | `TlsServerConfig::with_client_ca_pem`, `reload_pem`, `TlsClientConfig::with_client_cert_pem` | `mtls.rs` |
+//! | `QuicServerConfig::with_retry_after_handshakes`, `with_stateless_reset_key` | `quic_admission.rs`, `quic_python_peer.rs::aioquic_answers_a_retry_and_is_served` |
 //! | `TlsServerConfig::from_pem_files`, `TlsClientConfig::with_ca_file`, `with_server_name` | here: `tls_from_files_and_with_server_name_verify_the_named_host` |
 //! | `QuicServerConfig` (`with_tls`, auto self-signed) | `quic.rs`, `quic_python_peer.rs` |
 //! | `QuicServerConfig::with_cert_pem`, `with_key_pem` | `quic_options.rs::a_certificate_from_pem_strings_is_served_and_bad_or_half_pem_is_refused` |

@@ -266,3 +266,19 @@ async fn an_aioquic_server_sees_the_transport_limits_our_client_configures() {
     let _ = child.wait();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aioquic_answers_a_retry_and_is_served() {
+    let peer = serve(
+        |c| c.with_retry_after_handshakes(Some(0)),
+        TransportServerBuilder::new(),
+    )
+    .await;
+    let out = peer.run("request", &[]).await;
+    assert!(out.contains("ok "), "{out}");
+    assert!(
+        peer.server.stats().total.quic_retries >= 1,
+        "the server asked for a Retry"
+    );
+    peer.stop().await;
+}

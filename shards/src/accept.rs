@@ -60,6 +60,9 @@ pub struct TlsInfo {
     pub server_name: Option<String>,
     /// The application protocol agreed (ALPN).
     pub alpn: Option<Vec<u8>>,
+    /// The client's certificate chain, leaf first, in DER, as verified
+    /// against the listener's client CA (empty when none is required).
+    pub peer_certificates: Vec<Vec<u8>>,
 }
 
 /// The hook's answer.

@@ -27,6 +27,11 @@ pub(crate) struct Mesh {
     pub open_total: std::sync::atomic::AtomicUsize,
     /// Connections and connect rates per peer address.
     pub peers: PeerTable,
+    /// A key every shard of the engine shares and no one else knows, for
+    /// values that must look random from outside yet mean something to
+    /// each shard (which shard a QUIC connection ID belongs to).
+    #[cfg_attr(not(feature = "quic"), allow(dead_code))]
+    pub secret: std::collections::hash_map::RandomState,
 }
 
 /// The sending side of one shard's inbox. Cloneable, usable from any thread.

@@ -113,6 +113,7 @@ pub(crate) fn lone_shard(
         tables: vec![SlotTable::new(4)],
         open_total: AtomicUsize::new(0),
         peers: crate::peers::PeerTable::new(cfg.max_connections_per_ip, cfg.max_connects_per_ip_per_sec),
+        secret: Default::default(),
     });
     let (tx, _rx) = flume::bounded(1024);
     let sink = EventSink {

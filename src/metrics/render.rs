@@ -105,6 +105,12 @@ const SHARD_METRICS: &[(&str, &str, &str, Read)] = &[
         |s| s.quic_forwarded,
     ),
     (
+        "msgtrans_quic_retries_total",
+        "counter",
+        "QUIC Initials answered with a Retry (address validation, past the half-open threshold).",
+        |s| s.quic_retries,
+    ),
+    (
         "msgtrans_doorbell_wakeups_total",
         "counter",
         "Times a sleeping shard was woken for its inbox.",

@@ -70,6 +70,11 @@ pub struct QuicServerConfig {
     pub tls: Option<TlsServerConfig>,
     /// QUIC transport settings.
     pub transport: QuicTransport,
+    /// The stateless-reset key (`None`, the default: random per run).
+    pub stateless_reset_key: Option<[u8; 32]>,
+    /// Half-open handshakes on a shard past which new connections must
+    /// answer a Retry (default 256; `None`: never; 0: always).
+    pub retry_after_handshakes: Option<usize>,
     cert_pem: Option<String>,
     key_pem: Option<String>,
 }
@@ -81,9 +86,27 @@ impl QuicServerConfig {
             bind_address: parse_addr(bind_address)?,
             tls: None,
             transport: QuicTransport::default(),
+            stateless_reset_key: None,
+            retry_after_handshakes: Some(msgtrans_shards::proto::quic::DEFAULT_QUIC_RETRY_AFTER_HANDSHAKES),
             cert_pem: None,
             key_pem: None,
         })
+    }
+    /// Makes stateless resets with `key` (keep it secret, and the same
+    /// across restarts): after a restart, a peer of the previous run that
+    /// sends is told at once that its connection is gone, instead of
+    /// waiting for its idle timeout.
+    pub fn with_stateless_reset_key(mut self, key: [u8; 32]) -> Self {
+        self.stateless_reset_key = Some(key);
+        self
+    }
+    /// Past `threshold` handshakes half open on a shard, new connections
+    /// must first answer a Retry, proving they receive at their address
+    /// (`None`: never; `Some(0)`: always). A flood of Initials from forged
+    /// addresses then costs no state.
+    pub fn with_retry_after_handshakes(mut self, threshold: Option<usize>) -> Self {
+        self.retry_after_handshakes = threshold;
+        self
     }
     /// Serves this certificate and key.
     pub fn with_tls(mut self, tls: TlsServerConfig) -> Self {
@@ -135,6 +158,8 @@ impl QuicServerConfig {
             QuicListenConfig {
                 tls: tls.config,
                 transport: self.transport.clone(),
+                stateless_reset_key: self.stateless_reset_key,
+                retry_after_handshakes: self.retry_after_handshakes,
             },
             pem,
         ))

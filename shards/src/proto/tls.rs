@@ -64,6 +64,10 @@ pub(crate) fn server_info<S>(stream: &futures_rustls::server::TlsStream<S>) -> T
     TlsInfo {
         server_name: conn.server_name().map(str::to_owned),
         alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+        peer_certificates: conn
+            .peer_certificates()
+            .map(|chain| chain.iter().map(|c| c.to_vec()).collect())
+            .unwrap_or_default(),
     }
 }
 

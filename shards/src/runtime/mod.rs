@@ -92,13 +92,13 @@ impl Engine {
     /// port); returns the bound address.
     #[cfg(feature = "quic")]
     pub fn listen_quic(&self, addr: SocketAddr, cfg: &QuicListenConfig) -> Result<SocketAddr, StartError> {
-        let config = cfg.quinn()?;
+        let side = cfg.server_side()?;
         let mut count = self.quic_listeners.lock().unwrap_or_else(|e| e.into_inner());
         let (bound, sockets) = crate::proto::quic::udp::bind_reuseport(addr, self.shards())?;
         let index = *count;
         for (i, socket) in sockets.into_iter().enumerate() {
-            let config = Arc::clone(&config);
-            let cmd = Shard::task(move |shard| QuicEndpoints::listen(shard, socket, index, config));
+            let side = side.clone();
+            let cmd = Shard::task(move |shard| QuicEndpoints::listen(shard, socket, index, side));
             self.command(i, cmd).map_err(|_| StartError::Stopped)?;
         }
         *count += 1;

@@ -82,6 +82,7 @@ impl Engine {
             tables: (0..n).map(|_| SlotTable::new(per_shard)).collect(),
             open_total: AtomicUsize::new(0),
             peers: PeerTable::new(cfg.max_connections_per_ip, cfg.max_connects_per_ip_per_sec),
+            secret: Default::default(),
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let stats: Vec<_> = (0..n).map(|_| Arc::new(ShardStats::new(n))).collect();

@@ -190,6 +190,13 @@ impl Shard {
         verdict
     }
 
+    /// Connections holding a place while they handshake.
+    // QUIC's Retry threshold is the one reader.
+    #[cfg_attr(not(feature = "quic"), allow(dead_code))]
+    pub(crate) fn handshakes(&self) -> usize {
+        self.handshaking.get()
+    }
+
     pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.get()
     }

@@ -87,6 +87,8 @@ pub struct ShardStats {
     /// QUIC datagrams this shard's socket received for another shard's
     /// connection and relayed to it.
     pub quic_forwarded: Counter,
+    /// QUIC Initials answered with a Retry (too many handshakes half open).
+    pub quic_retries: Counter,
     /// Traffic per protocol, indexed by [`Protocol::index`].
     pub protocols: [ProtocolCounters; Protocol::COUNT],
     /// Requests sent to peers and waiting for their response.
@@ -144,6 +146,7 @@ impl ShardStats {
             refusals: std::array::from_fn(|i| self.refusals[i].get()),
             handshake_failures: self.handshake_failures.get(),
             quic_forwarded: self.quic_forwarded.get(),
+            quic_retries: self.quic_retries.get(),
             requests_in_flight: self.requests_in_flight.get(),
             request_timeouts: self.request_timeouts.get(),
             queued_packets: self.queued_packets.get(),
@@ -200,6 +203,8 @@ pub struct ShardSnapshot {
     pub handshake_failures: u64,
     /// QUIC datagrams relayed to the shard that owns their connection.
     pub quic_forwarded: u64,
+    /// QUIC Initials answered with a Retry.
+    pub quic_retries: u64,
     /// Packets received, every protocol.
     pub msgs_in: u64,
     /// Packets queued for sending, every protocol.
@@ -275,6 +280,7 @@ impl ShardSnapshot {
         }
         self.handshake_failures += o.handshake_failures;
         self.quic_forwarded += o.quic_forwarded;
+        self.quic_retries += o.quic_retries;
         for (a, b) in self.protocols.iter_mut().zip(&o.protocols) {
             a.msgs_in += b.msgs_in;
             a.msgs_out += b.msgs_out;

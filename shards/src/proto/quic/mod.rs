@@ -47,6 +47,11 @@ pub const DEFAULT_QUIC_MAX_UNI_STREAMS: u32 = 100;
 pub const DEFAULT_QUIC_STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 /// Default receive window per connection, all streams together: 8 MiB.
 pub const DEFAULT_QUIC_RECEIVE_WINDOW: u32 = 8 * 1024 * 1024;
+/// Default half-open handshakes on a shard past which a new QUIC
+/// connection must answer a Retry first: 256. Far above what a steady
+/// server has half open, and one extra round trip for new peers during a
+/// flood of Initials, whose forged sources then hold no state.
+pub const DEFAULT_QUIC_RETRY_AFTER_HANDSHAKES: usize = 256;
 
 /// QUIC transport settings, the same on both sides.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,11 +111,36 @@ pub struct QuicListenConfig {
     pub tls: Arc<rustls::ServerConfig>,
     /// Transport settings.
     pub transport: QuicTransport,
+    /// The key stateless resets are made with (`None`: a random one per
+    /// endpoint). Set it, and keep it secret, so that after a restart the
+    /// server's resets still end the connections its previous run held,
+    /// at once rather than at their idle timeout.
+    pub stateless_reset_key: Option<[u8; 32]>,
+    /// Half-open handshakes on a shard past which new connections must
+    /// first prove their address with a Retry (`None`: never; 0: always).
+    pub retry_after_handshakes: Option<usize>,
+}
+
+/// What a shard's endpoint of a QUIC listener is made with.
+#[derive(Clone)]
+pub(crate) struct ServerSide {
+    pub quinn: Arc<quinn_proto::ServerConfig>,
+    pub reset_key: Option<[u8; 32]>,
+    pub retry_after: Option<usize>,
 }
 
 impl QuicListenConfig {
+    /// What each shard's endpoint of this listener is made with.
+    pub(crate) fn server_side(&self) -> Result<ServerSide, StartError> {
+        Ok(ServerSide {
+            quinn: self.quinn()?,
+            reset_key: self.stateless_reset_key,
+            retry_after: self.retry_after_handshakes,
+        })
+    }
+
     /// The quinn server config: one port for clients with and without ALPN.
-    pub(crate) fn quinn(&self) -> Result<Arc<quinn_proto::ServerConfig>, StartError> {
+    fn quinn(&self) -> Result<Arc<quinn_proto::ServerConfig>, StartError> {
         use quinn_proto::crypto::rustls::QuicServerConfig;
         let make = |alpn: bool| {
             let mut c = (*self.tls).clone();

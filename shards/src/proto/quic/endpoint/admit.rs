@@ -77,8 +77,15 @@ fn tls_info(q: &quinn_proto::Connection) -> TlsInfo {
         .crypto_session()
         .handshake_data()
         .and_then(|d| d.downcast::<quinn_proto::crypto::rustls::HandshakeData>().ok());
+    let chain = q
+        .crypto_session()
+        .peer_identity()
+        .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok());
     TlsInfo {
         server_name: data.as_ref().and_then(|d| d.server_name.clone()),
         alpn: data.and_then(|d| d.protocol),
+        peer_certificates: chain
+            .map(|c| c.iter().map(|c| c.to_vec()).collect())
+            .unwrap_or_default(),
     }
 }

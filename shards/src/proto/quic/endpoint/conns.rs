@@ -34,7 +34,7 @@ impl Endpoint {
     ) {
         if let (true, Some(listener)) = (may_relay, self.listener) {
             let shards = shard.mesh.outboxes.len();
-            if let Some(owner) = cid::owner(&data, shards).filter(|&o| o != shard.index) {
+            if let Some(owner) = cid::owner(&data, shards, &shard.mesh.secret).filter(|&o| o != shard.index) {
                 // Another shard's connection (the peer's address changed,
                 // so the kernel hashed it to this socket): hand it over.
                 shard.stats.quic_forwarded.add(1);
@@ -63,6 +63,20 @@ impl Endpoint {
                 }
             }
             Some(DatagramEvent::NewConnection(incoming)) => {
+                // Past the threshold of half-open handshakes, a new peer
+                // first proves it can receive at its address: the Retry
+                // costs us no state, so a flood of Initials from addresses
+                // that never answer cannot hold the slots.
+                if self.retry_after.is_some_and(|n| shard.handshakes() >= n) && incoming.may_retry() {
+                    match inner.ep.retry(incoming, &mut inner.scratch) {
+                        Ok(t) => {
+                            shard.stats.quic_retries.add(1);
+                            self.send(&t, &inner.scratch[..t.size]);
+                        }
+                        Err(e) => inner.ep.ignore(e.into_incoming()),
+                    }
+                    return;
+                }
                 if shard.reserve(Some(from.ip())).is_err() {
                     // Refused before any handshake work: CONNECTION_REFUSED.
                     let t = inner.ep.refuse(incoming, &mut inner.scratch);

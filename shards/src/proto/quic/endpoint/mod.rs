@@ -30,6 +30,7 @@ pub(crate) use registry::QuicEndpoints;
 use super::cid::ShardCids;
 use super::stream::StreamIo;
 use super::udp::Udp;
+use super::ServerSide;
 use crate::accept::ConnectRequest;
 use crate::error::StartError;
 use crate::id::SessionId;
@@ -117,6 +118,9 @@ pub(crate) struct Endpoint {
     waker: RefCell<Option<Waker>>,
     /// Which of the engine's QUIC listeners this is (`None`: a client's).
     pub(crate) listener: Option<usize>,
+    /// Half-open handshakes on the shard past which a new connection must
+    /// first answer a Retry.
+    retry_after: Option<usize>,
     max_datagrams: usize,
     /// Connections not yet closed (handshaking, open, closing).
     live: Cell<usize>,
@@ -149,27 +153,36 @@ struct Starting {
 impl Endpoint {
     /// A server endpoint on one of the listener's sockets.
     pub(crate) fn server(
-        shard: usize,
+        shard: &Shard,
         listener: usize,
         socket: std::net::UdpSocket,
-        config: Arc<quinn_proto::ServerConfig>,
+        side: ServerSide,
     ) -> std::io::Result<Rc<Self>> {
-        Self::new(shard, Some(listener), socket, Some(config))
+        Self::new(shard, Some(listener), socket, Some(side))
     }
 
     /// A client endpoint on an ephemeral port.
-    pub(crate) fn client(shard: usize, socket: std::net::UdpSocket) -> std::io::Result<Rc<Self>> {
+    pub(crate) fn client(shard: &Shard, socket: std::net::UdpSocket) -> std::io::Result<Rc<Self>> {
         Self::new(shard, None, socket, None)
     }
 
     fn new(
-        shard: usize,
+        shard: &Shard,
         listener: Option<usize>,
         socket: std::net::UdpSocket,
-        server: Option<Arc<quinn_proto::ServerConfig>>,
+        side: Option<ServerSide>,
     ) -> std::io::Result<Rc<Self>> {
-        let mut ec = EndpointConfig::default();
-        ec.cid_generator(move || Box::new(ShardCids::new(shard)));
+        let mut ec = match side.as_ref().and_then(|s| s.reset_key) {
+            Some(key) => {
+                let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
+                EndpointConfig::new(Arc::new(key))
+            }
+            None => EndpointConfig::default(),
+        };
+        let (index, cid_key) = (shard.index, shard.mesh.secret.clone());
+        ec.cid_generator(move || Box::new(ShardCids::new(index, cid_key.clone())));
+        let retry_after = side.as_ref().and_then(|s| s.retry_after);
+        let server = side.map(|s| s.quinn);
         let udp = Udp::new(socket)?;
         Ok(Rc::new(Self {
             inner: RefCell::new(Inner {
@@ -186,6 +199,7 @@ impl Endpoint {
             udp: RefCell::new(Some(udp)),
             waker: RefCell::new(None),
             listener,
+            retry_after,
             live: Cell::new(0),
             starting: RefCell::new(Vec::new()),
             asking: RefCell::new(Vec::new()),

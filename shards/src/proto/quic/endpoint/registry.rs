@@ -6,11 +6,11 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::{ConnectReply, Endpoint, Relayed};
 use crate::error::StartError;
+use crate::proto::quic::ServerSide;
 use crate::shard::{DriverState, Shard};
 
 #[derive(Default)]
@@ -51,13 +51,8 @@ impl QuicEndpoints {
     }
 
     /// Serves QUIC listener `index` on this shard's socket of it.
-    pub(crate) fn listen(
-        shard: &Rc<Shard>,
-        socket: std::net::UdpSocket,
-        index: usize,
-        config: Arc<quinn_proto::ServerConfig>,
-    ) {
-        match Endpoint::server(shard.index, index, socket, config) {
+    pub(crate) fn listen(shard: &Rc<Shard>, socket: std::net::UdpSocket, index: usize, side: ServerSide) {
+        match Endpoint::server(shard, index, socket, side) {
             Ok(e) => {
                 glommio::spawn_local(Rc::clone(&e).run(Rc::clone(shard))).detach();
                 let this = Self::of(shard);
@@ -101,7 +96,7 @@ impl QuicEndpoints {
             return Ok(Rc::clone(e));
         }
         let socket = crate::proto::quic::udp::bind_client(addr.is_ipv6())?;
-        let e = Endpoint::client(shard.index, socket)?;
+        let e = Endpoint::client(shard, socket)?;
         glommio::spawn_local(Rc::clone(&e).run(Rc::clone(shard))).detach();
         self.clients.borrow_mut()[family] = Some(Rc::clone(&e));
         Ok(e)

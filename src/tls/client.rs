@@ -1,86 +1,17 @@
-//! TLS settings (rustls with the ring provider): certificates for TCP and
-//! WebSocket listeners and clients (the `tls` feature) and for QUIC (the
-//! `quic` feature, which always runs TLS 1.3). Clients verify the server's
-//! certificate by default; turning that off takes
-//! [`TlsClientConfig::dangerous_skip_verification`].
+//! A client's side of TLS: which servers it trusts, under which name, and
+//! optionally the certificate it presents itself.
 
 use std::path::Path;
 use std::sync::Arc;
 
-#[cfg(feature = "tls")]
-use msgtrans_shards::proto::tls::ClientTls;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+#[cfg(feature = "tls")]
+use msgtrans_shards::proto::tls::ClientTls;
+
+use super::{pem_certificates, provider, read_pem, tls_error};
 use crate::protocol::ConfigError;
-
-fn tls_error(reason: impl std::fmt::Display) -> ConfigError {
-    ConfigError::Tls {
-        reason: reason.to_string(),
-    }
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A server certificate and key.
-#[derive(Clone)]
-pub struct TlsServerConfig {
-    pub(crate) config: Arc<rustls::ServerConfig>,
-}
-
-impl std::fmt::Debug for TlsServerConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TlsServerConfig")
-    }
-}
-
-impl PartialEq for TlsServerConfig {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.config, &other.config)
-    }
-}
-impl Eq for TlsServerConfig {}
-
-impl TlsServerConfig {
-    /// A certificate chain and private key, both PEM.
-    pub fn from_pem(cert_chain: &[u8], key: &[u8]) -> Result<Self, ConfigError> {
-        let certs = CertificateDer::pem_slice_iter(cert_chain)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| tls_error(format!("certificate PEM: {e}")))?;
-        if certs.is_empty() {
-            return Err(tls_error("no certificate in the PEM"));
-        }
-        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| tls_error(format!("private key PEM: {e}")))?;
-        let config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(tls_error)?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(tls_error)?;
-        Ok(Self {
-            config: Arc::new(config),
-        })
-    }
-
-    /// A certificate chain file and a private key file, both PEM.
-    pub fn from_pem_files(cert_chain: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let read = |p: &Path| std::fs::read(p).map_err(|e| tls_error(format!("{}: {e}", p.display())));
-        Self::from_pem(&read(cert_chain.as_ref())?, &read(key.as_ref())?)
-    }
-
-    /// A fresh self-signed certificate for `names` (for local development
-    /// and tests). Returns the config and the certificate's PEM, which a
-    /// client passes to [`TlsClientConfig::with_ca_pem`] to trust it.
-    pub fn self_signed(names: &[&str]) -> Result<(Self, String), ConfigError> {
-        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let cert = rcgen::generate_simple_self_signed(names).map_err(tls_error)?;
-        let cert_pem = cert.cert.pem();
-        let cfg = Self::from_pem(cert_pem.as_bytes(), cert.signing_key.serialize_pem().as_bytes())?;
-        Ok((cfg, cert_pem))
-    }
-}
 
 /// How a client checks the server.
 #[derive(Clone, Default)]
@@ -88,6 +19,8 @@ pub struct TlsClientConfig {
     roots: Vec<CertificateDer<'static>>,
     server_name: Option<String>,
     skip_verification: bool,
+    /// The certificate chain and key presented to servers that ask.
+    identity: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
 }
 
 impl std::fmt::Debug for TlsClientConfig {
@@ -96,6 +29,7 @@ impl std::fmt::Debug for TlsClientConfig {
             .field("roots", &self.roots.len())
             .field("server_name", &self.server_name)
             .field("skip_verification", &self.skip_verification)
+            .field("client_certificate", &self.identity.is_some())
             .finish()
     }
 }
@@ -105,6 +39,7 @@ impl PartialEq for TlsClientConfig {
         self.roots == other.roots
             && self.server_name == other.server_name
             && self.skip_verification == other.skip_verification
+            && self.identity.as_ref().map(|i| &i.0) == other.identity.as_ref().map(|i| &i.0)
     }
 }
 impl Eq for TlsClientConfig {}
@@ -118,20 +53,23 @@ impl TlsClientConfig {
 
     /// Trusts the CA certificates in this PEM.
     pub fn with_ca_pem(mut self, pem: &[u8]) -> Result<Self, ConfigError> {
-        let certs = CertificateDer::pem_slice_iter(pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| tls_error(format!("CA PEM: {e}")))?;
-        if certs.is_empty() {
-            return Err(tls_error("no certificate in the CA PEM"));
-        }
-        self.roots.extend(certs);
+        self.roots.extend(pem_certificates(pem, "CA")?);
         Ok(self)
     }
 
     /// Trusts the CA certificates in this PEM file.
     pub fn with_ca_file(self, path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let pem = std::fs::read(path.as_ref()).map_err(|e| tls_error(format!("{}: {e}", path.as_ref().display())))?;
+        let pem = read_pem(path.as_ref())?;
         self.with_ca_pem(&pem)
+    }
+
+    /// Presents this certificate chain and key (PEM) to servers that ask
+    /// for a client certificate (mutual TLS).
+    pub fn with_client_cert_pem(mut self, cert_chain: &[u8], key: &[u8]) -> Result<Self, ConfigError> {
+        let certs = pem_certificates(cert_chain, "client certificate")?;
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| tls_error(format!("client key PEM: {e}")))?;
+        self.identity = Some((certs, Arc::new(key)));
+        Ok(self)
     }
 
     /// The name the certificate must carry (default: the host the client
@@ -167,17 +105,22 @@ impl TlsClientConfig {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(tls_error)?;
-        let config = if self.skip_verification {
+        let builder = if self.skip_verification {
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
-                .with_no_client_auth()
         } else {
             let mut roots = rustls::RootCertStore::empty();
             for c in &self.roots {
                 roots.add(c.clone()).map_err(tls_error)?;
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            builder.with_root_certificates(roots)
+        };
+        let config = match &self.identity {
+            None => builder.with_no_client_auth(),
+            Some((certs, key)) => builder
+                .with_client_auth_cert(certs.clone(), key.clone_key())
+                .map_err(tls_error)?,
         };
         Ok((Arc::new(config), server_name))
     }
