@@ -24,6 +24,10 @@ pub struct ConnectionInfo {
     pub protocol: String,
     /// When the session opened.
     pub established_at: SystemTime,
+    /// The peer's certificate chain, leaf first, in DER, as verified
+    /// against the listener's client CA (empty when the listener asks for
+    /// none: `TlsServerConfig::with_client_ca_pem`).
+    pub peer_certificates: Vec<Vec<u8>>,
 }
 
 /// Events a server reports.

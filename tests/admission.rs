@@ -14,6 +14,11 @@ use msgtrans::{Packet, Refusal, TcpServerConfig};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 
+/// Files this process has open.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
 /// A TCP connection from loopback address `from` (127.0.0.x plays a client).
 async fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
     let s = TcpSocket::new_v4().unwrap();
@@ -131,6 +136,7 @@ async fn silent_tls_peers_cannot_hold_more_places_than_the_limit() {
         .handshake_timeout(Duration::from_millis(1500));
     let server = start_inline_echo(b).await;
     let tls_addr = server.addr_of("tcp+tls").unwrap();
+    let fds_before = open_fds();
     // 40 peers connect and never say a word: 10 are held (each until the
     // handshake timeout), the other 30 are closed at once.
     let mut silent = Vec::new();
@@ -152,8 +158,21 @@ async fn silent_tls_peers_cannot_hold_more_places_than_the_limit() {
         "handshakes past max_connections must be refused at once"
     );
     assert_eq!(refusals(&server, Refusal::ConnectionLimit), 30);
-    // Once the handshake timeout frees the places, a real client connects.
+    // Once the handshake timeout frees the places, every socket the attack
+    // cost the server is gone (ours too, once dropped): the process holds
+    // what it held before the attack.
     tokio::time::sleep(Duration::from_millis(1600)).await;
+    drop(silent);
+    let t0 = std::time::Instant::now();
+    while open_fds() > fds_before && t0.elapsed() < GUARD {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        open_fds() <= fds_before,
+        "{} open files, {fds_before} before",
+        open_fds()
+    );
+    // And a real client connects.
     let mut client = msgtrans::transport::TransportClientBuilder::new()
         .with_protocol(
             msgtrans::TcpClientConfig::new(&format!("localhost:{}", tls_addr.port()))

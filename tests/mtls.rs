@@ -231,3 +231,34 @@ async fn a_reloaded_certificate_serves_new_handshakes_and_open_sessions_carry_on
     let _still_new = try_request(trusting(&new_pem)).await.unwrap();
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_knows_its_peers_certificate() {
+    let clients = pki();
+    let (tls, server_pem) = server_tls(&clients);
+    let server = TransportServerBuilder::new()
+        .with_protocol(TcpServerConfig::new("127.0.0.1:0").unwrap().with_tls(tls))
+        .shards(SHARDS)
+        .pin_shards(false)
+        .build()
+        .await
+        .unwrap();
+    let mut events = server.subscribe_events();
+    let port = server.addr_of("tcp+tls").unwrap().port();
+    let mut client = tcp_client(port, client_tls(&server_pem, Some(&clients)))
+        .build()
+        .await
+        .unwrap();
+    within(GUARD, "connect", client.connect()).await.unwrap();
+    let info = within(GUARD, "established", async {
+        loop {
+            if let Ok(msgtrans::ServerEvent::ConnectionEstablished { info, .. }) = events.recv().await {
+                return info;
+            }
+        }
+    })
+    .await;
+    assert_eq!(info.peer_certificates, vec![clients.der.clone()]);
+    client.stop().await;
+    server.stop().await;
+}

@@ -20,6 +20,9 @@ pub enum EngineEvent {
         local: SocketAddr,
         /// `"tcp"` or `"websocket"`.
         protocol: &'static str,
+        /// The peer's certificate chain, leaf first, in DER, as verified
+        /// against the listener's client CA (empty without one).
+        peer_certificates: Vec<Vec<u8>>,
     },
     /// A session closed. Sent exactly once per opened session.
     Closed {

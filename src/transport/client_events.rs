@@ -36,6 +36,7 @@ impl ClientEventStream {
                 peer,
                 local,
                 protocol,
+                peer_certificates,
             } => ClientEvent::Connected {
                 info: ConnectionInfo {
                     session_id: id,
@@ -43,6 +44,7 @@ impl ClientEventStream {
                     peer_addr: peer,
                     protocol: protocol.into(),
                     established_at: SystemTime::now(),
+                    peer_certificates,
                 },
             },
             EngineEvent::Closed { reason, .. } => ClientEvent::Disconnected { reason },

@@ -18,7 +18,7 @@ use crate::ring::io::RingIo;
 use crate::ring::ShardRing;
 use crate::session::SessionState;
 use crate::session_io::Stream;
-use crate::shard::{Reservation, Shard};
+use crate::shard::{Opening, Reservation, Shard};
 use crate::stats::Protocol;
 use crate::wire::Wire;
 
@@ -139,12 +139,12 @@ async fn accept_tls(shard: Rc<Shard>, stream: TcpStream, tls: ServerTls, ends: E
         shard.stats.handshake_failures.add(1);
         return;
     };
-    let info = || ends.request(Protocol::TcpTls, Some(tls::server_info(&stream)));
-    if shard.ask(info).await != Verdict::Accept {
+    let info = tls::server_info(&stream);
+    if shard.ask(|| ends.request(Protocol::TcpTls, Some(info.clone()))).await != Verdict::Accept {
         return;
     }
     if let Some(st) = held.admit(Wire::Tcp, true) {
-        drive(&shard, st, stream, &[], ends);
+        drive(&shard, st, stream, &[], ends.opening(info.peer_certificates));
     }
 }
 
@@ -157,6 +157,15 @@ pub(crate) struct Ends {
 }
 
 impl Ends {
+    /// What the session is announced with.
+    pub(crate) fn opening(&self, peer_certificates: Vec<Vec<u8>>) -> Opening {
+        Opening {
+            peer: self.peer,
+            local: self.local,
+            peer_certificates,
+        }
+    }
+
     /// What the accept hook is told of this connection.
     pub(crate) fn request(&self, protocol: Protocol, tls: Option<TlsInfo>) -> ConnectRequest {
         ConnectRequest {
@@ -184,11 +193,11 @@ impl Ends {
 /// Runs an admitted session over `stream` (a TCP or TLS stream) until it
 /// ends. `initial` holds bytes already read from the stream (after a
 /// handshake).
-pub(crate) fn drive<S>(shard: &Rc<Shard>, st: Rc<SessionState>, stream: S, initial: &[u8], ends: Ends)
+pub(crate) fn drive<S>(shard: &Rc<Shard>, st: Rc<SessionState>, stream: S, initial: &[u8], opening: Opening)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    shard.start_session(st, Stream(stream), initial, (ends.peer, ends.local), |_| {})
+    shard.start_session(st, Stream(stream), initial, opening, |_| {})
 }
 
 /// A plain TCP session: on the shard's ring when it has one, else on the
@@ -201,9 +210,9 @@ fn drive_plain(shard: &Rc<Shard>, st: Rc<SessionState>, stream: TcpStream, ends:
     {
         // The ring has its own handle on the socket; glommio's goes.
         drop(stream);
-        return shard.start_session(st, io, &[], (ends.peer, ends.local), |_| {});
+        return shard.start_session(st, io, &[], ends.opening(Vec::new()), |_| {});
     }
-    drive(shard, st, stream, &[], ends)
+    drive(shard, st, stream, &[], ends.opening(Vec::new()))
 }
 
 /// A handle on `stream`'s socket for the ring, or `None` (the session then
@@ -266,7 +275,7 @@ pub(crate) async fn connect(
                 .admit_over(Wire::Tcp, true)
                 .ok_or_else(|| StartError::connection_limit(addr))?;
             let id = st.id;
-            drive(shard, st, stream, &[], ends);
+            drive(shard, st, stream, &[], ends.opening(Vec::new()));
             Ok(id)
         }
     }

@@ -133,6 +133,7 @@ pub struct Connected<'a> {
     pub(crate) peer: SocketAddr,
     pub(crate) local: SocketAddr,
     pub(crate) protocol: &'static str,
+    pub(crate) peer_certificates: &'a [Vec<u8>],
     pub(crate) ctx: &'a SessionCtx,
 }
 
@@ -152,6 +153,11 @@ impl Connected<'_> {
     /// `"tcp"` or `"websocket"`.
     pub fn protocol(&self) -> &'static str {
         self.protocol
+    }
+    /// The peer's certificate chain, leaf first, in DER, as verified
+    /// against the listener's client CA (empty without one).
+    pub fn peer_certificates(&self) -> &[Vec<u8>] {
+        self.peer_certificates
     }
     /// Queues `packet` for the new session. It cannot be refused for room:
     /// the queue is empty, and one packet always fits an empty queue.

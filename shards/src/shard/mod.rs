@@ -58,6 +58,14 @@ impl Drop for AcceptLoop {
     }
 }
 
+/// What a session is announced with.
+pub(crate) struct Opening {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// The peer's verified certificate chain (empty when none was asked).
+    pub peer_certificates: Vec<Vec<u8>>,
+}
+
 /// A place held for an incoming connection while it handshakes
 /// ([`Shard::hold`]): given back when dropped, unless
 /// [`Reservation::admit`] made it a session.
@@ -386,7 +394,11 @@ impl Shard {
         if let (
             Some(h),
             EngineEvent::Opened {
-                peer, local, protocol, ..
+                peer,
+                local,
+                protocol,
+                peer_certificates,
+                ..
             },
         ) = (&self.handler, &ev)
         {
@@ -396,6 +408,7 @@ impl Shard {
                 peer: *peer,
                 local: *local,
                 protocol,
+                peer_certificates,
                 ctx: &self.ctx,
             });
             self.flush_outgoing();
@@ -418,15 +431,16 @@ impl Shard {
         st: Rc<SessionState>,
         stream: I,
         initial: &[u8],
-        (peer, local): (SocketAddr, SocketAddr),
+        opening: Opening,
         ended: impl FnOnce(&CloseReason) + 'static,
     ) {
         let protocol = st.wire.protocol();
         let opened = EngineEvent::Opened {
             id: st.id,
-            peer,
-            local,
+            peer: opening.peer,
+            local: opening.local,
             protocol,
+            peer_certificates: opening.peer_certificates,
         };
         self.announce_open(&st, opened);
         let shard = Rc::clone(self);

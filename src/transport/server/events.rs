@@ -45,6 +45,7 @@ impl ServerEventStream {
                 peer,
                 local,
                 protocol,
+                peer_certificates,
             } => ServerEvent::ConnectionEstablished {
                 session_id: id,
                 info: ConnectionInfo {
@@ -53,6 +54,7 @@ impl ServerEventStream {
                     peer_addr: peer,
                     protocol: protocol.into(),
                     established_at: SystemTime::now(),
+                    peer_certificates,
                 },
             },
             EngineEvent::Closed { id, reason } => ServerEvent::ConnectionClosed { session_id: id, reason },

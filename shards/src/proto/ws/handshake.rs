@@ -135,7 +135,7 @@ where
         .admit_over(Wire::WsClient, tls)
         .ok_or_else(|| StartError::connection_limit(addr))?;
     let id = st.id;
-    drive(shard, st, stream, &buf[len..], ends);
+    drive(shard, st, stream, &buf[len..], ends.opening(Vec::new()));
     Ok(id)
 }
 
@@ -246,7 +246,8 @@ async fn serve<S>(
         return;
     }
     // Bytes the client sent right after its request are its first frames.
-    drive(&shard, st, stream, &buf[len..], ends);
+    let certificates = tls.map(|t| t.peer_certificates).unwrap_or_default();
+    drive(&shard, st, stream, &buf[len..], ends.opening(certificates));
 }
 
 /// How long a connection refused at accept may take to finish sending its

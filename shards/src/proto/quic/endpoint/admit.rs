@@ -10,8 +10,8 @@ use std::time::Instant;
 use quinn_proto::{Side, VarInt};
 
 use super::conns::mark;
-use super::{app_code, Conn, Endpoint};
-use crate::accept::{ConnectRequest, TlsInfo, Verdict};
+use super::{app_code, tls_info, Conn, Endpoint};
+use crate::accept::{ConnectRequest, Verdict};
 use crate::shard::Shard;
 use crate::stats::Protocol;
 
@@ -68,24 +68,5 @@ impl Endpoint {
         drop(guard);
         self.start_sessions(shard);
         self.wake();
-    }
-}
-
-/// What the handshake agreed, as the accept hook sees it.
-fn tls_info(q: &quinn_proto::Connection) -> TlsInfo {
-    let data = q
-        .crypto_session()
-        .handshake_data()
-        .and_then(|d| d.downcast::<quinn_proto::crypto::rustls::HandshakeData>().ok());
-    let chain = q
-        .crypto_session()
-        .peer_identity()
-        .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok());
-    TlsInfo {
-        server_name: data.as_ref().and_then(|d| d.server_name.clone()),
-        alpn: data.and_then(|d| d.protocol),
-        peer_certificates: chain
-            .map(|c| c.iter().map(|c| c.to_vec()).collect())
-            .unwrap_or_default(),
     }
 }

@@ -17,7 +17,7 @@ use crate::error::{CloseReason, StartError};
 use crate::id::SessionId;
 use crate::proto::quic::cid;
 use crate::proto::quic::stream::StreamIo;
-use crate::shard::Shard;
+use crate::shard::{Opening, Shard};
 use crate::wire::Wire;
 
 impl Endpoint {
@@ -263,7 +263,11 @@ impl Endpoint {
             c.io.announce_push(&mut c.q);
         }
         c.st = Some(Rc::clone(&st));
-        let ends = (c.q.remote_address(), self.local);
+        let opening = Opening {
+            peer: c.q.remote_address(),
+            local: self.local,
+            peer_certificates: super::tls_info(&c.q).peer_certificates,
+        };
         let stream = QuicStream {
             ep: Rc::clone(self),
             ch,
@@ -272,7 +276,7 @@ impl Endpoint {
         self.starting.borrow_mut().push(Starting {
             st,
             stream,
-            ends,
+            opening,
             reply: reply.map(|(r, _)| r),
         });
     }
@@ -283,7 +287,7 @@ impl Endpoint {
         for s in starting {
             let (ep, ch, id) = (Rc::clone(self), s.stream.ch, s.st.id);
             let stream = crate::session_io::Stream(s.stream);
-            shard.start_session(s.st, stream, &[], s.ends, move |reason| {
+            shard.start_session(s.st, stream, &[], s.opening, move |reason| {
                 ep.session_ended(ch, id, reason)
             });
             if let Some(reply) = s.reply {

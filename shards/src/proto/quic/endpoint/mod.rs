@@ -31,11 +31,11 @@ use super::cid::ShardCids;
 use super::stream::StreamIo;
 use super::udp::Udp;
 use super::ServerSide;
-use crate::accept::ConnectRequest;
+use crate::accept::{ConnectRequest, TlsInfo};
 use crate::error::StartError;
 use crate::id::SessionId;
 use crate::session::SessionState;
-use crate::shard::Shard;
+use crate::shard::{Opening, Shard};
 
 /// Datagram batches read per wake-up before timers and sessions get a turn.
 const RECV_ROUNDS: usize = 8;
@@ -145,8 +145,8 @@ pub(crate) struct Endpoint {
 struct Starting {
     st: Rc<SessionState>,
     stream: QuicStream,
-    /// The peer's address and ours.
-    ends: (SocketAddr, SocketAddr),
+    /// Its addresses and the peer's certificate chain.
+    opening: Opening,
     reply: Option<ConnectReply>,
 }
 
@@ -411,5 +411,24 @@ impl Endpoint {
             }
             return Poll::Pending;
         }
+    }
+}
+
+/// What the handshake agreed, as the accept hook sees it.
+fn tls_info(q: &quinn_proto::Connection) -> TlsInfo {
+    let data = q
+        .crypto_session()
+        .handshake_data()
+        .and_then(|d| d.downcast::<quinn_proto::crypto::rustls::HandshakeData>().ok());
+    let chain = q
+        .crypto_session()
+        .peer_identity()
+        .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok());
+    TlsInfo {
+        server_name: data.as_ref().and_then(|d| d.server_name.clone()),
+        alpn: data.and_then(|d| d.protocol),
+        peer_certificates: chain
+            .map(|c| c.iter().map(|c| c.to_vec()).collect())
+            .unwrap_or_default(),
     }
 }
