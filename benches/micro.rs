@@ -76,7 +76,7 @@ fn pool_benches(c: &mut Criterion) {
 fn slab_benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("slab");
     g.throughput(Throughput::Elements(1));
-    let mut slab = Slab::new(0, SlotTable::new(1 << 16));
+    let mut slab = Slab::new(0, 0, SlotTable::new(1 << 16));
     let ids: Vec<_> = (0..1000).map(|i| slab.insert_with(|_| i).unwrap()).collect();
     g.bench_function("lookup", |b| {
         let mut i = 0;

@@ -28,7 +28,7 @@ done
 cargo package --workspace --locked --allow-dirty 2>&1 | grep -v '^warning: ignoring \(test\|benchmark\) ' >&2
 
 echo "== msgtrans with each feature alone" >&2
-for features in "" websocket tls quic compression metrics; do
+for features in "" websocket tls quic compression metrics cluster; do
     echo "-- --no-default-features --features '$features'" >&2
     cargo check --locked -p msgtrans --no-default-features --features "$features"
 done

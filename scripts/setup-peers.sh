@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # Installs the third-party peers the tests talk to: python `websockets`
-# and `prometheus-client` (later `aioquic`) into .venv, and Debian's
-# chromium for the dashboard test. Idempotent.
+# and `prometheus-client` (later `aioquic`) into .venv, Debian's chromium
+# for the dashboard test and Debian's nats-server for the cluster tests.
+# Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Headless Debian chromium for the dashboard test (tests/dashboard_browser.rs).
-if [[ ! -x /usr/bin/chromium ]]; then
+# Debian's nats-server (2.9) for the cluster tests (tests/cluster.rs), which
+# start their own three-server NATS cluster from it.
+missing=()
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
+[[ -x /usr/bin/nats-server ]] || missing+=(nats-server)
+if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq >/dev/null
-        apt-get install -y -qq chromium >/dev/null
+        apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "setup-peers: /usr/bin/chromium is missing; install Debian's chromium package" >&2
+        echo "setup-peers: missing ${missing[*]}; install Debian's packages of that name" >&2
     fi
 fi
 req=tests/peers/requirements.txt

@@ -9,8 +9,10 @@ export CARGO_TERM_COLOR=never
 # vendor/glommio (msgtrans-glommio, the glommio fork) is a member so that it
 # packages with the rest; its own upstream suite is not ours to run here
 # (tests/glommio_loop.rs covers what the fork changed).
-cargo test --workspace --exclude msgtrans-glommio --all-targets --locked "$@"
-cargo test --workspace --exclude msgtrans-glommio --doc --locked
+# `cluster` is off by default (it brings a NATS client); its tests run here
+# against a real NATS cluster.
+cargo test --workspace --exclude msgtrans-glommio --all-targets --locked --features msgtrans/cluster "$@"
+cargo test --workspace --exclude msgtrans-glommio --doc --locked --features msgtrans/cluster
 # loom model tests of the lock-free parts (msgtrans-sync). --cfg loom
 # reaches only that crate's few dependencies, and its own target dir
 # keeps the main build from being invalidated.

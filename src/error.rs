@@ -64,6 +64,14 @@ pub enum TransportError {
     /// Local or network: a listener, shard or connection could not start.
     #[error("{0}")]
     Start(String),
+    /// Cluster: the node that owns the session is down (silent past the
+    /// node timeout, or restarted). A message reported with this was not
+    /// confirmed: it may have reached the node just before it went.
+    #[error("cluster node {0} is down")]
+    NodeDown(u8),
+    /// Cluster: this node cannot reach the cluster's broker.
+    #[error("the cluster's broker cannot be reached")]
+    ClusterUnreachable,
 }
 
 impl TransportError {
@@ -79,6 +87,8 @@ impl TransportError {
             SendError::Encode(c) => Self::Packet(c),
             SendError::Stopped => Self::Stopped,
             SendError::TooManyRequests(id) => Self::TooManyRequests(id),
+            SendError::NodeDown(n) => Self::NodeDown(n),
+            SendError::ClusterUnreachable => Self::ClusterUnreachable,
         }
     }
 }

@@ -81,6 +81,9 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "cluster")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+pub mod cluster;
 pub mod error;
 pub mod event;
 #[cfg(feature = "metrics")]
@@ -100,13 +103,15 @@ pub mod packet {
     };
 }
 
+#[cfg(feature = "cluster")]
+pub use cluster::{ClusterConfig, ClusterStats};
 pub use error::{CloseReason, Result, TransportError};
 pub use event::{ClientEvent, ServerEvent, TransportContext};
 #[cfg(feature = "metrics")]
 pub use metrics::MetricsConfig;
 pub use msgtrans_shards::accept::{AcceptHook, ConnectRequest, Decision, TlsInfo, Verdict, WsRequest};
 pub use msgtrans_shards::stats::{CloseKind, Protocol, Refusal, SessionStats, ShardSnapshot, StatsSnapshot};
-pub use msgtrans_shards::{Connected, Inline, InlineHandler, Responder, SessionHandler, SessionId};
+pub use msgtrans_shards::{Connected, Inline, InlineHandler, Responder, SessionHandler, SessionId, Undelivered};
 pub use packet::{CompressionType, Packet, PacketType};
 #[cfg(feature = "quic")]
 pub use protocol::{QuicClientConfig, QuicServerConfig};

@@ -73,6 +73,10 @@ pub struct EngineConfig {
     pub pin: bool,
     /// Thread name prefix; threads are named `{name}-{K}`.
     pub name: String,
+    /// This process's node in a cluster (1-255), written into every session
+    /// id it makes so that any node can route to it; 0 (the default) for a
+    /// process outside any cluster.
+    pub node: u8,
     /// Frame size limits.
     pub frame: FrameLimits,
     /// Open sessions allowed across all shards.
@@ -142,6 +146,7 @@ impl Default for EngineConfig {
             shards: 0,
             pin: true,
             name: "msgtrans-shard".into(),
+            node: 0,
             frame: FrameLimits::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_shard: None,

@@ -172,6 +172,15 @@ pub enum SendError {
     /// Local: the engine has stopped; nothing more can be sent.
     #[error("transport stopped")]
     Stopped,
+    /// Cluster: the node that owns the session is down (silent past the
+    /// node timeout, or restarted). A message reported with this was not
+    /// confirmed: it may have reached the node just before it went.
+    #[error("cluster node {0} is down")]
+    NodeDown(u8),
+    /// Cluster: this node has no connection to the cluster's broker (and
+    /// had none within the node timeout, for a message already accepted).
+    #[error("the cluster's broker cannot be reached")]
+    ClusterUnreachable,
 }
 
 /// Why the engine, a listener or a connection could not start.
@@ -185,8 +194,8 @@ pub enum StartError {
     /// buffers. Raise `ulimit -l` or lower the configured `io_memory`.
     #[error("cannot lock memory for io_uring ({0}); raise `ulimit -l` (RLIMIT_MEMLOCK) or lower the shard io_memory setting")]
     LockedMemory(io::Error),
-    /// Local: zero shards requested, or more than the 65,535 a session id can name.
-    #[error("invalid shard count {0}: must be between 1 and 65535")]
+    /// Local: zero shards requested, or more than the 256 a session id can name.
+    #[error("invalid shard count {0}: must be between 1 and 256")]
     InvalidShardCount(usize),
     /// Local: a shard thread could not be started.
     #[error("failed to start shard {shard}: {source}")]
@@ -223,6 +232,13 @@ pub enum StartError {
     /// 1.3), or a transport setting is out of range.
     #[error("invalid TLS or transport settings: {reason}")]
     Tls {
+        /// What is wrong.
+        reason: String,
+    },
+    /// Local or network: the cluster could not be joined (no broker could
+    /// be reached, or the cluster settings are invalid).
+    #[error("cannot join the cluster: {reason}")]
+    Cluster {
         /// What is wrong.
         reason: String,
     },

@@ -43,6 +43,14 @@ pub enum EngineEvent {
         /// The bound address.
         addr: SocketAddr,
     },
+    /// A broadcast that was not waited for did not reach every node: `node`
+    /// did not confirm it.
+    BroadcastIncomplete {
+        /// The node.
+        node: u8,
+        /// Why.
+        error: SendError,
+    },
     /// A packet accepted by `send` could not be queued after all.
     SendFailed {
         /// The target session.
@@ -92,6 +100,10 @@ pub(crate) enum Command {
         /// (0 for none); the shard releases them once it has queued or
         /// refused the packet.
         reserved: usize,
+        /// The cluster node the packet came from, which is told if it
+        /// cannot be queued (`None`: sent on this node; a failure is this
+        /// node's `SendFailed`).
+        report: Option<u8>,
     },
     /// Send a request and complete `reply` with its response.
     Request {
@@ -103,11 +115,23 @@ pub(crate) enum Command {
     /// A request of the peer's will not be answered (its responder was
     /// dropped): a draining session need not wait for it.
     Abandon { id: SessionId },
-    /// Queue a packet for every session of this shard; reply with the count.
+    /// Queue a packet for every session of this shard but `except`; reply
+    /// with the count.
     Broadcast {
         packet: Packet,
-        reply: flume::Sender<usize>,
+        except: Option<SessionId>,
+        reply: Option<flume::Sender<usize>>,
     },
+    /// A packet for `id`, accepted on this node, was not delivered by the
+    /// node that owns `id`: the inline handler's `on_undelivered` hears it
+    /// (by default, a `SendFailed` event).
+    Report {
+        id: SessionId,
+        packet: Packet,
+        error: SendError,
+    },
+    /// Hand an event to the application (from the cluster layer).
+    Event(EngineEvent),
     /// Close a session.
     Close {
         id: SessionId,

@@ -9,11 +9,13 @@
 //! session (2) → handler (2) → the session's write batch.
 //!
 //! 1. **Leaf types**, which know nothing of sessions: [`id`], [`header`],
+//!    `channel` (the batched queue with a doorbell),
 //!    [`error`], [`packet`], [`codec`] (pure functions over bytes),
 //!    [`compress`], [`config`], `wire` (how packets are enveloped and
 //!    WebSocket frames read), [`pool`], [`mesh`], [`stats`], `turn_bell`,
-//!    `session_io` (the stream a session reads and writes) and [`event`]
-//!    (what the shards tell the application and the commands they take).
+//!    `session_io` (the stream a session reads and writes), [`event`]
+//!    (what the shards tell the application and the commands they take)
+//!    and [`uplink`] (the way out to a cluster's other nodes).
 //! 2. **The session**: `session` — its state, its `SessionCtx` (what it
 //!    needs of its shard), the driver future over any stream, and the
 //!    application's inline code ([`handler`], [`session_handler`]) — and
@@ -46,6 +48,7 @@
 pub mod accept;
 #[doc(hidden)]
 pub mod bench_loop;
+mod channel;
 pub mod codec;
 pub mod compress;
 pub mod config;
@@ -70,13 +73,14 @@ pub mod stats;
 pub mod testing;
 mod timeout;
 mod turn_bell;
+pub mod uplink;
 mod wire;
 
 pub use config::EngineConfig;
 pub use error::{CloseReason, CodecError, SendError, StartError, Violation};
 pub use event::EngineEvent;
 pub use event::EventSink;
-pub use handler::{Inline, InlineHandler};
+pub use handler::{Inline, InlineHandler, Undelivered};
 pub use id::SessionId;
 pub use msgtrans_sync::waitlist::WaitList;
 pub use packet::{CompressionType, FixedHeader, IntoPayload, Packet, PacketType, ReservedFlags};

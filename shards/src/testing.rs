@@ -114,6 +114,8 @@ pub(crate) fn lone_shard(
         open_total: AtomicUsize::new(0),
         peers: crate::peers::PeerTable::new(cfg.max_connections_per_ip, cfg.max_connects_per_ip_per_sec),
         secret: Default::default(),
+        node: cfg.node,
+        uplink: Default::default(),
     });
     let (tx, _rx) = flume::bounded(1024);
     let sink = EventSink {

@@ -52,6 +52,7 @@ impl ClientEventStream {
                 ClientEvent::MessageReceived(TransportContext::new(id, packet, &self.shared.engine))
             }
             EngineEvent::SendFailed { error, .. } => ClientEvent::Error { error: error.into() },
+            EngineEvent::BroadcastIncomplete { error, .. } => ClientEvent::Error { error: error.into() },
             EngineEvent::Listening { .. } => return None,
         })
     }

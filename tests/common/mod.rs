@@ -3,6 +3,7 @@
 //! clients until every shard owns at least one session.
 #![allow(dead_code)]
 
+pub mod nats;
 pub mod ws_raw;
 
 use std::collections::{HashSet, VecDeque};

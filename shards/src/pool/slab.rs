@@ -68,7 +68,8 @@ impl SlotTable {
 /// Session slots for one shard.
 #[derive(Debug)]
 pub struct Slab<T> {
-    shard: u16,
+    node: u8,
+    shard: u8,
     entries: Vec<Option<T>>,
     generations: Vec<u32>,
     free: Vec<u32>,
@@ -76,9 +77,11 @@ pub struct Slab<T> {
 }
 
 impl<T> Slab<T> {
-    /// A slab for `shard` that holds as many sessions as `table` has slots.
-    pub fn new(shard: u16, table: Arc<SlotTable>) -> Self {
+    /// A slab for `shard` of `node` that holds as many sessions as `table`
+    /// has slots.
+    pub fn new(node: u8, shard: u8, table: Arc<SlotTable>) -> Self {
         Self {
+            node,
             shard,
             entries: Vec::new(),
             generations: Vec::new(),
@@ -105,7 +108,7 @@ impl<T> Slab<T> {
             None => return None,
         };
         let generation = self.generations[slot as usize];
-        let id = SessionId::from_parts(self.shard, generation, slot);
+        let id = SessionId::from_parts(self.node, self.shard, generation, slot);
         self.entries[slot as usize] = Some(make(id));
         self.table.words.open(slot as usize, generation);
         Some(id)
@@ -114,6 +117,7 @@ impl<T> Slab<T> {
     fn index(&self, id: SessionId) -> Option<usize> {
         let slot = id.slot() as usize;
         (id.shard() == self.shard as usize
+            && id.node() == self.node
             && self.generations.get(slot) == Some(&id.generation())
             && self.entries[slot].is_some())
         .then_some(slot)
@@ -158,7 +162,7 @@ mod tests {
 
     #[test]
     fn stale_id_never_reaches_the_new_session() {
-        let mut slab = Slab::new(2, SlotTable::new(4));
+        let mut slab = Slab::new(0, 2, SlotTable::new(4));
         let a = slab.insert_with(|_| "a").unwrap();
         assert_eq!(a.shard(), 2);
         assert!(slab.table().is_live(a));
@@ -174,7 +178,7 @@ mod tests {
 
     #[test]
     fn full_slab_refuses() {
-        let mut slab = Slab::new(0, SlotTable::new(2));
+        let mut slab = Slab::new(0, 0, SlotTable::new(2));
         let ids: Vec<_> = (0..2).map(|i| slab.insert_with(|_| i).unwrap()).collect();
         assert!(slab.insert_with(|_| 9).is_none());
         slab.remove(ids[0]);
@@ -185,9 +189,9 @@ mod tests {
 
     #[test]
     fn id_of_another_shard_is_not_found() {
-        let mut slab = Slab::new(0, SlotTable::new(2));
+        let mut slab = Slab::new(0, 0, SlotTable::new(2));
         let a = slab.insert_with(|_| ()).unwrap();
-        let other = SessionId::from_parts(1, a.generation(), a.slot());
+        let other = SessionId::from_parts(0, 1, a.generation(), a.slot());
         assert!(slab.get(other).is_none());
     }
 }

@@ -1,6 +1,7 @@
 //! The engine: N shards, each a glommio executor pinned to its own core on a
 //! thread named `msgtrans-shard-K`, and the handle the API uses to reach them.
 
+mod cluster;
 mod start;
 
 use std::net::SocketAddr;
@@ -201,9 +202,11 @@ impl Engine {
         rx.recv_async().await.map_err(|_| StartError::Stopped)?
     }
 
-    /// Whether `id` is open now.
+    /// Whether `id` is open now: a session of this process. (Whether a
+    /// session of another cluster node is open is known only to that node;
+    /// this says `false` for one.)
     pub fn is_live(&self, id: SessionId) -> bool {
-        self.mesh.tables.get(id.shard()).is_some_and(|t| t.is_live(id))
+        self.mesh.is_live(id)
     }
 
     /// Refuses a packet larger than the configured limits, before it costs
@@ -248,6 +251,7 @@ impl Engine {
             packet,
             wait: None,
             reserved,
+            report: None,
         };
         self.command(id.shard(), cmd).inspect_err(|_| {
             self.mesh.tables[id.shard()].release(id, reserved);
@@ -255,9 +259,14 @@ impl Engine {
     }
 
     /// Queues `packet` only if `id`'s outbound queue has room now; fails at
-    /// once with [`SendError::Backpressure`] otherwise.
+    /// once with [`SendError::Backpressure`] otherwise. For a session of
+    /// another cluster node, the room is that node's send window, and a
+    /// node known to be down fails at once with [`SendError::NodeDown`].
     pub fn try_send(&self, id: SessionId, packet: Packet) -> Result<(), SendError> {
         self.check_size(&packet)?;
+        if !self.mesh.is_local(id) {
+            return self.send_remote(id, packet);
+        }
         if !self.is_live(id) {
             return Err(SendError::SessionNotFound(id));
         }
@@ -269,9 +278,14 @@ impl Engine {
 
     /// Queues `packet`, waiting up to `timeout` for room in `id`'s outbound
     /// queue; fails with [`SendError::Backpressure`] if none appears.
-    /// Returns at once when there is room.
+    /// Returns at once when there is room. A session of another cluster
+    /// node is sent to as [`Engine::try_send`] does: its node's window is
+    /// not waited on.
     pub async fn send_waiting(&self, id: SessionId, packet: Packet, timeout: Duration) -> Result<(), SendError> {
         self.check_size(&packet)?;
+        if !self.mesh.is_local(id) {
+            return self.send_remote(id, packet);
+        }
         if !self.is_live(id) {
             return Err(SendError::SessionNotFound(id));
         }
@@ -287,15 +301,33 @@ impl Engine {
                 packet,
                 wait: Some((deadline, reply)),
                 reserved: 0,
+                report: None,
             },
         )?;
         rx.recv_async().await.map_err(|_| SendError::Stopped)?
     }
 
     /// Sends a request and waits for its response, at most `timeout`.
-    /// Fails at once when the session closes.
+    /// Fails at once when the session closes (or, on another cluster node,
+    /// when its node goes down).
     pub async fn request(&self, id: SessionId, packet: Packet, timeout: Duration) -> Result<Packet, SendError> {
         self.check_size(&packet)?;
+        let rx = if self.mesh.is_local(id) {
+            self.request_start(id, packet, timeout)?
+        } else {
+            self.request_remote(id, packet, timeout)?
+        };
+        rx.recv_async().await.map_err(|_| SendError::Stopped)?
+    }
+
+    /// Hands a request for `id`, a session of this process, to its shard;
+    /// the response (or why there is none) arrives on the receiver.
+    pub fn request_start(
+        &self,
+        id: SessionId,
+        packet: Packet,
+        timeout: Duration,
+    ) -> Result<flume::Receiver<Result<Packet, SendError>>, SendError> {
         if !self.is_live(id) {
             return Err(SendError::SessionNotFound(id));
         }
@@ -309,13 +341,38 @@ impl Engine {
                 reply,
             },
         )?;
-        rx.recv_async().await.map_err(|_| SendError::Stopped)?
+        Ok(rx)
     }
 
     /// Queues `packet` for every open session on every shard (in parallel,
-    /// one command per shard); returns how many sessions it reached.
+    /// one command per shard) and, in a cluster, on every other node;
+    /// returns how many sessions it reached.
     pub async fn broadcast(&self, packet: Packet) -> Result<usize, SendError> {
+        self.broadcast_except(packet, None).await
+    }
+
+    /// [`Engine::broadcast`] to every session but `except`. In a cluster it
+    /// fails with [`SendError::NodeDown`] (or
+    /// [`SendError::ClusterUnreachable`]) if a node did not confirm it: the
+    /// count would then be a guess.
+    pub async fn broadcast_except(&self, packet: Packet, except: Option<SessionId>) -> Result<usize, SendError> {
         self.check_size(&packet)?;
+        let remote = self.broadcast_remote(packet.clone(), except)?;
+        let local = self.broadcast_local(packet, except)?.await?;
+        let remote = match remote {
+            Some(rx) => rx.recv_async().await.map_err(|_| SendError::Stopped)??,
+            None => 0,
+        };
+        Ok(local + remote)
+    }
+
+    /// Hands a broadcast to every shard of this process now, in order with
+    /// what this thread sent before; the future resolves to the count.
+    pub fn broadcast_local(
+        &self,
+        packet: Packet,
+        except: Option<SessionId>,
+    ) -> Result<impl std::future::Future<Output = Result<usize, SendError>> + Send + 'static, SendError> {
         let mut waits = Vec::with_capacity(self.shards());
         for i in 0..self.shards() {
             let (reply, rx) = flume::bounded(1);
@@ -323,16 +380,19 @@ impl Engine {
                 i,
                 Command::Broadcast {
                     packet: packet.clone(),
-                    reply,
+                    except,
+                    reply: Some(reply),
                 },
             )?;
             waits.push(rx);
         }
-        let mut total = 0;
-        for rx in waits {
-            total += rx.recv_async().await.map_err(|_| SendError::Stopped)?;
-        }
-        Ok(total)
+        Ok(async move {
+            let mut total = 0;
+            for rx in waits {
+                total += rx.recv_async().await.map_err(|_| SendError::Stopped)?;
+            }
+            Ok(total)
+        })
     }
 
     /// Closes a session; its close event carries `reason`.

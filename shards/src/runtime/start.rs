@@ -71,7 +71,7 @@ impl Engine {
         sink: EventSink,
     ) -> Result<Engine, StartError> {
         let n = if cfg.shards == 0 { usable_cores() } else { cfg.shards };
-        if n == 0 || n > u16::MAX as usize {
+        if n == 0 || n > crate::id::MAX_SHARDS {
             return Err(StartError::InvalidShardCount(n));
         }
         let per_shard = cfg.max_connections_per_shard.unwrap_or(cfg.max_connections).max(1);
@@ -83,6 +83,8 @@ impl Engine {
             open_total: AtomicUsize::new(0),
             peers: PeerTable::new(cfg.max_connections_per_ip, cfg.max_connects_per_ip_per_sec),
             secret: Default::default(),
+            node: cfg.node,
+            uplink: Default::default(),
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let stats: Vec<_> = (0..n).map(|_| Arc::new(ShardStats::new(n))).collect();

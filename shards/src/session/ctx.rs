@@ -23,6 +23,7 @@ use crate::pool::hot::HotBuffers;
 use crate::pump::EventPump;
 use crate::stats::ShardStats;
 use crate::turn_bell::TurnBell;
+use crate::uplink::{self, Outbound};
 
 /// Sending to a session of this shard: the shard's table of sessions is
 /// above this layer, so the shard lends this handle.
@@ -41,6 +42,8 @@ pub(crate) struct SessionCtx {
     pub mesh: Arc<Mesh>,
     /// Commands for other shards gathered during a batch.
     outgoing: RefCell<Vec<Vec<Command>>>,
+    /// Messages for other cluster nodes gathered during a batch.
+    outgoing_remote: RefCell<Vec<Outbound>>,
     pub sink: EventSink,
     pub stats: Arc<ShardStats>,
     /// Sends waiting for room in some session's queue.
@@ -73,6 +76,7 @@ impl SessionCtx {
             buffers: HotBuffers::new(pool),
             mesh,
             outgoing: RefCell::new((0..shards).map(|_| Vec::new()).collect()),
+            outgoing_remote: RefCell::new(Vec::new()),
             stats,
             waiting_sends: Cell::new(0),
             sweeper: RefCell::new(None),
@@ -121,6 +125,9 @@ impl SessionCtx {
 
     /// Sends `packet` to `target` from code running on this shard.
     pub fn route_send(&self, target: SessionId, packet: Packet) -> Result<(), SendError> {
+        if !self.mesh.is_local(target) {
+            return self.route_remote(target, packet);
+        }
         let dest = target.shard();
         if dest == self.index {
             return match self.route.get().and_then(Weak::upgrade) {
@@ -135,10 +142,49 @@ impl SessionCtx {
                     packet,
                     wait: None,
                     reserved: 0,
+                    report: None,
                 });
                 Ok(())
             }
             _ => Err(SendError::SessionNotFound(target)),
+        }
+    }
+
+    /// A send to a session of another cluster node: its bytes are reserved
+    /// in that node's window now (so a full window or a down node is an
+    /// error here), and it leaves with the batch's others.
+    #[cold]
+    fn route_remote(&self, target: SessionId, packet: Packet) -> Result<(), SendError> {
+        let Some(uplink) = self.mesh.uplink.get() else {
+            return Err(SendError::SessionNotFound(target));
+        };
+        let reserved = uplink::cost(&packet);
+        uplink.reserve(target, reserved)?;
+        self.outgoing_remote.borrow_mut().push(Outbound::Send {
+            target,
+            packet,
+            reserved,
+        });
+        Ok(())
+    }
+
+    /// Queues a broadcast to every session of every shard, and of every
+    /// other cluster node, but `except`; it goes with the batch's others.
+    pub fn route_broadcast(&self, packet: Packet, except: Option<SessionId>) {
+        let mut outgoing = self.outgoing.borrow_mut();
+        for cmds in outgoing.iter_mut() {
+            cmds.push(Command::Broadcast {
+                packet: packet.clone(),
+                except,
+                reply: None,
+            });
+        }
+        if self.mesh.uplink.get().is_some() {
+            self.outgoing_remote.borrow_mut().push(Outbound::Broadcast {
+                packet,
+                except,
+                reply: None,
+            });
         }
     }
 
@@ -160,6 +206,15 @@ impl SessionCtx {
                     c.add(cmds.len() as u64);
                 }
                 let _ = self.mesh.outboxes[dest].send_batch(cmds.drain(..));
+            }
+        }
+        drop(outgoing);
+        let mut remote = self.outgoing_remote.borrow_mut();
+        if !remote.is_empty() {
+            if let Some(uplink) = self.mesh.uplink.get() {
+                // Fails only once the cluster layer has stopped, with the
+                // engine: nothing is waiting for these any more.
+                let _ = uplink.submit_batch(remote.drain(..));
             }
         }
     }

@@ -26,6 +26,14 @@ pub trait InlineHandler: Send + Sync + 'static {
     fn on_close(&self, session_id: SessionId, reason: &crate::error::CloseReason) {
         let _ = (session_id, reason);
     }
+    /// A packet sent from this process (by a handler or through the API)
+    /// was accepted, then could not be delivered: its target closed first,
+    /// its queue was full, or the target's cluster node is down or reported
+    /// it. Runs on a shard of this process; it may answer whoever sent the
+    /// packet. The default reports it as a `SendFailed` event.
+    fn on_undelivered(&self, ctx: &mut Undelivered<'_>) {
+        ctx.report();
+    }
 }
 
 impl<F> InlineHandler for F
@@ -123,6 +131,48 @@ impl<'a> Inline<'a> {
             return Ok(());
         }
         self.ctx.route_send(target, packet)
+    }
+    /// Queues `packet` for every other open session: on every shard and,
+    /// in a cluster, on every node. Never blocks; a session whose queue is
+    /// full, or a node that does not confirm, is reported like a failed
+    /// send ([`InlineHandler::on_undelivered`], or an event for a node).
+    pub fn broadcast_others(&mut self, packet: Packet) {
+        self.ctx.route_broadcast(packet, Some(self.id));
+    }
+}
+
+/// What [`InlineHandler::on_undelivered`] sees: the packet that was not
+/// delivered, where it was going and why, and a way to send.
+pub struct Undelivered<'a> {
+    pub(crate) target: SessionId,
+    pub(crate) packet: &'a Packet,
+    pub(crate) error: &'a SendError,
+    pub(crate) ctx: &'a SessionCtx,
+}
+
+impl Undelivered<'_> {
+    /// The session the packet was for.
+    pub fn target(&self) -> SessionId {
+        self.target
+    }
+    /// The packet.
+    pub fn packet(&self) -> &Packet {
+        self.packet
+    }
+    /// Why it was not delivered.
+    pub fn error(&self) -> &SendError {
+        self.error
+    }
+    /// Sends `packet` to any session (the packet's sender, say).
+    ///
+    /// # Errors
+    /// As [`Inline::send_to`].
+    pub fn send_to(&mut self, target: SessionId, packet: Packet) -> Result<(), SendError> {
+        self.ctx.route_send(target, packet)
+    }
+    /// Reports the failure as a `SendFailed` event, as the default does.
+    pub fn report(&mut self) {
+        self.ctx.send_failed(self.target, self.packet, self.error.clone());
     }
 }
 

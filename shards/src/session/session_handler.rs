@@ -18,7 +18,7 @@ use crate::id::SessionId;
 use crate::mesh::Mesh;
 use crate::packet::{FixedHeader, IntoPayload, Packet, PacketType};
 pub use crate::session::handler::Connected;
-use crate::session::handler::{Inline, InlineHandler};
+use crate::session::handler::{Inline, InlineHandler, Undelivered};
 
 /// Application code that serves sessions on their shard.
 ///
@@ -44,6 +44,12 @@ pub trait SessionHandler: Send + Sync + 'static {
     /// A session ended. Runs once, after its last packet was handled.
     fn on_disconnected(&self, session_id: SessionId, reason: &CloseReason) {
         let _ = (session_id, reason);
+    }
+    /// A packet sent from this process could not be delivered (see
+    /// [`InlineHandler::on_undelivered`]). The default reports it as an
+    /// event.
+    fn on_undelivered(&self, ctx: &mut Undelivered<'_>) {
+        ctx.report();
     }
 }
 
@@ -122,6 +128,13 @@ impl Responder {
         self.header.message_id
     }
 
+    /// Answers with biz type `biz_type` instead of the request's (a relay
+    /// answers 255 when it could not reach the request's target).
+    pub fn with_biz_type(mut self, biz_type: u8) -> Self {
+        self.header.biz_type = biz_type;
+        self
+    }
+
     /// Answers now, on the shard: the response joins the batch being
     /// written, with no hop. `ctx` is the handler's context (any packet of
     /// any session on this shard will do; the response goes to the
@@ -155,7 +168,7 @@ impl Responder {
         }
         let shard = self.session.shard();
         let mesh = &self.home.mesh;
-        if !mesh.tables.get(shard).is_some_and(|t| t.is_live(self.session)) {
+        if !mesh.is_live(self.session) {
             return Err(SendError::SessionNotFound(self.session));
         }
         let cmd = Command::Send {
@@ -165,6 +178,7 @@ impl Responder {
             // One answer per request the session already counts: bounded
             // by `max_unanswered_requests`, so nothing to reserve.
             reserved: 0,
+            report: None,
         };
         mesh.outboxes[shard].send(cmd).map_err(|_| SendError::Stopped)?;
         self.answered = true;
@@ -192,7 +206,7 @@ impl Drop for Responder {
         }
         let shard = self.session.shard();
         let mesh = &self.home.mesh;
-        if mesh.tables.get(shard).is_some_and(|t| t.is_live(self.session)) {
+        if mesh.is_live(self.session) {
             let _ = mesh.outboxes[shard].send(Command::Abandon { id: self.session });
         }
     }
@@ -215,5 +229,8 @@ impl<H: SessionHandler> InlineHandler for SessionHandlerAdapter<H> {
     }
     fn on_close(&self, session_id: SessionId, reason: &CloseReason) {
         self.0.on_disconnected(session_id, reason);
+    }
+    fn on_undelivered(&self, ctx: &mut Undelivered<'_>) {
+        self.0.on_undelivered(ctx);
     }
 }

@@ -374,7 +374,7 @@ mod tests {
     use std::time::Duration;
 
     fn state() -> Rc<SessionState> {
-        SessionState::new(SessionId::from_parts(0, 0, 0), Wire::Tcp)
+        SessionState::new(SessionId::from_parts(0, 0, 0, 0), Wire::Tcp)
     }
 
     #[test]

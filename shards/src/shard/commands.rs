@@ -9,7 +9,9 @@ use crate::error::{CloseReason, SendError};
 use crate::event::{Command, ReplyTx};
 use crate::id::SessionId;
 use crate::packet::{Packet, PacketType};
+use crate::session::handler::Undelivered;
 use crate::session::PendingRequest;
+use crate::uplink::Outbound;
 
 /// How long a stop waits for the application to take the close events
 /// before it gives up on the ones that do not fit its queue.
@@ -24,10 +26,11 @@ impl Shard {
                 packet,
                 wait,
                 reserved,
+                report,
             } => match self.session(id) {
                 Some(s) => {
                     if let Err((packet, e)) = s.offer(&self.ctx, packet, wait, reserved) {
-                        self.send_failed(id, &packet, e);
+                        self.undelivered(id, packet, e, report);
                     }
                 }
                 None => {
@@ -38,10 +41,14 @@ impl Shard {
                         Some((_, reply)) => {
                             let _ = reply.send(Err(SendError::SessionNotFound(id)));
                         }
-                        None => self.send_failed(id, &packet, SendError::SessionNotFound(id)),
+                        None => self.undelivered(id, packet, SendError::SessionNotFound(id), report),
                     }
                 }
             },
+            Command::Report { id, packet, error } => self.undelivered(id, packet, error, None),
+            Command::Event(ev) => {
+                self.pump.emit(ev, None);
+            }
             Command::Request {
                 id,
                 mut packet,
@@ -53,16 +60,18 @@ impl Shard {
                     s.note_abandoned();
                 }
             }
-            Command::Broadcast { packet, reply } => {
+            Command::Broadcast { packet, except, reply } => {
                 let sessions: Vec<_> = self.slab.borrow().iter().cloned().collect();
                 let mut reached = 0;
-                for s in sessions {
+                for s in sessions.into_iter().filter(|s| Some(s.id) != except) {
                     match s.offer(self, packet.clone(), None, 0) {
                         Ok(()) => reached += 1,
-                        Err((packet, e)) => self.send_failed(s.id, &packet, e),
+                        Err((packet, e)) => self.undelivered(s.id, packet, e, None),
                     }
                 }
-                let _ = reply.send(reached);
+                if let Some(reply) = reply {
+                    let _ = reply.send(reached);
+                }
             }
             Command::Close { id, reason, reply } => match self.session(id) {
                 // Answered by `finish`, once the session is really gone.
@@ -139,6 +148,31 @@ impl Shard {
                 })
                 .detach();
             }
+        }
+    }
+
+    /// A packet for `id` that was accepted and cannot be queued: the node
+    /// it came from is told (`report`), or this node's handler hears it.
+    fn undelivered(&self, id: SessionId, packet: Packet, error: SendError, report: Option<u8>) {
+        if let Some(node) = report {
+            if let Some(uplink) = self.mesh.uplink.get() {
+                let _ = uplink.submit(Outbound::Undelivered {
+                    node,
+                    target: id,
+                    packet,
+                    error,
+                });
+            }
+            return;
+        }
+        match &self.handler {
+            Some(handler) => handler.on_undelivered(&mut Undelivered {
+                target: id,
+                packet: &packet,
+                error: &error,
+                ctx: &self.ctx,
+            }),
+            None => self.send_failed(id, &packet, error),
         }
     }
 

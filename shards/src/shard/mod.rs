@@ -140,12 +140,13 @@ impl Shard {
         accept_hook: Option<Arc<dyn AcceptHook>>,
     ) -> Rc<Self> {
         let table = Arc::clone(&ctx.mesh.tables[ctx.index]);
-        let index = ctx.index as u16;
+        // At most `MAX_SHARDS` (256) shards start, so the index fits.
+        let (node, index) = (ctx.cfg.node, ctx.index as u8);
         let shard = Rc::new(Self {
             ctx: Rc::new(ctx),
             handler,
             accept_hook,
-            slab: RefCell::new(Slab::new(index, table)),
+            slab: RefCell::new(Slab::new(node, index, table)),
             listeners: RefCell::new(Vec::new()),
             accept_loops: Cell::new(0),
             pending_requests: Cell::new(0),

@@ -31,6 +31,8 @@ pub struct TransportServerBuilder {
     accept_hook: Option<Arc<dyn AcceptHook>>,
     #[cfg(feature = "metrics")]
     metrics: Option<MetricsConfig>,
+    #[cfg(feature = "cluster")]
+    cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for TransportServerBuilder {
@@ -52,7 +54,19 @@ impl TransportServerBuilder {
             accept_hook: None,
             #[cfg(feature = "metrics")]
             metrics: None,
+            #[cfg(feature = "cluster")]
+            cluster: None,
         }
+    }
+    /// Joins a cluster: `send`, `request` and `broadcast` reach sessions on
+    /// every node, delivered or reported (see [`crate::cluster`]). The
+    /// session ids this server makes name its node. `build` fails if no
+    /// NATS server answers within the config's connect timeout.
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub fn cluster(mut self, config: crate::cluster::ClusterConfig) -> Self {
+        self.cluster = Some(config);
+        self
     }
     /// Serves `/metrics` (Prometheus), `/stats.json` and a live dashboard
     /// at `/` on `addr`, from a thread of its own (not a shard). Off unless
@@ -244,6 +258,10 @@ impl TransportServerBuilder {
     pub async fn build(self) -> Result<TransportServer> {
         let mut cfg = self.limits.engine_config(self.shards, self.pin, "msgtrans-shard");
         cfg.tcp_ring = self.tcp_ring;
+        #[cfg(feature = "cluster")]
+        if let Some(c) = &self.cluster {
+            cfg.node = c.node();
+        }
         let (tx, rx) = flume::bounded(cfg.event_capacity);
         let lifecycle = Arc::new(AtomicBool::new(self.handler.is_none()));
         let bell = Arc::new(WaitList::new());
@@ -253,6 +271,19 @@ impl TransportServerBuilder {
             bell: Arc::clone(&bell),
         };
         let engine = Arc::new(Engine::start_with_accept_hook(cfg, self.handler, self.accept_hook, sink).await?);
+        // Joined before any listener opens, so no session is served that
+        // could not reach the rest of the cluster.
+        #[cfg(feature = "cluster")]
+        let cluster = match self.cluster {
+            None => None,
+            Some(c) => match crate::cluster::Cluster::start(Arc::clone(&engine), c).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    engine.stop().await;
+                    return Err(e.into());
+                }
+            },
+        };
         let mut addrs = Vec::new();
         #[cfg(feature = "quic")]
         let mut quic_certs = Vec::new();
@@ -338,6 +369,8 @@ impl TransportServerBuilder {
                 stopped_reported: AtomicBool::new(false),
                 #[cfg(feature = "metrics")]
                 metrics,
+                #[cfg(feature = "cluster")]
+                cluster: std::sync::Mutex::new(cluster),
             }),
         })
     }

@@ -66,6 +66,10 @@ impl ServerEventStream {
                 session_id: Some(id),
                 error: error.into(),
             },
+            EngineEvent::BroadcastIncomplete { error, .. } => ServerEvent::TransportError {
+                session_id: None,
+                error: error.into(),
+            },
             EngineEvent::Listening { addr } => ServerEvent::ServerStarted { address: addr },
         }
     }

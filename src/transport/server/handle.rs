@@ -37,6 +37,8 @@ pub(super) struct Inner {
     pub(super) stopped_reported: AtomicBool,
     #[cfg(feature = "metrics")]
     pub(super) metrics: Option<MetricsServer>,
+    #[cfg(feature = "cluster")]
+    pub(super) cluster: std::sync::Mutex<Option<crate::cluster::Cluster>>,
 }
 
 /// A running server. Clones share it.
@@ -249,6 +251,20 @@ impl TransportServer {
         self.finish(None).await
     }
 
+    /// This server's cluster node (0 outside a cluster).
+    pub fn node(&self) -> u8 {
+        self.inner.engine.node()
+    }
+
+    /// The cluster layer's counters (`None` outside a cluster, or once
+    /// stopped).
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub fn cluster_stats(&self) -> Option<Arc<crate::cluster::ClusterStats>> {
+        let c = self.inner.cluster.lock().unwrap_or_else(|e| e.into_inner());
+        c.as_ref().map(|c| Arc::clone(c.stats()))
+    }
+
     /// Graceful shutdown: stops accepting at once (new connections are
     /// refused), lets every session finish its pending requests (both ways)
     /// and flush its queued output, closing each as it goes quiet, and closes
@@ -261,6 +277,15 @@ impl TransportServer {
 
     async fn finish(&self, drain: Option<Duration>) {
         self.inner.engine.shutdown(drain).await;
+        // After the sessions: what they sent to other nodes until the end
+        // is still delivered or reported.
+        #[cfg(feature = "cluster")]
+        {
+            let cluster = self.inner.cluster.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(mut c) = cluster {
+                c.stop().await;
+            }
+        }
         #[cfg(feature = "metrics")]
         if let Some(m) = &self.inner.metrics {
             m.stop();
