@@ -34,6 +34,9 @@ OPTIONS:
                           one cluster share it    [default: msgtrans]
     --node-timeout MS     a node silent this long is taken for down and
                           what it had not confirmed is reported [default: 3000]
+    --max-message BYTES   largest NATS message this node publishes (many
+                          packets share one; a larger one is split)
+                          [default: 16384, capped by the server's max_payload]
     --stats-every MS      print the cluster's counters every MS milliseconds
                           as a `cluster ...` line [default: off]
     -h, --help            print this help
@@ -73,6 +76,7 @@ struct Args {
     cluster_name: String,
     node_timeout: Duration,
     stats_every: Option<Duration>,
+    max_message: usize,
 }
 
 fn parse() -> Result<Option<Args>, String> {
@@ -87,6 +91,7 @@ fn parse() -> Result<Option<Args>, String> {
         cluster_name: "msgtrans".into(),
         node_timeout: msgtrans::cluster::DEFAULT_NODE_TIMEOUT,
         stats_every: None,
+        max_message: msgtrans::cluster::DEFAULT_MAX_MESSAGE,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -112,6 +117,11 @@ fn parse() -> Result<Option<Args>, String> {
                     .parse()
                     .map_err(|e| format!("--node-timeout: {e}"))?;
                 a.node_timeout = Duration::from_millis(ms);
+            }
+            "--max-message" => {
+                a.max_message = value("--max-message")?
+                    .parse()
+                    .map_err(|e| format!("--max-message: {e}"))?
             }
             "--stats-every" => {
                 let ms: u64 = value("--stats-every")?
@@ -292,7 +302,12 @@ async fn main() -> ExitCode {
     }
     if let Some(urls) = &args.cluster {
         match ClusterConfig::new(&args.cluster_name, args.node, urls) {
-            Ok(c) => builder = builder.cluster(c.with_node_timeout(args.node_timeout)),
+            Ok(c) => {
+                let c = c
+                    .with_node_timeout(args.node_timeout)
+                    .with_max_message(args.max_message);
+                builder = builder.cluster(c)
+            }
             Err(e) => return fail(e),
         }
     }

@@ -38,26 +38,31 @@ done
 sleep 1
 urls() { local first=$1 out=""; for k in 0 1 2; do out+="${out:+,}nats://127.0.0.1:${client[$(((first + k) % 3))]}"; done; echo "$out"; }
 
-# Two relay nodes, one shard each, on NATS servers 0 and 1.
+# Two relay nodes, one shard each, on NATS servers 0 and 1. Sets $addr and
+# $pid (no subshell, so the pid is kept for cleanup).
 start_relay() {
-    local node=$1 nats=$2 out="$dir/relay$node.out"
+    local node=$1 nats=$2
+    local out="$dir/relay$node.out"
     "$bin/relay" --tcp 127.0.0.1:0 --shards 1 --node "$node" --cluster "$(urls "$nats")" \
         --cluster-name bench >"$out" 2>&1 &
-    pids+=($!)
+    pid=$!
+    pids+=("$pid")
     for _ in $(seq 100); do
         grep -q '^listening tcp' "$out" && break
         sleep 0.1
     done
-    awk '/^listening tcp/ {print $3; exit}' "$out"
+    addr=$(awk '/^listening tcp/ {print $3; exit}' "$out")
 }
-a=$(start_relay 1 0); pid_a=${pids[-1]}
-b=$(start_relay 2 1); pid_b=${pids[-1]}
+start_relay 1 0; a=$addr; pid_a=$pid
+start_relay 2 1; b=$addr; pid_b=$pid
 echo "relays: node 1 $a (pid $pid_a), node 2 $b (pid $pid_b)" >&2
 
 for r in $(seq "$rounds"); do
     echo "-- round $r" >&2
+    nats_pids="${pids[0]},${pids[1]},${pids[2]}"
     "$bin/cluster_load" --from "$a" --to "$a" --pids "$pid_a" --label one_node "$@"
-    "$bin/cluster_load" --from "$a" --to "$b" --pids "$pid_a,$pid_b" --label cross_node "$@"
+    "$bin/cluster_load" --from "$a" --to "$b" --pids "$pid_a,$pid_b" --broker-pids "$nats_pids" \
+        --label cross_node "$@"
     "$bin/cluster_load" --nats-from "nats://127.0.0.1:${client[0]}" \
-        --nats-to "nats://127.0.0.1:${client[1]}" --pids "${pids[0]},${pids[1]}" --label raw_nats "$@"
+        --nats-to "nats://127.0.0.1:${client[1]}" --broker-pids "$nats_pids" --label raw_nats "$@"
 done

@@ -14,9 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::nats::{NatsCluster, Relay};
-use common::{read_packet_from, wire, within, GUARD};
+use common::{pump_events, read_packet_from, wire, within, RawClient, GUARD};
 use msgtrans::packet::{Packet, PacketType};
-use msgtrans::SessionId;
+use msgtrans::protocol::TcpServerConfig;
+use msgtrans::transport::{TransportServer, TransportServerBuilder};
+use msgtrans::{ClusterConfig, SessionId, TransportError};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -189,6 +191,15 @@ async fn directs_asks_and_broadcasts_cross_nodes_once_and_in_order() {
     assert_eq!(at_b.of(aid), all, "a -> b: each once, in order");
     assert_eq!(at_b.of(cid), all, "c -> b: each once, in order");
     assert_eq!(at_a.of(bid), all, "b -> a: each once, in order");
+
+    // A packet over NATS's 1 MiB max_payload crosses whole (split into
+    // broker messages and joined again).
+    let big: String = (0..3 << 20).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    a.write(&[routed(PacketType::OneWay, DIRECT, 77_777, Some(bid), big.clone())])
+        .await;
+    let p = b.next().await;
+    assert_eq!((p.header.message_id, p.payload.len()), (77_777, big.len()));
+    assert!(p.payload.as_ref() == big.as_bytes(), "the 3 MiB packet arrived changed");
 
     // 200 asks from a to c: every answer comes back to a, to its request.
     let asks: Vec<Packet> = (1..=200)
@@ -420,4 +431,73 @@ async fn a_node_that_stops_reading_costs_its_senders_bounded_memory() {
         "node that stopped reading: sender RSS {before} KiB -> peak {peak} KiB, {refused} refused \
          ({full} for a full window)"
     );
+}
+
+async fn node(nats: &NatsCluster, node: u8, server: usize) -> TransportServer {
+    let urls = nats.urls_from(server);
+    let urls: Vec<&str> = urls.split(',').collect();
+    let cluster = ClusterConfig::new("api", node, &urls)
+        .unwrap()
+        .with_node_timeout(Duration::from_millis(1500));
+    TransportServerBuilder::new()
+        .with_protocol(TcpServerConfig::new("127.0.0.1:0").unwrap())
+        .shards(2)
+        .pin_shards(false)
+        .cluster(cluster)
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tokio_api_sends_requests_and_broadcasts_to_other_nodes() {
+    let nats = NatsCluster::start(3);
+    let one = node(&nats, 1, 0).await;
+    let two = node(&nats, 2, 1).await;
+    assert_eq!((one.node(), two.node()), (1, 2));
+    let mut events = pump_events(&two);
+    let mut b = RawClient::connect(two.tcp_addr().unwrap()).await;
+    let bid = events.established(b.local_addr()).await;
+    assert_eq!(bid.node(), 2);
+
+    // send_to_session from node 1 reaches the session on node 2.
+    let mut p = Packet::new(PacketType::OneWay, 5);
+    p.set_payload(b"from node 1".to_vec());
+    one.send_to_session(bid, p).await.unwrap();
+    assert_eq!(b.recv().await.payload.as_ref(), b"from node 1");
+
+    // request: the session on node 2 answers, node 1's caller gets it.
+    let (mut reader, mut writer) = b.into_split();
+    let answering = tokio::spawn(async move {
+        let req = reader.recv().await;
+        assert_eq!(req.header.packet_type, PacketType::Request);
+        let mut resp = Packet::new(PacketType::Response, req.header.message_id);
+        resp.set_payload([b"answer to ".as_slice(), &req.payload].concat());
+        writer.write_all(&wire(&resp)).await.unwrap();
+        (reader, writer)
+    });
+    let reply = within(GUARD, "request", one.request(bid, b"q")).await.unwrap();
+    assert_eq!(reply.data.as_deref(), Some(&b"answer to q"[..]));
+    let (mut reader, _writer) = answering.await.unwrap();
+
+    // broadcast from node 1 counts and reaches node 2's session.
+    let mut cast = Packet::new(PacketType::OneWay, 6);
+    cast.set_payload(b"everyone".to_vec());
+    assert_eq!(within(GUARD, "broadcast", one.broadcast(cast)).await.unwrap(), 1);
+    assert_eq!(reader.recv().await.payload.as_ref(), b"everyone");
+
+    // Node 2 leaves: within its node timeout, node 1 says so, typed.
+    two.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match one.send_to_session(bid, Packet::one_way(7, b"anyone?".to_vec())).await {
+            Err(TransportError::NodeDown(2)) => break,
+            other => assert!(Instant::now() < deadline, "still {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A request fails the same way, at once.
+    let e = one.request(bid, b"q").await.unwrap_err();
+    assert!(matches!(e, TransportError::NodeDown(2)), "{e:?}");
+    one.stop().await;
 }

@@ -54,7 +54,13 @@ pub struct Foreign;
 impl Data {
     /// The message's bytes.
     pub fn encode(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(DATA_HEADER + self.chunk.len());
+        self.encode_with(&self.chunk)
+    }
+
+    /// The message's bytes with `chunk` in place of `self.chunk`: a chunk
+    /// borrowed from a link's buffer is copied once, into the message.
+    pub fn encode_with(&self, chunk: &[u8]) -> Bytes {
+        let mut out = BytesMut::with_capacity(DATA_HEADER + chunk.len());
         out.put_u8(VERSION);
         out.put_u8(DATA);
         out.put_u8(self.from);
@@ -68,7 +74,7 @@ impl Data {
         ] {
             out.put_u64(v);
         }
-        out.put_slice(&self.chunk);
+        out.put_slice(chunk);
         out.freeze()
     }
 

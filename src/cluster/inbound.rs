@@ -17,7 +17,7 @@ impl Node {
             Record::Send { target, packet } => {
                 let copy = packet.clone();
                 let result = if target.node() == self.me() {
-                    self.engine.deliver(target, packet, from)
+                    self.engine.deliver_batched(&mut self.deliveries, target, packet, from)
                 } else {
                     Err(SendError::SessionNotFound(target))
                 };
@@ -37,6 +37,8 @@ impl Node {
                 packet,
             } => {
                 let timeout = Duration::from_millis(timeout_ms as u64);
+                // In order with the packets before it.
+                self.engine.flush_deliveries(&mut self.deliveries);
                 match self.engine.request_start(target, packet, timeout) {
                     Ok(rx) => {
                         let done = self.done.clone();
@@ -59,6 +61,7 @@ impl Node {
             }
             Record::Broadcast { corr, except, packet } => {
                 // Posted to the shards now, in order with what came before.
+                self.engine.flush_deliveries(&mut self.deliveries);
                 // A failure here is this engine stopping: the sender hears
                 // of it as this node going.
                 if let Ok(count) = self.engine.broadcast_local(packet, except) {

@@ -84,16 +84,30 @@ impl OutStream {
         self.sent > self.acked
     }
 
-    /// The next chunk to publish, at most `max` bytes: its offset and bytes.
-    pub fn next_chunk(&mut self, max: usize) -> Option<(u64, Bytes)> {
-        let from = (self.sent - self.base) as usize;
-        if from >= self.buf.len() {
+    /// The next chunk to publish, at most `max` bytes: its offset and
+    /// bytes, borrowed (the caller copies them once, into its message). It
+    /// ends at a record's end where one fits, so the receiver can take its
+    /// records without joining parts; only a record larger than `max` is
+    /// split.
+    pub fn next_chunk(&mut self, max: usize) -> Option<(u64, &[u8])> {
+        let end = self.end();
+        if self.sent >= end {
             return None;
         }
-        let to = (from + max).min(self.buf.len());
+        let limit = self.sent + max as u64;
+        let to = if limit >= end {
+            end
+        } else {
+            let fits = self.held.partition_point(|h| h.end <= limit);
+            match fits.checked_sub(1).map(|i| self.held[i].end) {
+                Some(e) if e > self.sent => e,
+                _ => limit,
+            }
+        };
         let offset = self.sent;
-        self.sent += (to - from) as u64;
-        Some((offset, Bytes::copy_from_slice(&self.buf[from..to])))
+        self.sent = to;
+        let (from, to) = ((offset - self.base) as usize, (to - self.base) as usize);
+        Some((offset, &self.buf[from..to]))
     }
 
     /// Sends everything unacknowledged again, from where the receiver is.
@@ -182,8 +196,10 @@ impl InStream {
         (self.id, self.next)
     }
 
-    /// Takes the chunk at `offset` of the peer's stream `id`.
-    pub fn accept(&mut self, id: u64, offset: u64, chunk: &[u8]) -> Accepted {
+    /// Takes the chunk at `offset` of the peer's stream `id`. Records wholly
+    /// inside it share its memory; only a record split across chunks is
+    /// copied, to join its parts.
+    pub fn accept(&mut self, id: u64, offset: u64, chunk: &Bytes) -> Accepted {
         if id != self.id {
             // A new stream starts at 0; anything else of an unknown stream
             // is a leftover of an old one, or follows a lost start.
@@ -207,16 +223,33 @@ impl InStream {
         if end <= self.next {
             return Accepted::Duplicate;
         }
-        self.partial.extend_from_slice(&chunk[(self.next - offset) as usize..]);
+        let mut new = chunk.slice((self.next - offset) as usize..);
         self.next = end;
         let mut records = Vec::new();
-        loop {
+        // Finish a split record first, copying only its own bytes.
+        while !self.partial.is_empty() && !new.is_empty() {
+            let have = self.partial.len();
+            let want = match self.partial.get(..4) {
+                Some(len) => 4 + u32::from_be_bytes(len.try_into().unwrap_or_default()) as usize,
+                None => 4,
+            };
+            let take = (want - have).min(new.len());
+            self.partial.extend_from_slice(&new[..take]);
+            new.advance(take);
             match Record::decode(&mut self.partial) {
+                Ok(Some(r)) => records.push(r),
+                Ok(None) => {}
+                Err(e) => return Accepted::Corrupt(e),
+            }
+        }
+        loop {
+            match Record::decode_shared(&mut new) {
                 Ok(Some(r)) => records.push(r),
                 Ok(None) => break,
                 Err(e) => return Accepted::Corrupt(e),
             }
         }
+        self.partial.extend_from_slice(&new);
         Accepted::Records(records)
     }
 }
@@ -231,6 +264,11 @@ mod tests {
             target: SessionId::new(0x0200_0000_0000_0001),
             packet: Packet::one_way(n, vec![n as u8; size]),
         }
+    }
+
+    /// The next chunk, owned, as the broker would hand it over.
+    fn take(out: &mut OutStream, max: usize) -> Option<(u64, Bytes)> {
+        out.next_chunk(max).map(|(o, c)| (o, Bytes::copy_from_slice(c)))
     }
 
     fn ids(records: &[Record]) -> Vec<u32> {
@@ -253,7 +291,7 @@ mod tests {
         let mut inn = InStream::default();
         let mut got = Vec::new();
         let mut chunks = 0;
-        while let Some((off, chunk)) = out.next_chunk(1024) {
+        while let Some((off, chunk)) = take(&mut out, 1024) {
             chunks += 1;
             match inn.accept(7, off, &chunk) {
                 Accepted::Records(r) => got.extend(r),
@@ -275,7 +313,7 @@ mod tests {
         for n in 0..6 {
             out.push(&send(n, 100), 1);
         }
-        let chunks: Vec<_> = std::iter::from_fn(|| out.next_chunk(300)).collect();
+        let chunks: Vec<_> = std::iter::from_fn(|| take(&mut out, 300)).collect();
         assert!(chunks.len() >= 3);
         let mut inn = InStream::default();
         let mut got = Vec::new();
@@ -288,7 +326,7 @@ mod tests {
         let (id, upto) = inn.position();
         out.ack(id, upto);
         out.rewind();
-        while let Some((off, chunk)) = out.next_chunk(300) {
+        while let Some((off, chunk)) = take(&mut out, 300) {
             match inn.accept(1, off, &chunk) {
                 Accepted::Records(r) => got.extend(r),
                 other => panic!("{other:?}"),
@@ -304,21 +342,21 @@ mod tests {
         let mut inn = InStream::default();
         let mut a = OutStream::new(11);
         a.push(&send(1, 10), 0);
-        let (off, chunk) = a.next_chunk(1000).unwrap();
+        let (off, chunk) = take(&mut a, 1000).unwrap();
         assert!(matches!(inn.accept(11, off, &chunk), Accepted::Records(_)));
         // The sender reset: a new stream from 0 replaces the old.
         let left = a.reset(12);
         assert_eq!(left.len(), 1, "unacknowledged records come back to report");
         a.push(&send(2, 10), 0);
         a.push(&send(3, 10), 0);
-        let (off, chunk) = a.next_chunk(1000).unwrap();
+        let (off, chunk) = take(&mut a, 1000).unwrap();
         match inn.accept(12, off, &chunk) {
             Accepted::Records(r) => assert_eq!(ids(&r), vec![2, 3]),
             other => panic!("{other:?}"),
         }
         // A late copy of the old stream is not taken, not even its start.
-        assert_eq!(inn.accept(11, 40, b"stale"), Accepted::Gap);
-        assert_eq!(inn.accept(11, 0, b"stale"), Accepted::Gap);
+        assert_eq!(inn.accept(11, 40, &Bytes::from_static(b"stale")), Accepted::Gap);
+        assert_eq!(inn.accept(11, 0, &Bytes::from_static(b"stale")), Accepted::Gap);
         // An ack of the old stream frees nothing of the new.
         assert_eq!(a.ack(11, 1000), None);
     }
@@ -329,9 +367,9 @@ mod tests {
         for n in 0..4 {
             out.push(&send(n, 20), 100 + n as usize);
         }
-        let (_, chunk) = out.next_chunk(10_000).unwrap();
+        let (_, chunk) = take(&mut out, 10_000).unwrap();
         let mut inn = InStream::default();
-        let Accepted::Records(_) = inn.accept(3, 0, &chunk[..60]) else {
+        let Accepted::Records(_) = inn.accept(3, 0, &chunk.slice(..60)) else {
             panic!()
         };
         // The receiver has the first record and part of the second.
@@ -349,8 +387,54 @@ mod tests {
     }
 
     #[test]
+    fn records_cut_anywhere_are_joined_and_whole_ones_are_not_cut() {
+        let mut out = OutStream::new(9);
+        let sizes = [0usize, 1, 30, 200, 3, 1000, 17];
+        for (n, size) in sizes.iter().enumerate() {
+            out.push(&send(n as u32, *size), 0);
+        }
+        let all = take(&mut out, usize::MAX).unwrap().1;
+        let want: Vec<u32> = (0..sizes.len() as u32).collect();
+        // The broker may hand over any cut of the stream (a resend from an
+        // acknowledgement that fell inside a record): every cut size joins.
+        for cut in 1..=64 {
+            let mut inn = InStream::default();
+            let mut got = Vec::new();
+            for (i, piece) in all.chunks(cut).enumerate() {
+                match inn.accept(9, (i * cut) as u64, &Bytes::copy_from_slice(piece)) {
+                    Accepted::Records(r) => got.extend(r),
+                    other => panic!("cut {cut}: {other:?}"),
+                }
+            }
+            assert_eq!(ids(&got), want, "cut {cut}");
+        }
+        // Our own chunks end at records' ends wherever a record fits: only
+        // the 1,000-byte record is split (into full 300-byte chunks).
+        let mut out = OutStream::new(10);
+        for (n, size) in sizes.iter().enumerate() {
+            out.push(&send(n as u32, *size), 0);
+        }
+        let mut inn = InStream::default();
+        let mut got = Vec::new();
+        while let Some((off, chunk)) = take(&mut out, 300) {
+            match inn.accept(10, off, &chunk) {
+                Accepted::Records(r) => got.extend(r),
+                other => panic!("{other:?}"),
+            }
+            assert!(
+                inn.partial.is_empty() || chunk.len() == 300,
+                "a record that fits in a chunk was split"
+            );
+        }
+        assert_eq!(ids(&got), want);
+    }
+
+    #[test]
     fn a_corrupt_stream_is_reported() {
         let mut inn = InStream::default();
-        assert!(matches!(inn.accept(5, 0, &[0, 0, 0, 1, 200]), Accepted::Corrupt(_)));
+        assert!(matches!(
+            inn.accept(5, 0, &Bytes::from_static(&[0, 0, 0, 1, 200])),
+            Accepted::Corrupt(_)
+        ));
     }
 }

@@ -68,6 +68,9 @@ pub(crate) struct Node {
     pub(super) disconnected_since: Option<Instant>,
     pub(super) max_chunk: usize,
     pub(super) done: UnboundedSender<Done>,
+    /// Packets from other nodes for this node's shards, handed over once
+    /// per wake-up of the loop.
+    pub(super) deliveries: msgtrans_shards::runtime::DeliveryBatch,
     pub stats: Arc<ClusterStats>,
 }
 
@@ -109,6 +112,7 @@ impl Node {
             disconnected_since: None,
             max_chunk,
             done,
+            deliveries: Default::default(),
             stats,
         }
     }
@@ -501,9 +505,11 @@ impl Node {
 
     // ---- to the broker ----
 
-    /// Broker messages to publish now, as (node, bytes): each peer's new
+    /// Hands the packets gathered for the shards over, then gives the
+    /// broker messages to publish now, as (node, bytes): each peer's new
     /// (or resent) bytes in chunks, or a bare acknowledgement.
     pub fn outgoing(&mut self) -> Vec<(u8, Bytes)> {
+        self.engine.flush_deliveries(&mut self.deliveries);
         let mut msgs = Vec::new();
         if !self.connected {
             // Kept until the connection is back (then all sent again).
@@ -517,7 +523,7 @@ impl Node {
             }
             let (ack_stream, ack) = p.inn.position();
             let to_incarnation = p.incarnation;
-            let data = |stream, offset, chunk| Data {
+            let header = |stream, offset| Data {
                 from: me,
                 from_incarnation: incarnation,
                 to_incarnation,
@@ -525,17 +531,16 @@ impl Node {
                 offset,
                 ack_stream,
                 ack,
-                chunk,
+                chunk: Bytes::new(),
             };
             let stream = p.out.id();
             let mut sent_any = false;
             while let Some((offset, chunk)) = p.out.next_chunk(self.max_chunk) {
-                let d = data(stream, offset, chunk);
-                msgs.push((*node, d.encode()));
+                msgs.push((*node, header(stream, offset).encode_with(chunk)));
                 sent_any = true;
             }
             if !sent_any && p.ack_due {
-                msgs.push((*node, data(stream, 0, Bytes::new()).encode()));
+                msgs.push((*node, header(stream, 0).encode()));
                 self.stats.acks_out.add(1);
             }
             p.ack_due = false;

@@ -137,16 +137,25 @@ impl Record {
 
     /// Takes the first whole record off `buf`; `None` until one is whole.
     pub fn decode(buf: &mut BytesMut) -> Result<Option<Record>, RecordError> {
-        if buf.len() < 4 {
-            return Ok(None);
+        match whole(buf) {
+            Some(len) => {
+                buf.advance(4);
+                Self::parse(&mut buf.split_to(len).freeze()).map(Some)
+            }
+            None => Ok(None),
         }
-        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        if buf.len() < 4 + len {
-            return Ok(None);
+    }
+
+    /// [`Record::decode`] from shared bytes: the record's packet shares
+    /// `buf`'s memory.
+    pub fn decode_shared(buf: &mut Bytes) -> Result<Option<Record>, RecordError> {
+        match whole(buf) {
+            Some(len) => {
+                buf.advance(4);
+                Self::parse(&mut buf.split_to(len)).map(Some)
+            }
+            None => Ok(None),
         }
-        buf.advance(4);
-        let mut body = buf.split_to(len).freeze();
-        Self::parse(&mut body).map(Some)
     }
 
     fn parse(b: &mut Bytes) -> Result<Record, RecordError> {
@@ -197,6 +206,12 @@ impl Record {
     }
 }
 
+/// The length of the record at the front of `buf`, if it is all there.
+fn whole(buf: &[u8]) -> Option<usize> {
+    let len = u32::from_be_bytes(buf.get(..4)?.try_into().ok()?) as usize;
+    (buf.len() >= 4 + len).then_some(len)
+}
+
 fn get_u8(b: &mut Bytes) -> Result<u8, RecordError> {
     (b.remaining() >= 1).then(|| b.get_u8()).ok_or(RecordError::Truncated)
 }
@@ -207,11 +222,20 @@ fn get_u64(b: &mut Bytes) -> Result<u64, RecordError> {
     (b.remaining() >= 8).then(|| b.get_u64()).ok_or(RecordError::Truncated)
 }
 
+/// The packet at the front of `b`, sharing `b`'s memory (no copy).
 fn get_packet(b: &mut Bytes) -> Result<Packet, RecordError> {
-    let mut buf = BytesMut::from(&b[..]);
-    let p = codec::decode(&mut buf, &ANY_SIZE)?.ok_or(RecordError::Truncated)?;
-    b.advance(b.remaining() - buf.len());
-    Ok(p)
+    let (header, frame_len) = codec::decode_header(b, &ANY_SIZE)?.ok_or(RecordError::Truncated)?;
+    if b.len() < frame_len {
+        return Err(RecordError::Truncated);
+    }
+    let mut frame = b.split_to(frame_len);
+    frame.advance(codec::HEADER_LEN);
+    let ext_header = frame.split_to(header.ext_header_len as usize);
+    Ok(Packet {
+        header,
+        ext_header,
+        payload: frame,
+    })
 }
 
 // Error codes on the wire. 0 is "no error" in a response.

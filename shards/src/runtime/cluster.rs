@@ -13,6 +13,20 @@ use crate::mesh::Inbox;
 use crate::packet::Packet;
 use crate::uplink::{self, Outbound, Uplink};
 
+/// Packets from other nodes on their way to this node's shards, gathered
+/// per shard ([`Engine::deliver_batched`]).
+#[derive(Default)]
+pub struct DeliveryBatch {
+    per_shard: Vec<Vec<Command>>,
+}
+
+impl std::fmt::Debug for DeliveryBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n: usize = self.per_shard.iter().map(Vec::len).sum();
+        f.debug_struct("DeliveryBatch").field("packets", &n).finish()
+    }
+}
+
 impl Engine {
     /// This process's cluster node (0 outside a cluster).
     pub fn node(&self) -> u8 {
@@ -87,7 +101,19 @@ impl Engine {
     /// this process. A failure found now is returned; one found later by
     /// the shard (the session closed before it took the packet) goes back
     /// to `from` through the uplink as [`Outbound::Undelivered`].
-    pub fn deliver(&self, target: SessionId, packet: Packet, from: u8) -> Result<(), SendError> {
+    ///
+    /// Packets gather in `batch` and go at [`Engine::flush_deliveries`]:
+    /// one inbox message per shard, so a broker message of many packets
+    /// costs each shard one wake-up, not one per packet. Order is kept per
+    /// shard; flush before anything that goes to the shards directly (a
+    /// request, a broadcast) to keep it across them.
+    pub fn deliver_batched(
+        &self,
+        batch: &mut DeliveryBatch,
+        target: SessionId,
+        packet: Packet,
+        from: u8,
+    ) -> Result<(), SendError> {
         self.check_size(&packet)?;
         if !self.is_live(target) {
             return Err(SendError::SessionNotFound(target));
@@ -96,16 +122,28 @@ impl Engine {
         if !self.reserve(target, reserved) {
             return Err(SendError::Backpressure(target));
         }
-        let cmd = Command::Send {
+        if batch.per_shard.len() < self.shards() {
+            batch.per_shard.resize_with(self.shards(), Vec::new);
+        }
+        batch.per_shard[target.shard()].push(Command::Send {
             id: target,
             packet,
             wait: None,
             reserved,
             report: Some(from),
-        };
-        self.command(target.shard(), cmd).inspect_err(|_| {
-            self.mesh.tables[target.shard()].release(target, reserved);
-        })
+        });
+        Ok(())
+    }
+
+    /// Hands what `batch` gathered to the shards.
+    pub fn flush_deliveries(&self, batch: &mut DeliveryBatch) {
+        for (shard, cmds) in batch.per_shard.iter_mut().enumerate() {
+            if !cmds.is_empty() {
+                // Fails only once the engine has stopped: the packets' node
+                // then hears of this one going.
+                let _ = self.mesh.outboxes[shard].send_batch(cmds.drain(..));
+            }
+        }
     }
 
     /// Tells this node's handler (or the application, as a `SendFailed`

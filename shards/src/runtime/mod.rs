@@ -4,6 +4,8 @@
 mod cluster;
 mod start;
 
+pub use cluster::DeliveryBatch;
+
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
