@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+# A one-shot build gains nothing from incremental state, which is large.
+export CARGO_INCREMENTAL=0
 # Third-party protocol peers (python websockets) into .venv.
 ./scripts/setup-peers.sh
 # vendor/glommio (msgtrans-glommio, the glommio fork) is a member so that it

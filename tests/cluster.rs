@@ -243,6 +243,30 @@ async fn directs_asks_and_broadcasts_cross_nodes_once_and_in_order() {
         a.next_within(Duration::from_millis(300)).await.is_none(),
         "a heard its own broadcast"
     );
+
+    // A session on a live node that does not exist: node 3 says so, and
+    // the sender hears it, for a direct (its message id, the target's id
+    // as ext header) and for an ask (the response says why).
+    let ghost = SessionId::new(cid.as_u64() ^ 1);
+    assert_eq!(ghost.node(), 3);
+    a.write(&[direct(ghost, 88_888)]).await;
+    let p = a.next().await;
+    assert_eq!(
+        (p.header.packet_type, p.header.biz_type, p.header.message_id, sender(&p)),
+        (PacketType::OneWay, UNDELIVERABLE, 88_888, ghost),
+        "{:?}",
+        String::from_utf8_lossy(&p.payload)
+    );
+    a.write(&[routed(PacketType::Request, ASK, 99_999, Some(ghost), "q".into())])
+        .await;
+    let p = a.next().await;
+    assert_eq!(
+        (p.header.packet_type, p.header.biz_type, p.header.message_id),
+        (PacketType::Response, UNDELIVERABLE, 99_999),
+        "{:?}",
+        String::from_utf8_lossy(&p.payload)
+    );
+    assert!(!p.payload.is_empty(), "the answer says why");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

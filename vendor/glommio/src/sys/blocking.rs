@@ -188,6 +188,26 @@ pub(crate) struct BlockingThreadPool {
     _threads: Vec<BlockingThread>,
 }
 
+impl Drop for BlockingThreadPool {
+    /// msgtrans: the pool's threads end with it. Upstream detaches them; on
+    /// Linux an unnamed thread keeps its creator's name, so for a moment
+    /// after an executor ended, threads named after it were still alive.
+    /// Dropping the last sender lets each thread leave its `recv` loop; it
+    /// is joined only then, so an operation still queued elsewhere (another
+    /// sender clone alive) never turns the drop into a wait.
+    fn drop(&mut self) {
+        let (closed, _) = flume::bounded(0);
+        let tx = std::mem::replace(&mut self.tx, Rc::new(closed));
+        let last = Rc::strong_count(&tx) == 1;
+        drop(tx);
+        if last {
+            for t in self._threads.drain(..) {
+                let _ = t.0.join();
+            }
+        }
+    }
+}
+
 impl BlockingThreadPool {
     pub(crate) fn new(
         placement: PoolPlacement,
