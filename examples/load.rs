@@ -12,6 +12,14 @@
 //! (`load/ws.rs`): the upgrade is done blocking before the measured loop,
 //! then each packet goes out as one masked binary frame.
 //!
+//! With `--request` every packet is a request with an id of its own (per
+//! connection, counting up), and the server must answer each with a
+//! response carrying that id: the pattern MsgTrans users write most, which
+//! on the server side goes through its request bookkeeping rather than a
+//! plain echo. The load checks every answer against its table of
+//! outstanding ids (an unknown, repeated or non-response answer is an
+//! error) and measures each request's round trip.
+//!
 //! TLS, WSS and QUIC (and any protocol with `--engine`) run through our own
 //! engine on its own shards (`load/engine.rs`), with an inline handler that
 //! answers each echo with the next packet: the same pipeline as the server,
@@ -52,6 +60,9 @@ OPTIONS:
                                                    [default: the address's IP]
     --engine             drive tcp or ws through the engine as well, to
                          compare its cost with the raw loop's
+    --request            send requests (ids counting up per connection)
+                         and expect a response to each, instead of one-way
+                         packets echoed back
     -c, --conns C        connections                         [default: 64]
     -p, --inflight P     messages in flight per connection   [default: 16]
     -s, --size B         payload bytes (min 8)               [default: 64]
@@ -106,6 +117,7 @@ struct Args {
     ca: Option<String>,
     server_name: Option<String>,
     engine: bool,
+    request: bool,
     conns: usize,
     inflight: usize,
     size: usize,
@@ -125,6 +137,7 @@ fn parse() -> Result<Option<Args>, String> {
         ca: None,
         server_name: None,
         engine: false,
+        request: false,
         conns: 64,
         inflight: 16,
         size: 64,
@@ -147,6 +160,10 @@ fn parse() -> Result<Option<Args>, String> {
         }
         if arg == "--engine" {
             a.engine = true;
+            continue;
+        }
+        if arg == "--request" {
+            a.request = true;
             continue;
         }
         let v = it.next().ok_or(format!("{arg} needs a value"))?;
@@ -230,9 +247,17 @@ struct Shared {
     epoch: Instant,
 }
 
-fn frame(buf: &mut Vec<u8>, size: usize, stamp_ns: u64) {
-    buf.extend_from_slice(&[1, 0, 0, 0]);
-    buf.extend_from_slice(&0u32.to_be_bytes());
+/// Packet types on the wire (header byte 2).
+const ONE_WAY: u8 = 0;
+const REQUEST: u8 = 1;
+const RESPONSE: u8 = 2;
+
+/// Appends one packet: a one-way packet (`id` None) or a request with that
+/// id, carrying `stamp_ns` in its first 8 payload bytes.
+fn frame(buf: &mut Vec<u8>, size: usize, stamp_ns: u64, id: Option<u32>) {
+    let kind = if id.is_some() { REQUEST } else { ONE_WAY };
+    buf.extend_from_slice(&[1, 0, kind, 0]);
+    buf.extend_from_slice(&id.unwrap_or(0).to_be_bytes());
     buf.extend_from_slice(&0u16.to_be_bytes());
     buf.extend_from_slice(&(size as u32).to_be_bytes());
     buf.extend_from_slice(&0u16.to_be_bytes());
@@ -248,22 +273,82 @@ enum Framing {
 }
 
 impl Framing {
-    fn push(&self, buf: &mut Vec<u8>, size: usize, stamp_ns: u64) {
+    fn push(&self, buf: &mut Vec<u8>, size: usize, stamp_ns: u64, id: Option<u32>) {
         match self {
-            Framing::Tcp => frame(buf, size, stamp_ns),
-            Framing::Ws(template) => ws::push_frame(buf, template, stamp_ns),
+            Framing::Tcp => frame(buf, size, stamp_ns, id),
+            Framing::Ws(template) => ws::push_frame(buf, template, stamp_ns, id.unwrap_or(0)),
         }
     }
 }
 
-/// Parses the echoes at the start of `buf` (a whole number of them), calls
-/// `each` with every one's timestamp, and returns the bytes they took.
-fn parse_echoes(framing: &Framing, buf: &[u8], frame_len: usize, mut each: impl FnMut(u64)) -> std::io::Result<usize> {
+/// What one connection expects back: echoes of one-way packets, or
+/// responses to the requests it has outstanding.
+#[derive(Default)]
+struct Expect {
+    request: bool,
+    next_id: u32,
+    /// Ids of the requests sent and not yet answered, oldest first.
+    pending: std::collections::VecDeque<u32>,
+}
+
+impl Expect {
+    /// The id for a new packet (None: one-way).
+    fn issue(&mut self) -> Option<u32> {
+        if !self.request {
+            return None;
+        }
+        self.next_id = self.next_id.wrapping_add(1);
+        self.pending.push_back(self.next_id);
+        Some(self.next_id)
+    }
+
+    /// Checks an answer (`packet` is its header and payload).
+    fn answer(&mut self, packet: &[u8]) -> std::io::Result<()> {
+        let bad = |why: String| Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
+        let kind = packet[2];
+        if !self.request {
+            return if kind == ONE_WAY {
+                Ok(())
+            } else {
+                bad(format!("echo of packet type {kind}, sent one-way"))
+            };
+        }
+        let id = u32::from_be_bytes(packet[4..8].try_into().unwrap());
+        if kind != RESPONSE {
+            return bad(format!("answer to request {id} has packet type {kind}, not a response"));
+        }
+        // Answers come in order on one connection, so the oldest matches
+        // at once; out of order is allowed, an unknown id is not.
+        if self.pending.front() == Some(&id) {
+            self.pending.pop_front();
+            return Ok(());
+        }
+        match self.pending.iter().position(|&p| p == id) {
+            Some(at) => {
+                self.pending.remove(at);
+                Ok(())
+            }
+            None => bad(format!("response to request {id}, which is not outstanding")),
+        }
+    }
+}
+
+/// Parses the echoes at the start of `buf` (a whole number of them), checks
+/// each against `expect`, calls `each` with every one's timestamp, and
+/// returns the bytes they took.
+fn parse_echoes(
+    framing: &Framing,
+    buf: &[u8],
+    frame_len: usize,
+    expect: &mut Expect,
+    mut each: impl FnMut(u64),
+) -> std::io::Result<usize> {
     let stamp = |p: &[u8]| u64::from_le_bytes(p[HEADER..HEADER + 8].try_into().unwrap());
     let mut off = 0;
     match framing {
         Framing::Tcp => {
             while buf.len() - off >= frame_len {
+                expect.answer(&buf[off..])?;
                 each(stamp(&buf[off..]));
                 off += frame_len;
             }
@@ -274,6 +359,7 @@ fn parse_echoes(framing: &Framing, buf: &[u8], frame_len: usize, mut each: impl 
                     let why = format!("WebSocket message of {len} bytes, expected one packet of {frame_len}");
                     return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
                 }
+                expect.answer(&buf[off + payload_at..])?;
                 each(stamp(&buf[off + payload_at..]));
                 off += total;
             }
@@ -292,6 +378,7 @@ struct Conn {
     wpos: usize,
     /// New frames waiting for the SEND in flight to finish.
     next: Vec<u8>,
+    expect: Expect,
 }
 
 const RECV: u64 = 0;
@@ -336,7 +423,7 @@ fn drive(args: &Args, conns: usize, shared: &Shared) -> std::io::Result<Histogra
     let framing = match args.proto {
         Proto::Ws => {
             let mut packet = Vec::with_capacity(frame_len);
-            frame(&mut packet, args.size, 0);
+            frame(&mut packet, args.size, 0, args.request.then_some(0));
             Framing::Ws(ws::masked_template(&packet))
         }
         _ => Framing::Tcp,
@@ -355,8 +442,12 @@ fn drive(args: &Args, conns: usize, shared: &Shared) -> std::io::Result<Histogra
             have = early.len();
         }
         let mut wbuf = Vec::with_capacity(wire_len * args.inflight);
+        let mut expect = Expect {
+            request: args.request,
+            ..Expect::default()
+        };
         for _ in 0..args.inflight {
-            framing.push(&mut wbuf, args.size, now());
+            framing.push(&mut wbuf, args.size, now(), expect.issue());
         }
         cs.push(Conn {
             sock,
@@ -365,6 +456,7 @@ fn drive(args: &Args, conns: usize, shared: &Shared) -> std::io::Result<Histogra
             wbuf,
             wpos: 0,
             next: Vec::new(),
+            expect,
         });
     }
     let mut sqes: Vec<io_uring::squeue::Entry> = Vec::with_capacity(conns * 2);
@@ -408,7 +500,7 @@ fn drive(args: &Args, conns: usize, shared: &Shared) -> std::io::Result<Histogra
                 }
                 c.have += res as usize;
                 let mut done = 0u64;
-                let off = parse_echoes(&framing, &c.rbuf[..c.have], frame_len, |sent| {
+                let off = parse_echoes(&framing, &c.rbuf[..c.have], frame_len, &mut c.expect, |sent| {
                     if phase == MEASURE {
                         let _ = hist.record(t.saturating_sub(sent).max(1));
                     }
@@ -420,7 +512,8 @@ fn drive(args: &Args, conns: usize, shared: &Shared) -> std::io::Result<Histogra
                     shared.msgs.fetch_add(done, Ordering::Relaxed);
                 }
                 for _ in 0..done {
-                    framing.push(&mut c.next, args.size, t);
+                    let id = c.expect.issue();
+                    framing.push(&mut c.next, args.size, t, id);
                 }
                 sqes.push(recv_sqe(c, key));
                 if c.wpos == c.wbuf.len() && !c.next.is_empty() {
@@ -549,18 +642,19 @@ fn main() -> ExitCode {
     if args.json {
         let opt = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.1}"));
         println!(
-            "{{\"proto\":\"{}\",\"engine\":{},\"conns\":{},\"inflight\":{},\"size\":{},\"seconds\":{:.3},\"msgs\":{},\"msgs_per_s\":{:.0},\"mb_per_s\":{:.2},\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"server_cpu_ns_per_msg\":{},\"server_kernel_ns_per_msg\":{},\"load_cpu_ns_per_msg\":{},\"errors\":{}}}",
-            args.proto.name(), via_engine, args.conns, args.inflight, args.size, elapsed, msgs, rate, mbps, q(0.5), q(0.99), q(0.999), opt(server_ns), opt(server_kernel_ns), opt(load_ns), errors
+            "{{\"proto\":\"{}\",\"engine\":{},\"request\":{},\"conns\":{},\"inflight\":{},\"size\":{},\"seconds\":{:.3},\"msgs\":{},\"msgs_per_s\":{:.0},\"mb_per_s\":{:.2},\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"server_cpu_ns_per_msg\":{},\"server_kernel_ns_per_msg\":{},\"load_cpu_ns_per_msg\":{},\"errors\":{}}}",
+            args.proto.name(), via_engine, args.request, args.conns, args.inflight, args.size, elapsed, msgs, rate, mbps, q(0.5), q(0.99), q(0.999), opt(server_ns), opt(server_kernel_ns), opt(load_ns), errors
         );
     } else {
         println!(
-            "{} conns x {} in flight, {} B payload, {:.1} s, {}{}",
+            "{} conns x {} in flight, {} B payload, {:.1} s, {}{}{}",
             args.conns,
             args.inflight,
             args.size,
             elapsed,
             args.proto.name(),
-            if via_engine { " (engine)" } else { "" }
+            if via_engine { " (engine)" } else { "" },
+            if args.request { ", request/response" } else { "" }
         );
         println!("  {:.0} msg/s, {:.1} MB/s, {} errors", rate, mbps, errors);
         println!(

@@ -4,7 +4,10 @@ report per-core figures next to a baseline measured in the same run.
 
 Every figure in the output is relative to baseline_tokio measured in the same
 session, because the project's 2-vCPU machine is noisy: absolute numbers from
-different runs are not comparable, ratios from the same run are.
+different runs are not comparable, ratios from the same run are. Each
+protocol is also set against its own peer, what a user would otherwise
+write for it (tokio-tungstenite, the same over tokio-rustls, quinn), and
+workloads ending in `-req` send requests that must be answered.
 
 Python 3.11 standard library only.
 """
@@ -53,6 +56,8 @@ BUILTIN_SERVERS = [
      "experiment: raw io_uring echo, no runtime (always one thread)"),
     ("baseline_glommio_ring", "baseline_glommio_ring", ["--addr", "{addr}", "--shards", "{shards}"],
      "experiment: glommio tasks whose I/O goes through a second DEFER_TASKRUN ring"),
+    ("baseline_tokio_mt", "baseline_tokio_mt", ["--addr", "{addr}", "--shards", "{shards}"],
+     "anchor: one tokio multi-thread (work-stealing) runtime with --shards workers"),
     ("msgtrans_inline", "sharded_server", ["--tcp", "{addr}", "--no-ws", "--no-quic", "--shards", "{shards}"],
      "msgtrans sharded_server, inline on-shard handler"),
     ("msgtrans_inline_ring", "sharded_server",
@@ -80,6 +85,40 @@ PROTO_SERVERS = [
      "msgtrans sharded_server over QUIC (load: our engine on its own core)",
      "quic", "listening quic "),
 ]
+# Per-protocol peers: what a user who does not take msgtrans writes for that
+# protocol, each written as a competent user would (batched writes). Same
+# shape as PROTO_SERVERS.
+PEER_SERVERS = [
+    ("baseline_tungstenite", "baseline_tungstenite", ["--addr", "{addr}", "--shards", "{shards}"],
+     "peer: tokio-tungstenite, its default config (128 KiB read buffer, zero-filled per read)",
+     "ws", "listening websocket "),
+    ("baseline_tungstenite_16k", "baseline_tungstenite",
+     ["--addr", "{addr}", "--shards", "{shards}", "--read-buffer", "16384"],
+     "peer: tokio-tungstenite with a 16 KiB read buffer (msgtrans_ws's peer)",
+     "ws", "listening websocket "),
+    ("baseline_tungstenite_tls", "baseline_tungstenite",
+     ["--addr", "{addr}", "--shards", "{shards}", "--read-buffer", "16384", "--tls"],
+     "peer: the same over tokio-rustls (msgtrans_wss's peer)",
+     "wss", "listening wss "),
+    ("baseline_quinn", "baseline_quinn", ["--addr", "{addr}", "--shards", "{shards}"],
+     "peer: quinn 0.11 on tokio, msgtrans's framing (msgtrans_quic's peer)",
+     "quic", "listening quic "),
+]
+# Each protocol row's peer, for the "vs peer" ratios.
+PEER_OF = {
+    "msgtrans_inline": REFERENCE,
+    "msgtrans_inline_ring": REFERENCE,
+    "msgtrans_events": REFERENCE,
+    "msgtrans_ws": "baseline_tungstenite_16k",
+    "msgtrans_wss": "baseline_tungstenite_tls",
+    "msgtrans_quic": "baseline_quinn",
+    "msgtrans_quic_nogso": "baseline_quinn",
+    "msgtrans_quic_nogso_both": "baseline_quinn",
+}
+# Servers that answer requests (the `-req` workloads): msgtrans, baseline 1
+# and the peers. The other baselines only echo, so they sit those out.
+ANSWERS_REQUESTS = {"baseline_tokio", "baseline_tungstenite", "baseline_tungstenite_16k",
+                    "baseline_tungstenite_tls", "baseline_quinn"}
 # Run only when named in --servers: the QUIC server with GSO/GRO switched
 # off (quinn-udp's segmentation offload; see shards/src/proto/quic/udp.rs),
 # to set beside msgtrans_quic: on the server only, or on the load
@@ -96,10 +135,13 @@ OPT_IN_SERVERS = [
      "quic", "listening quic ", NO_OFFLOAD, NO_OFFLOAD),
 ]
 BINARIES = ["sharded_server", "baseline_tokio", "baseline_framed", "baseline_glommio",
-            "baseline_uring", "baseline_glommio_ring", "load"]
-DEFAULT_WORKLOADS = ["64B-1x1", "64B-64x16", "1K-64x16", "64K-8x4"]
+            "baseline_uring", "baseline_glommio_ring", "baseline_tungstenite", "baseline_quinn",
+            "baseline_tokio_mt",
+            "load"]
+DEFAULT_WORKLOADS = ["64B-1x1", "64B-64x16", "64B-64x16-req", "1K-64x16", "64K-8x4"]
 LATENCY_WORKLOAD = "64B-64x16"
-METRICS = ["msgs_per_s", "server_cpu_ns_per_msg", "server_kernel_ns_per_msg", "p50_us",
+METRICS = ["msgs_per_s", "server_cpu_ns_per_msg", "server_kernel_ns_per_msg",
+           "server_user_ns_per_msg", "p50_us",
            "p99_us", "p999_us", "load_cpu_ns_per_msg", "mb_per_s"]
 HISTORY_COLUMNS = [
     "timestamp", "commit", "dirty", "machine", "nproc", "kernel", "server", "workload",
@@ -190,6 +232,15 @@ class Server:
     load_env: dict = field(default_factory=dict)  # set in the load generator's
     opt_in: bool = False       # runs only when named in --servers
 
+    @property
+    def peer(self) -> str | None:
+        """The server this one's "vs peer" ratios are taken against."""
+        return PEER_OF.get(self.name)
+
+    @property
+    def answers_requests(self) -> bool:
+        return self.name.startswith("msgtrans") or self.name in ANSWERS_REQUESTS or self.extra
+
 
 @dataclass
 class Workload:
@@ -197,14 +248,17 @@ class Workload:
     size: int
     conns: int
     inflight: int
+    request: bool = False      # requests answered by responses, not echoes
 
 
 def parse_workload(name: str) -> Workload:
-    m = re.fullmatch(r"(\d+)([bkm]?)-(\d+)x(\d+)", name.strip(), re.I)
+    m = re.fullmatch(r"(\d+)([bkm]?)-(\d+)x(\d+)(-req)?", name.strip(), re.I)
     if not m:
-        raise Fatal(f"workload {name!r}: expected SIZE-CONNSxINFLIGHT, e.g. 64B-64x16 or 1K-8x4")
+        raise Fatal(f"workload {name!r}: expected SIZE-CONNSxINFLIGHT[-req], e.g. 64B-64x16, "
+                    "1K-8x4 or 64B-64x16-req")
     mult = {"": 1, "b": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
-    return Workload(name.strip(), int(m.group(1)) * mult, int(m.group(3)), int(m.group(4)))
+    return Workload(name.strip(), int(m.group(1)) * mult, int(m.group(3)), int(m.group(4)),
+                    request=m.group(5) is not None)
 
 
 def int_list(s: str, what: str) -> list[int]:
@@ -372,10 +426,13 @@ class Run:
     workload: str
     shards: int
     round: int
-    kind: str                      # "main" or "sweep"
+    kind: str                      # "main", "sweep" or "scaling"
     size: int
     conns: int
     inflight: int
+    request: bool = False
+    load_cpus: str | None = None       # overrides --load-cpus (scaling)
+    load_threads: int = 1
     ok: bool = False
     error: str | None = None
     result: dict | None = None
@@ -489,7 +546,10 @@ def one_run(cfg, server: Server, run: Run) -> Run:
             str(cfg.bin_dir / "load"), "--addr", addr, "-c", str(run.conns),
             "-p", str(run.inflight), "-s", str(run.size), "-d", f"{cfg.duration:g}",
             "-w", f"{cfg.warmup:g}", "--server-pid", str(proc.pid), "--json",
-        ] + (["--cpus", cfg.load_cpus] if cfg.pin else [])
+            "-t", str(run.load_threads),
+        ] + (["--cpus", run.load_cpus or cfg.load_cpus] if cfg.pin else [])
+        if run.request:
+            run.load_cmd.append("--request")
         if server.proto != "tcp":
             run.load_cmd += ["--proto", server.proto]
         if server.proto in ("tls", "wss", "quic"):
@@ -570,6 +630,9 @@ def summarize(runs: list[Run], kind: str) -> dict:
     out = {}
     for key, rs in groups.items():
         ok = [r for r in rs if r.ok]
+        for r in ok:
+            cpu, kern = r.result.get("server_cpu_ns_per_msg"), r.result.get("server_kernel_ns_per_msg")
+            r.result["server_user_ns_per_msg"] = cpu - kern if cpu is not None and kern is not None else None
         cpu = [r.result["server_cpu_ns_per_msg"] for r in ok]
         s = {"runs": len(rs), "ok_runs": len(ok),
              "actual_shards": sorted({r.actual_shards for r in rs if r.actual_shards is not None}),
@@ -601,6 +664,17 @@ def summarize(runs: list[Run], kind: str) -> dict:
                   for k in mine if k in refs and refs[k].result["server_cpu_ns_per_msg"]]
         if paired:
             s["paired_cpu_ratio_median"] = statistics.median(paired)
+    # Against each row's own peer: CPU and throughput as above, and p99.
+    for (shards, wl, name), s in out.items():
+        peer = PEER_OF.get(name)
+        p = out.get((shards, wl, peer)) if peer else None
+        s["peer"] = peer if p else None
+        for key, col in [("peer_cpu_ratio", "server_cpu_ns_per_msg"),
+                         ("peer_user_ratio", "server_user_ns_per_msg"),
+                         ("peer_kernel_ratio", "server_kernel_ns_per_msg"),
+                         ("peer_tput_ratio", "msgs_per_s"), ("peer_p99_ratio", "p99_us")]:
+            mine, theirs = s.get(col), (p or {}).get(col)
+            s[key] = mine / theirs if mine is not None and theirs else None
     return out
 
 
@@ -714,6 +788,62 @@ def make_table(cfg, summary: dict, servers: list[Server], workloads: list[Worklo
     notes.append("")
     notes.append("Servers: " + "; ".join(f"`{s.name}` = {s.role}" for s in servers) + ".")
     return "\n".join(lines + notes) + "\n"
+
+
+def peer_table(summary: dict, servers: list[Server], workloads: list[Workload],
+               shards_list: list[int]) -> str:
+    """Each msgtrans row against its protocol's peer, and the ratios the
+    project sets targets on (issue 20): request/response against the
+    one-way echo of the same server, and the Tokio event path against the
+    inline handler."""
+    lines = ["", "Each protocol against its own peer (ratios of medians; lower is better "
+             "for CPU and p99, higher for msgs/s):", "",
+             "| server | shards | workload | peer | CPU ratio | user | kernel | msgs/s ratio "
+             "| p99 ratio | CPU ns/msg (user + kernel) | peer's |",
+             "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|"]
+    def split(s):
+        u, k = s.get("server_user_ns_per_msg"), s.get("server_kernel_ns_per_msg")
+        return "–" if u is None or k is None else f"{u:,.0f} + {k:,.0f}"
+    rows = 0
+    for shards in shards_list:
+        for wl in workloads:
+            for sv in servers:
+                s = summary.get((shards, wl.name, sv.name))
+                if not s or not s.get("peer") or not sv.name.startswith("msgtrans"):
+                    continue
+                p = summary[(shards, wl.name, s["peer"])]
+                lines.append(f"| **{sv.name}** | {shards} | {wl.name} | {s['peer']} | "
+                             f"{f_ratio(s['peer_cpu_ratio'])} | {f_ratio(s['peer_user_ratio'])} | "
+                             f"{f_ratio(s['peer_kernel_ratio'])} | {f_ratio(s['peer_tput_ratio'])} | "
+                             f"{f_ratio(s['peer_p99_ratio'])} | {split(s)} | {split(p)} |")
+                rows += 1
+    if not rows:
+        lines = []
+    derived = []
+    for shards in shards_list:
+        for wl in workloads:
+            if not wl.request:
+                continue
+            base = wl.name[: -len("-req")]
+            for sv in servers:
+                a, b = summary.get((shards, wl.name, sv.name)), summary.get((shards, base, sv.name))
+                if a and b and a["server_cpu_ns_per_msg"] and b["server_cpu_ns_per_msg"]:
+                    derived.append(f"| {sv.name} | {shards} | {wl.name} ÷ {base} | "
+                                   f"{f_ratio(a['server_cpu_ns_per_msg'] / b['server_cpu_ns_per_msg'])} | "
+                                   f"{f_ratio(a['p99_us'] / b['p99_us']) if b['p99_us'] else '–'} |")
+        for wl in workloads:
+            a = summary.get((shards, wl.name, "msgtrans_events"))
+            b = summary.get((shards, wl.name, "msgtrans_inline"))
+            if a and b and a["server_cpu_ns_per_msg"] and b["server_cpu_ns_per_msg"]:
+                derived.append(f"| msgtrans_events ÷ msgtrans_inline | {shards} | {wl.name} | "
+                               f"{f_ratio(a['server_cpu_ns_per_msg'] / b['server_cpu_ns_per_msg'])} | "
+                               f"{f_ratio(a['p99_us'] / b['p99_us']) if b['p99_us'] else '–'} |")
+    if derived:
+        lines += ["", "Requests against one-way echoes, and the Tokio event path against "
+                  "the inline handler (same run):", "",
+                  "| server | shards | workloads | CPU ratio | p99 ratio |", "|---|---|---|--:|--:|"]
+        lines += derived
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 # --------------------------------------------------------------------------
@@ -886,6 +1016,94 @@ def throughput_svg(cfg, sweep_summary: dict, servers: list[Server], shards: int,
     rounds = cfg.sweep_rounds
     ch.note(f"median of {rounds} round{'s' if rounds > 1 else ''},", 0)
     ch.note(f"{cfg.duration:g} s each; load gen on cpu{cfg.load_cpus}", 1)
+    return ch.svg()
+
+
+# --------------------------------------------------------------------------
+# Per-core scaling (--scaling)
+
+SCALING_SERVERS = ["msgtrans_inline", "baseline_tokio", "baseline_tokio_mt"]
+SCALING_ONLY = {"baseline_tokio_mt"}
+
+
+def scaling_points(nproc: int) -> list[int]:
+    """Server core counts 1, 2, 4 ... such that the load generator gets as
+    many cores again: it costs about what the server does per message (more
+    for WSS and QUIC), so fewer load cores would measure the load, not the
+    server."""
+    pts, n = [], 1
+    while 2 * n <= nproc:
+        pts.append(n)
+        n *= 2
+    return pts
+
+
+def scaling_table(summary: dict, points: list[int], nproc: int) -> str:
+    lines = ["| server | cores | msgs/s | per core | vs 1 core | CPU ns/msg | p99 µs "
+             "| msgs/s ÷ baseline_tokio |", "|---|--:|--:|--:|--:|--:|--:|--:|"]
+    for name in SCALING_SERVERS:
+        one = summary.get((1, "scaling", name))
+        for n in points:
+            s = summary.get((n, "scaling", name))
+            if not s or not s["msgs_per_s"]:
+                lines.append(f"| {name} | {n} | FAILED | – | – | – | – | – |")
+                continue
+            ref = summary.get((n, "scaling", REFERENCE))
+            vs1 = s["msgs_per_s"] / one["msgs_per_s"] if one and one["msgs_per_s"] else None
+            lines.append(f"| {name} | {n} | {f_rate(s['msgs_per_s'])} | {f_rate(s['msgs_per_s'] / n)} | "
+                         f"{f_ratio(vs1)} | {f_num(s['server_cpu_ns_per_msg'])} | {f_us(s['p99_us'])} | "
+                         f"{f_ratio(s['msgs_per_s'] / ref['msgs_per_s']) if ref and ref['msgs_per_s'] else '–'} |")
+    why = (f"This machine has {nproc} cores, so the largest point is {points[-1]} server "
+           f"core{'s' if points[-1] > 1 else ''}: each point gives the load generator as many "
+           "cores as the server (it costs about as much per message), so "
+           f"{2 * points[-1] * 2} cores are needed for the next." if points else
+           f"This machine has {nproc} core(s): no point fits (each needs 2 cores or more).")
+    notes = ["", "Each point: N server cores (msgtrans with N shards, baseline_tokio with N "
+             "current_thread threads, baseline_tokio_mt one work-stealing runtime with N "
+             "workers, under taskset -c 0..N-1), load generator with N threads pinned to cores "
+             "N..2N-1, 64·N connections × 16 in flight, 64 B.", why]
+    return "\n".join(lines + notes) + "\n"
+
+
+def scaling_svg(cfg, summary: dict, points: list[int], servers: list[Server],
+                title_tail: str) -> str | None:
+    pts = {}
+    for name in SCALING_SERVERS:
+        row = [(n, summary[(n, "scaling", name)]["msgs_per_s"]) for n in points
+               if (n, "scaling", name) in summary and summary[(n, "scaling", name)]["msgs_per_s"]]
+        if row:
+            pts[name] = row
+    if not pts:
+        return None
+    ch = Chart("Messages/s against server cores: 64 B, 64 connections per core × 16 in flight",
+               title_tail, "server cores (log scale)", "messages/s (median)")
+    ch.frame()
+    lx0, lx1 = 0.0, max(1.0, math.log2(points[-1]))
+    pad = (lx1 - lx0) * 0.08 + 0.3
+
+    def X(n):
+        return ch.L + (math.log2(n) - lx0 + pad) / (lx1 - lx0 + 2 * pad) * ch.pw
+
+    ymax = max(v for row in pts.values() for _, v in row) * 1.05
+    ticks = nice_ticks(0, ymax)
+
+    def Y(v):
+        return ch.T + ch.ph - v / ticks[-1] * ch.ph
+
+    for t in ticks:
+        ch.ytick(Y(t), tick_rate(t))
+    for n in points:
+        ch.xtick(X(n), str(n))
+    styles = {name: (PALETTE[i % len(PALETTE)], i, False) for i, name in enumerate(SCALING_SERVERS)}
+    for name, row in pts.items():
+        color, shape, _ = styles[name]
+        d = " ".join(f"{'M' if i == 0 else 'L'}{X(c):.1f},{Y(v):.1f}" for i, (c, v) in enumerate(row))
+        ch.parts.append(f'<path d="{d}" fill="none" stroke="{color}" stroke-width="2.2"/>')
+        for c, v in row:
+            ch.parts.append(marker(shape, X(c), Y(v), color))
+        ch.legend(name, color, shape, False)
+    ch.note(f"median of {cfg.rounds} round{'s' if cfg.rounds > 1 else ''},", 0)
+    ch.note(f"{cfg.duration:g} s each; load on the next N cores", 1)
     return ch.svg()
 
 
@@ -1064,11 +1282,18 @@ servers (rows):
   msgtrans_quic_nogso  the same with MSGTRANS_QUIC_NO_OFFLOAD=1 (no GSO/GRO)
                     on the server; only when named in --servers
   msgtrans_quic_nogso_both  ...on the server and the load generator; the same
+  baseline_tungstenite      peer: tokio-tungstenite, default config
+  baseline_tungstenite_16k  peer: the same with a 16 KiB read buffer (ws)
+  baseline_tungstenite_tls  peer: the same over tokio-rustls (wss)
+  baseline_quinn    peer: quinn 0.11 with msgtrans's framing (quic)
   NAME              from --extra NAME=CMD
-The baselines speak TCP only: the ws/wss/quic rows' ratios compare a
-protocol's cost with a TCP echo. Those rows are not part of the sweep.
+The main table's ratios are against baseline_tokio (a TCP echo) for every
+row; a second table sets each protocol against its own peer. Only TCP rows
+are part of the sweep.
 
-workloads are named SIZE-CONNSxINFLIGHT (SIZE in bytes, or with K/M):
+workloads are named SIZE-CONNSxINFLIGHT[-req] (SIZE in bytes, or with K/M);
+-req sends requests, each answered by a response with its id, and runs only
+the servers that answer requests (msgtrans, baseline_tokio, the peers):
   default {','.join(DEFAULT_WORKLOADS)}
 
 pinning: with 1 shard the server runs under `taskset -c 0` and the load
@@ -1132,6 +1357,10 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, help="seed for the shuffled order (default: random)")
     p.add_argument("--no-pin", dest="pin", action="store_false",
                    help="do not pin the server or the load generator")
+    p.add_argument("--scaling", action="store_true",
+                   help="per-core scaling instead of the comparison: msgtrans, baseline_tokio "
+                        "and a tokio multi-thread echo on 1, 2, 4 ... server cores, the load "
+                        "generator on as many more; writes scaling.md and scaling.svg")
     p.add_argument("--load-cpus", default="1", help="--cpus for the load generator (default: 1)")
     p.add_argument("--settle", type=float, default=0.0, metavar="S",
                    help="before each run wait up to S seconds for other processes to leave "
@@ -1180,7 +1409,7 @@ def main(argv=None) -> int:
 
     servers = [Server(n, [str(cfg.bin_dir / b)] + a, role) for n, b, a, role in BUILTIN_SERVERS]
     servers += [Server(n, [str(cfg.bin_dir / b)] + a, role, proto=proto, ready=ready, sweep=False)
-                for n, b, a, role, proto, ready in PROTO_SERVERS]
+                for n, b, a, role, proto, ready in PROTO_SERVERS + PEER_SERVERS]
     servers += [Server(n, [str(cfg.bin_dir / b)] + a, role, proto=proto, ready=ready, sweep=False,
                        env=env, load_env=load_env, opt_in=True)
                 for n, b, a, role, proto, ready, env, load_env in OPT_IN_SERVERS]
@@ -1202,7 +1431,12 @@ def main(argv=None) -> int:
             raise Fatal(f"--servers: unknown {unknown}; known: {[s.name for s in servers]}")
         servers = [s for s in servers if s.name in want or s.extra]
     else:
-        servers = [s for s in servers if not s.opt_in]
+        # The multi-thread anchor is a scaling figure; it has no per-core
+        # meaning in the comparison unless asked for by name.
+        servers = [s for s in servers if not s.opt_in
+                   and (cfg.scaling or s.name not in SCALING_ONLY)]
+    if cfg.scaling:
+        servers = [s for s in servers if s.name in SCALING_SERVERS]
     if not any(s.name == REFERENCE for s in servers):
         log(f"warning: {REFERENCE} is not in the run; ratios will be empty")
 
@@ -1235,14 +1469,30 @@ def main(argv=None) -> int:
     # The plan: for each shard count and workload, R rounds of every server in
     # a fresh shuffled order; then the connection sweep, interleaved the same way.
     plan: list[tuple[Server, Run]] = []
+    scaling_pts = scaling_points(cfg.machine["nproc"]) if cfg.scaling else []
+    if cfg.scaling:
+        shards_list, workloads, cfg.sweep = [], [], []
+        for n in scaling_pts:
+            for rnd in range(1, cfg.rounds + 1):
+                order = servers[:]
+                rng.shuffle(order)
+                for sv in order:
+                    plan.append((sv, Run(sv.name, "scaling", n, rnd, "scaling", 64, 64 * n, 16,
+                                         load_cpus=",".join(str(c) for c in range(n, 2 * n)),
+                                         load_threads=n)))
+        if not plan:
+            raise Fatal(f"--scaling: this machine has {cfg.machine['nproc']} core(s); "
+                        "the smallest point needs 2 (one server core, one for the load)")
     for shards in shards_list:
         for wl in workloads:
             for rnd in range(1, cfg.rounds + 1):
                 order = servers[:]
                 rng.shuffle(order)
                 for sv in order:
+                    if wl.request and not sv.answers_requests:
+                        continue
                     plan.append((sv, Run(sv.name, wl.name, shards, rnd, "main",
-                                         wl.size, wl.conns, wl.inflight)))
+                                         wl.size, wl.conns, wl.inflight, request=wl.request)))
         for c in cfg.sweep:
             for rnd in range(1, cfg.sweep_rounds + 1):
                 order = [sv for sv in servers if sv.sweep]
@@ -1279,9 +1529,12 @@ def main(argv=None) -> int:
             log(f"{head} FAILED: {run.error}")
 
     cfg.all_runs = runs
+    if cfg.scaling:
+        return finish_scaling(cfg, runs, scaling_pts, servers, meta, commit, dirty, started, cmdline)
     main_sum = summarize(runs, "main")
     sweep_sum = summarize(runs, "sweep")
     table = make_table(cfg, main_sum, servers, workloads, shards_list)
+    table += peer_table(main_sum, servers, workloads, shards_list)
     header = (f"# msgtrans comparison, {meta['timestamp']}\n\n"
               f"machine: {machine_label(cfg.machine)}"
               f"{', %s GiB' % cfg.machine['mem_gib'] if cfg.machine['mem_gib'] else ''}\n"
@@ -1351,6 +1604,31 @@ def main(argv=None) -> int:
         log(f"error: {len(failed)} of {len(runs)} runs failed (see above and results.json)")
         return 1
     return 3 if regression else 0
+
+
+def finish_scaling(cfg, runs, points, servers, meta, commit, dirty, started, cmdline) -> int:
+    summary = summarize(runs, "scaling")
+    header = (f"# msgtrans per-core scaling, {meta['timestamp']}\n\n"
+              f"machine: {machine_label(cfg.machine)}\ncommit: {commit}"
+              f"{' (uncommitted changes)' if dirty else ''}\ncommand: `{cmdline}`\n\n")
+    table = scaling_table(summary, points, cfg.machine["nproc"])
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "scaling.md").write_text(header + table)
+    title_tail = (f"{machine_label(cfg.machine)} · {started:%Y-%m-%d %H:%M} UTC · "
+                  f"{commit}{'+dirty' if dirty else ''}")
+    svg = scaling_svg(cfg, summary, points, servers, title_tail)
+    if svg:
+        (cfg.out / "scaling.svg").write_text(svg)
+    (cfg.out / "scaling.json").write_text(json.dumps(
+        {**meta, "points": points,
+         "medians": {f"{k[2]}|cores={k[0]}": v for k, v in summary.items()},
+         "runs": [r.__dict__ for r in runs]}, indent=1) + "\n")
+    print(header + table)
+    print(f"wrote {cfg.out / 'scaling.md'}" + (f", {cfg.out / 'scaling.svg'}" if svg else ""))
+    failed = [r for r in runs if not r.ok]
+    for r in failed:
+        log(f"failed: {r.server} cores={r.shards} round {r.round}: {(r.error or '').splitlines()[0]}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

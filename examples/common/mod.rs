@@ -44,6 +44,58 @@ pub fn complete_frames(buf: &[u8]) -> usize {
     off
 }
 
+/// Like [`complete_frames`], and answers each request among them in place:
+/// its packet type (header byte 2) becomes Response, its id and payload
+/// stay, which is all a request echo server owes its client.
+pub fn answer_complete_frames(buf: &mut [u8]) -> usize {
+    let mut off = 0;
+    while buf.len() - off >= 16 {
+        let h = &mut buf[off..];
+        let ext = u16::from_be_bytes([h[8], h[9]]) as usize;
+        let payload = u32::from_be_bytes([h[10], h[11], h[12], h[13]]) as usize;
+        let len = 16 + ext + payload;
+        if h.len() < len {
+            break;
+        }
+        if h[2] == REQUEST {
+            h[2] = RESPONSE;
+        }
+        off += len;
+    }
+    off
+}
+
+/// Packet types (header byte 2).
+pub const REQUEST: u8 = 1;
+pub const RESPONSE: u8 = 2;
+
+/// Baseline 1's connection loop: read a batch, write its complete frames
+/// back with one write (requests answered), keep the partial rest.
+pub async fn tokio_echo(mut s: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = s.set_nodelay(true);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut have = 0;
+    loop {
+        if have == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = match s.read(&mut buf[have..]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        have += n;
+        let done = answer_complete_frames(&mut buf[..have]);
+        if done > 0 {
+            if s.write_all(&buf[..done]).await.is_err() {
+                return;
+            }
+            buf.copy_within(done..have, 0);
+            have -= done;
+        }
+    }
+}
+
 /// A std listener with SO_REUSEPORT, for one shard of a baseline.
 pub fn reuseport_listener(addr: &str) -> std::net::TcpListener {
     use socket2::{Domain, Socket, Type};

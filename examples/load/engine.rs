@@ -9,8 +9,16 @@
 //! shard keeps its histogram, count and outgoing payload in a thread-local,
 //! with no lock per message; when the engine stops, each shard's sessions
 //! close on it (`on_close`), and the first close hands its state over.
+//!
+//! With `--request` it writes requests with ids of its own instead of
+//! one-way packets (not the engine's `request` API, which would add its
+//! own pending table and reply channel to the load's cost): the server's
+//! responses match no request of the engine's, so they reach `on_message`
+//! like echoes, and each is checked against the connection's outstanding
+//! ids.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -21,9 +29,11 @@ use msgtrans_shards::proto::quic::{QuicConnectConfig, QuicTransport, ALPN};
 use msgtrans_shards::proto::tls::ClientTls;
 use msgtrans_shards::proto::ws::handshake::WsTarget;
 use msgtrans_shards::session_handler::Connected;
-use msgtrans_shards::{CloseReason, Engine, EngineConfig, EventSink, Inline, InlineHandler, Packet, SessionId};
+use msgtrans_shards::{
+    CloseReason, Engine, EngineConfig, EventSink, Inline, InlineHandler, Packet, PacketType, SessionId,
+};
 
-use crate::{Args, Proto, Shared, DONE, MEASURE};
+use crate::{Args, Expect, Proto, Shared, DONE, MEASURE};
 
 /// One shard's share of the run.
 struct State {
@@ -31,6 +41,26 @@ struct State {
     msgs: u64,
     /// The payload we send: the timestamp, then filler.
     payload: Vec<u8>,
+    /// What each of this shard's connections expects back.
+    expect: HashMap<SessionId, Expect>,
+}
+
+impl State {
+    fn new(size: usize) -> Self {
+        Self {
+            hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap(),
+            msgs: 0,
+            payload: vec![0xAB; size],
+            expect: HashMap::new(),
+        }
+    }
+
+    fn expect(&mut self, id: SessionId, request: bool) -> &mut Expect {
+        self.expect.entry(id).or_insert_with(|| Expect {
+            request,
+            ..Expect::default()
+        })
+    }
 }
 
 thread_local! {
@@ -42,6 +72,7 @@ struct Driver {
     shared: Arc<Shared>,
     size: usize,
     inflight: usize,
+    request: bool,
     /// Every shard's state, handed over as the engine stops.
     done: Mutex<Vec<State>>,
 }
@@ -60,8 +91,18 @@ impl Driver {
 
 impl InlineHandler for Driver {
     fn on_open(&self, session: &mut Connected<'_>) {
+        let sid = session.session_id();
         for _ in 0..self.inflight {
-            if let Err(e) = session.send(Packet::one_way(0, self.payload(self.now()))) {
+            let id = STATE.with_borrow_mut(|st| {
+                st.get_or_insert_with(|| State::new(self.size))
+                    .expect(sid, self.request)
+                    .issue()
+            });
+            let packet = match id {
+                Some(id) => Packet::request(id, self.payload(self.now())),
+                None => Packet::one_way(0, self.payload(self.now())),
+            };
+            if let Err(e) = session.send(packet) {
                 eprintln!("load: first send on {}: {e}", session.session_id());
                 self.shared.errors.fetch_add(1, Ordering::Relaxed);
             }
@@ -82,19 +123,29 @@ impl InlineHandler for Driver {
             return;
         }
         STATE.with_borrow_mut(|st| {
-            let st = st.get_or_insert_with(|| State {
-                hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap(),
-                msgs: 0,
-                payload: vec![0xAB; self.size],
-            });
+            let st = st.get_or_insert_with(|| State::new(self.size));
+            let mut header = ctx.header().clone();
+            let expect = st.expect(ctx.session_id(), self.request);
+            let mut raw = [0u8; 8];
+            raw[2] = header.packet_type as u8;
+            raw[4..8].copy_from_slice(&header.message_id.to_be_bytes());
+            if let Err(e) = expect.answer(&raw) {
+                eprintln!("load: {e}");
+                self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            // The next packet: the echo's header (same length), as a new
+            // request when requests are what we send.
+            if let Some(id) = expect.issue() {
+                header.packet_type = PacketType::Request;
+                header.message_id = id;
+            }
             if phase == MEASURE {
                 let _ = st.hist.record(t.saturating_sub(sent).max(1));
                 st.msgs += 1;
             }
             st.payload[..8].copy_from_slice(&t.to_le_bytes());
-            // The echo's header is the one we sent: one-way, same length.
-            let header = ctx.header();
-            ctx.write(header, &[], &st.payload);
+            ctx.write(&header, &[], &st.payload);
         });
     }
 
@@ -164,6 +215,7 @@ pub fn start(args: &Args, shared: Arc<Shared>) -> Result<Run, String> {
         shared,
         size: args.size,
         inflight: args.inflight,
+        request: args.request,
         done: Mutex::new(Vec::new()),
     });
     let (tx, _rx) = flume::bounded(1024);

@@ -12,6 +12,8 @@ use std::net::TcpStream;
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 /// Where the timestamp starts in a packet (right after the 16-byte header).
 const STAMP_AT: usize = 16;
+/// Where the message id sits in the packet (header bytes 4..8, big-endian).
+const ID_AT: usize = 4;
 
 /// Upgrades `sock` to WebSocket on `path`, offering the `msgtrans.v1`
 /// subprotocol as MsgTrans 2.0 clients do, and checks the server's
@@ -67,13 +69,16 @@ pub fn masked_template(packet: &[u8]) -> Vec<u8> {
 }
 
 /// Appends one frame: the template with `stamp` masked into the packet's
-/// timestamp bytes.
-pub fn push_frame(out: &mut Vec<u8>, template: &[u8], stamp: u64) {
-    let at = out.len() + header_len_of(template) + 4 + STAMP_AT;
+/// timestamp bytes and `id` into its message id.
+pub fn push_frame(out: &mut Vec<u8>, template: &[u8], stamp: u64, id: u32) {
+    let packet = out.len() + header_len_of(template) + 4;
     out.extend_from_slice(template);
     for (i, b) in stamp.to_le_bytes().into_iter().enumerate() {
         // The stamp sits at packet offset 16 + i, so its mask byte is MASK[i % 4].
-        out[at + i] = b ^ MASK[(STAMP_AT + i) % 4];
+        out[packet + STAMP_AT + i] = b ^ MASK[(STAMP_AT + i) % 4];
+    }
+    for (i, b) in id.to_be_bytes().into_iter().enumerate() {
+        out[packet + ID_AT + i] = b ^ MASK[(ID_AT + i) % 4];
     }
 }
 
