@@ -144,17 +144,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frames_unmask_to_the_packet_with_its_stamp() {
+    fn frames_unmask_to_the_packet_with_its_stamp_and_id() {
         for size in [24usize, 125, 126, 65535, 65536, 70000] {
             let mut packet = vec![0xABu8; size];
             let t = masked_template(&packet);
             let mut out = vec![9u8; 3];
-            push_frame(&mut out, &t, 0x0102030405060708);
+            push_frame(&mut out, &t, 0x0102030405060708, 0xA1B2C3D4);
             let f = &out[3..];
             let hl = header_len_of(f);
             let key = &f[hl..hl + 4];
             let un: Vec<u8> = f[hl + 4..].iter().enumerate().map(|(i, b)| b ^ key[i % 4]).collect();
             packet[16..24].copy_from_slice(&0x0102030405060708u64.to_le_bytes());
+            packet[4..8].copy_from_slice(&0xA1B2C3D4u32.to_be_bytes());
             assert_eq!(un, packet, "size {size}");
         }
     }
