@@ -80,6 +80,27 @@ impl Recv {
         }
     }
 
+    /// Follows the packet boundaries through `bytes`, read from a prefixed
+    /// stream: where each prefix starts and how much of a packet is left.
+    fn pass_prefixed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.remaining > 0 {
+                let k = self.remaining.min(bytes.len());
+                self.remaining -= k;
+                bytes = &bytes[k..];
+                continue;
+            }
+            let k = (QUIC_PREFIX - self.have).min(bytes.len());
+            self.head[self.have..self.have + k].copy_from_slice(&bytes[..k]);
+            self.have += k;
+            bytes = &bytes[k..];
+            if self.have == QUIC_PREFIX {
+                self.remaining = u32::from_be_bytes([self.head[0], self.head[1], self.head[2], self.head[3]]) as usize;
+                self.have = 0;
+            }
+        }
+    }
+
     /// Whether a packet has begun and is not yet whole.
     fn mid_packet(&self) -> bool {
         self.have > 0 || self.remaining > 0 || !self.staged.is_empty()
@@ -358,10 +379,14 @@ fn read_some(q: &mut Connection, id: StreamId, r: &mut Recv, buf: &mut [u8], tra
         if n == buf.len() {
             break Ok(Step::Read(n));
         }
-        let want = if r.remaining > 0 {
+        // A prefixed stream's bytes are already what the driver reads
+        // (prefix, packet, prefix...), so take as much as fits in one chunk
+        // and follow the boundaries in memory: asking quinn for 4 bytes,
+        // then the packet, cost two trips through its reassembly per packet.
+        let want = if r.prefixed {
+            buf.len() - n
+        } else if r.remaining > 0 {
             r.remaining.min(buf.len() - n)
-        } else if r.prefixed {
-            (QUIC_PREFIX - r.have).min(buf.len() - n)
         } else {
             HEADER_LEN - r.have
         };
@@ -372,11 +397,19 @@ fn read_some(q: &mut Connection, id: StreamId, r: &mut Recv, buf: &mut [u8], tra
             Err(ReadError::Reset(_)) => break Err(io::Error::from(io::ErrorKind::ConnectionReset)),
         };
         r.total += chunk.len() as u64;
+        if r.prefixed {
+            // The driver checks each length against its limits as soon as
+            // it sees the prefix and header.
+            buf[n..n + chunk.len()].copy_from_slice(&chunk);
+            n += chunk.len();
+            r.pass_prefixed(&chunk);
+            continue;
+        }
         if r.remaining > 0 {
             buf[n..n + chunk.len()].copy_from_slice(&chunk);
             n += chunk.len();
             r.remaining -= chunk.len();
-            if r.remaining == 0 && !r.prefixed {
+            if r.remaining == 0 {
                 // One packet per unidirectional stream: it must end here.
                 break Ok(Step::Read(n));
             }
@@ -384,16 +417,7 @@ fn read_some(q: &mut Connection, id: StreamId, r: &mut Recv, buf: &mut [u8], tra
         }
         r.head[r.have..r.have + chunk.len()].copy_from_slice(&chunk);
         r.have += chunk.len();
-        if r.prefixed {
-            buf[n..n + chunk.len()].copy_from_slice(&chunk);
-            n += chunk.len();
-            if r.have == QUIC_PREFIX {
-                r.remaining = u32::from_be_bytes([r.head[0], r.head[1], r.head[2], r.head[3]]) as usize;
-                r.have = 0;
-                // The driver checks the length against its limits as soon
-                // as it sees the prefix and header.
-            }
-        } else if r.have == HEADER_LEN {
+        if r.have == HEADER_LEN {
             // Synthesise the prefix from the packet's own lengths.
             let ext = u16::from_be_bytes([r.head[8], r.head[9]]) as usize;
             let payload = u32::from_be_bytes([r.head[10], r.head[11], r.head[12], r.head[13]]) as usize;
@@ -464,4 +488,38 @@ fn write_uni(q: &mut Connection, u: &mut UniOut, buf: &[u8]) -> io::Result<usize
         }
     }
     Ok(used)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packet_boundaries_are_followed_through_any_split() {
+        // Three prefixed packets, one of them empty; the boundaries are
+        // after 7, 11 and 20 bytes.
+        let mut wire = Vec::new();
+        for p in [&b"abc"[..], b"", b"hello"] {
+            wire.extend_from_slice(&(p.len() as u32).to_be_bytes());
+            wire.extend_from_slice(p);
+        }
+        let boundaries = [0, 7, 11, 20];
+        for a in 0..=wire.len() {
+            for b in a..=wire.len() {
+                let mut r = Recv::new(true);
+                for part in [&wire[..a], &wire[a..b], &wire[b..]] {
+                    r.pass_prefixed(part);
+                }
+                assert!(!r.mid_packet(), "whole stream split at {a}, {b}");
+                let mut r = Recv::new(true);
+                r.pass_prefixed(&wire[..a]);
+                r.pass_prefixed(&wire[a..b]);
+                assert_eq!(
+                    r.mid_packet(),
+                    !boundaries.contains(&b),
+                    "prefix of {b} bytes split at {a}"
+                );
+            }
+        }
+    }
 }
