@@ -117,12 +117,22 @@ impl Engine {
                     // can be at info level at no per-message cost.
                     let _span = tracing::info_span!("shard", shard = i).entered();
                     let _ = ready_tx.send(Ok(()));
-                    ex.run(async move {
-                        let ctx = SessionCtx::new(i, cfg2, pool2, mesh2, sink2, stats2);
-                        let shard = Shard::new(ctx, handler2, hook2);
-                        crate::ring::start(&shard);
-                        shard::run(shard, inbox).await;
-                    });
+                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        ex.run(async move {
+                            let ctx = SessionCtx::new(i, cfg2, pool2, mesh2, sink2, stats2);
+                            let shard = Shard::new(ctx, handler2, hook2);
+                            crate::ring::start(&shard);
+                            shard::run(shard, inbox).await;
+                        })
+                    }));
+                    if ran.is_err() {
+                        // A panic (an inline handler's, or ours) unwound
+                        // out of the shard: its sessions, tables and inbox
+                        // are gone with it, while other shards, clients
+                        // and `stop()` still count on it. Going on would
+                        // leave a half-alive server, so stop loudly.
+                        shard::panicked(i);
+                    }
                     // The ring goes first, so every socket it held is
                     // released before `stop()` is told the shard is gone.
                     drop(ex);

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub(crate) use drivers::{DriverState, Drivers};
-pub(crate) use run::{run, start_error};
+pub(crate) use run::{panicked, run, start_error};
 
 use crate::accept::{AcceptHook, ConnectRequest, Decision, Verdict};
 use crate::error::{CloseReason, SendError};

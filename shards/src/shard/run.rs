@@ -50,3 +50,20 @@ pub(crate) async fn run(shard: Rc<Shard>, inbox: Inbox<Command>) {
 pub(crate) fn start_error(shard: usize, e: std::io::Error) -> StartError {
     StartError::Shard { shard, source: e }
 }
+
+/// A panic unwound out of shard `shard`'s executor (the panic hook has
+/// already printed it): the process stops, with the reason on stderr.
+///
+/// Catching a handler's panic per session and going on was the other
+/// choice. It would run every later message on a shard whose state the
+/// panic may have left half-updated (a session's batch, its pending
+/// requests, the pool), and keep running a server whose bug nobody
+/// fixes; an application that wants to survive its own handler's panics
+/// can catch them inside the handler, where it knows what is safe.
+pub(crate) fn panicked(shard: usize) -> ! {
+    eprintln!(
+        "msgtrans: shard {shard} panicked (see above); a shard cannot go on half alive, so the process stops \
+         (catch panics inside your handler to keep a session's bug from stopping the server)"
+    );
+    std::process::abort()
+}
