@@ -110,12 +110,11 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(stream: S, config: WebSocketCon
     let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
         return;
     };
-    while let Some(Ok(first)) = ws.next().await {
-        if first.is_close() {
-            return;
-        }
-        let mut batch = Some(first);
-        while let Some(m) = batch.take() {
+    // `next` ends (None) once the peer's close has been answered: tungstenite
+    // queues the reply itself and writes it on the read after the Close, so
+    // a Close needs no case of its own here.
+    while let Some(Ok(mut m)) = ws.next().await {
+        loop {
             if let Some(reply) = answer(m) {
                 if ws.feed(reply).await.is_err() {
                     return;
@@ -123,14 +122,16 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(stream: S, config: WebSocketCon
             }
             // Whatever else is already decoded or readable joins the batch.
             match ws.next().now_or_never() {
-                Some(Some(Ok(m))) if !m.is_close() => batch = Some(m),
-                Some(Some(Ok(_)) | Some(Err(_)) | None) => {
+                Some(Some(Ok(next))) => m = next,
+                // Closed or broken: what was fed still goes out if it can.
+                Some(Some(Err(_)) | None) => {
                     let _ = ws.flush().await;
                     return;
                 }
-                None => {}
+                None => break,
             }
         }
+        // One flush for the whole batch, which leaves in one write.
         if ws.flush().await.is_err() {
             return;
         }
@@ -156,6 +157,10 @@ fn main() {
     } else {
         None
     };
+    // Only the read buffer is worth tuning: tungstenite zero-fills up to
+    // read_buffer_size before each read. write_buffer_size stays at its
+    // 128 KiB default: nothing fills it, it is only how much `feed` gathers
+    // before writing early, and a larger batch is what we want.
     let mut config = WebSocketConfig::default();
     if let Some(n) = args.read_buffer {
         config = config.read_buffer_size(n);
