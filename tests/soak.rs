@@ -4,12 +4,17 @@
 //! disconnect with echoes still in flight) or read slowly; raw peers send
 //! oversized frames, reset mid-packet, or never read at all. It asserts
 //! that among the packets the server accepted none was lost, repeated or
-//! reordered, on either side, and reports resident memory and the close
-//! reasons seen.
+//! reordered, on either side, and reports the close reasons seen.
+//!
+//! Every `MSGTRANS_SOAK_SAMPLE_SECS` (default 60, or 10 for runs under 10
+//! minutes) it prints resident memory, heap in use, the server's pool
+//! bytes, open files and sessions. At the end it fits a line through the
+//! samples after the warm-up (the first tenth of the run, at least a
+//! minute) and reports resident memory and heap growth per hour.
 //!
 //! `#[ignore]`d: run it with
 //! `MSGTRANS_SOAK_SECS=300 cargo test --release --test soak -- --ignored --nocapture`
-//! (`MSGTRANS_SOAK_SEED` repeats a run).
+//! (`MSGTRANS_SOAK_SEED` repeats a run; 24 hours is `MSGTRANS_SOAK_SECS=86400`).
 
 mod common;
 
@@ -84,6 +89,45 @@ fn heap_in_use_kib() -> u64 {
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     0
+}
+
+fn open_files() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// Least-squares slope of `(seconds, KiB)` samples, in KiB per hour; None
+/// with fewer than three samples.
+fn growth_per_hour(samples: &[(f64, f64)]) -> Option<f64> {
+    if samples.len() < 3 {
+        return None;
+    }
+    let n = samples.len() as f64;
+    let (mx, my) = samples
+        .iter()
+        .fold((0.0, 0.0), |(x, y), &(a, b)| (x + a / n, y + b / n));
+    let (sxy, sxx) = samples.iter().fold((0.0, 0.0), |(xy, xx), &(a, b)| {
+        (xy + (a - mx) * (b - my), xx + (a - mx) * (a - mx))
+    });
+    (sxx > 0.0).then(|| sxy / sxx * 3600.0)
+}
+
+#[test]
+fn growth_is_the_least_squares_slope_per_hour() {
+    // 2 KiB a minute under ±5 KiB of alternating noise: 120 KiB an hour,
+    // give or take the 18 KiB that noise tilts a 10-point fit.
+    let samples: Vec<(f64, f64)> = (0..10)
+        .map(|i| {
+            (
+                60.0 * i as f64,
+                1000.0 + 2.0 * i as f64 + if i % 2 == 0 { 5.0 } else { -5.0 },
+            )
+        })
+        .collect();
+    let g = growth_per_hour(&samples).unwrap();
+    assert!((g - 120.0).abs() < 25.0, "{g}");
+    let flat: Vec<(f64, f64)> = (0..5).map(|i| (i as f64, 7.0)).collect();
+    assert_eq!(growth_per_hour(&flat), Some(0.0));
+    assert_eq!(growth_per_hour(&flat[..2]), None);
 }
 
 /// What the soak counts, from every task.
@@ -417,26 +461,37 @@ async fn soak_loses_repeats_and_reorders_nothing_the_server_accepted() {
     }
     let abuse = tokio::spawn(abuser(server.clone(), seed ^ 0xABCD, end));
     let never = tokio::spawn(never_reader(server.clone(), end));
+    let every = Duration::from_secs(
+        std::env::var("MSGTRANS_SOAK_SAMPLE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if secs < 600 { 10 } else { 60 }),
+    );
     let sampler = {
         let tally = Arc::clone(&tally);
         let server = server.clone();
         tokio::spawn(async move {
             let mut peak = 0;
+            let mut samples = Vec::new();
             while Instant::now() < end {
-                tokio::time::sleep(Duration::from_secs(10).min(end.saturating_duration_since(Instant::now()))).await;
+                tokio::time::sleep(every.min(end.saturating_duration_since(Instant::now()))).await;
                 let rss = rss_kib();
+                let heap = heap_in_use_kib();
                 peak = peak.max(rss);
                 let pooled: u64 = server.stats().iter().map(|s| s.pool.kept_bytes).sum();
+                let t = start.elapsed().as_secs_f64();
+                samples.push((t, rss as f64, heap as f64));
                 println!(
-                    "soak: {:>4} s  rss {rss} KiB  heap in use {} KiB  server pools {} KiB  accepted {}  echoed {}",
-                    start.elapsed().as_secs(),
-                    heap_in_use_kib(),
+                    "soak: {:>6.0} s  rss {rss} KiB  heap in use {heap} KiB  server pools {} KiB  open files {}  sessions {}  accepted {}  echoed {}",
+                    t,
                     pooled / 1024,
+                    open_files(),
+                    server.sessions_per_shard().iter().sum::<usize>(),
                     tally.accepted.load(Ordering::Relaxed),
                     tally.echoed.load(Ordering::Relaxed)
                 );
             }
-            peak
+            (peak, samples)
         })
     };
     for w in workers {
@@ -444,7 +499,18 @@ async fn soak_loses_repeats_and_reorders_nothing_the_server_accepted() {
     }
     let abused = abuse.await.expect("abuser");
     let never_read = never.await.expect("never-reader");
-    let rss_peak = sampler.await.unwrap();
+    let (rss_peak, samples) = sampler.await.unwrap();
+    let warm = (secs as f64 / 10.0).max(60.0);
+    let after: Vec<_> = samples.iter().filter(|s| s.0 >= warm).collect();
+    let rss_line: Vec<(f64, f64)> = after.iter().map(|s| (s.0, s.1)).collect();
+    let heap_line: Vec<(f64, f64)> = after.iter().map(|s| (s.0, s.2)).collect();
+    match (growth_per_hour(&rss_line), growth_per_hour(&heap_line)) {
+        (Some(r), Some(h)) => println!(
+            "soak: growth after {warm:.0} s of warm-up, fitted over {} samples: rss {r:+.0} KiB/hour, heap in use {h:+.0} KiB/hour",
+            after.len()
+        ),
+        _ => println!("soak: too short for a growth figure (needs 3 samples after {warm:.0} s of warm-up)"),
+    }
     let rss_end = rss_kib();
     // Every session of the soak ended, none is left behind.
     within(GUARD, "sessions back to 0", async {
