@@ -67,19 +67,7 @@ fn parse() -> Result<(SocketAddr, usize), String> {
 /// 100 unidirectional streams.
 fn server_config() -> Result<quinn::ServerConfig, String> {
     use quinn::{IdleTimeout, VarInt};
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-        .map_err(|e| format!("certificate: {e}"))?;
-    let path = std::env::temp_dir().join(format!("msgtrans-baseline-quinn-{}.pem", std::process::id()));
-    std::fs::write(&path, cert.cert.pem()).map_err(|e| format!("{}: {e}", path.display()))?;
-    println!("certificate (trust it in clients): {}", path.display());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
-    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.cert.der().clone()], key)
-        .map_err(|e| format!("certificate: {e}"))?;
+    let mut tls = common::self_signed_server_config("baseline-quinn", true)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));

@@ -76,19 +76,7 @@ fn parse() -> Result<Args, String> {
 /// A self-signed certificate for localhost and 127.0.0.1, written where
 /// clients can read it.
 fn tls_acceptor() -> Result<tokio_rustls::TlsAcceptor, String> {
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-        .map_err(|e| format!("certificate: {e}"))?;
-    let path = std::env::temp_dir().join(format!("msgtrans-baseline-tungstenite-{}.pem", std::process::id()));
-    std::fs::write(&path, cert.cert.pem()).map_err(|e| format!("{}: {e}", path.display()))?;
-    println!("certificate (trust it in clients): {}", path.display());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.cert.der().clone()], key)
-        .map_err(|e| format!("certificate: {e}"))?;
+    let config = common::self_signed_server_config("baseline-tungstenite", false)?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 

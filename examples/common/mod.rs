@@ -96,6 +96,32 @@ pub async fn tokio_echo(mut s: tokio::net::TcpStream) {
     }
 }
 
+/// A rustls server config with a fresh self-signed certificate for
+/// localhost and 127.0.0.1, whose PEM is written to a file named after
+/// `name` and the pid, and announced with the line `compare.py` and the
+/// tests look for. `tls13_only` for QUIC, which runs nothing older.
+pub fn self_signed_server_config(name: &str, tls13_only: bool) -> Result<rustls::ServerConfig, String> {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .map_err(|e| format!("certificate: {e}"))?;
+    let path = std::env::temp_dir().join(format!("msgtrans-{name}-{}.pem", std::process::id()));
+    std::fs::write(&path, cert.cert.pem()).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("certificate (trust it in clients): {}", path.display());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+    let builder =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()));
+    let builder = if tls13_only {
+        builder.with_protocol_versions(&[&rustls::version::TLS13])
+    } else {
+        builder.with_safe_default_protocol_versions()
+    };
+    builder
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .map_err(|e| format!("certificate: {e}"))
+}
+
 /// A std listener with SO_REUSEPORT, for one shard of a baseline.
 pub fn reuseport_listener(addr: &str) -> std::net::TcpListener {
     use socket2::{Domain, Socket, Type};

@@ -50,7 +50,14 @@ impl std::fmt::Debug for ClientTls {
 #[derive(Debug)]
 pub(crate) struct Gather<S> {
     inner: S,
-    scratch: Vec<u8>,
+}
+
+thread_local! {
+    /// The gathering buffer, one per shard thread rather than per session:
+    /// it is used only inside one `poll_write_vectored` call, and a
+    /// per-session one would keep its high-water mark (up to 256 KiB) on
+    /// every idle TLS session.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The most one gathered write copies; rustls's queue rarely holds more.
@@ -58,10 +65,7 @@ const GATHER_MAX: usize = 256 * 1024;
 
 impl<S> Gather<S> {
     pub(crate) fn new(inner: S) -> Self {
-        Self {
-            inner,
-            scratch: Vec::new(),
-        }
+        Self { inner }
     }
 }
 
@@ -91,15 +95,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Gather<S> {
         // The bytes written are the first n of the slices laid end to end,
         // which is what a vectored write reports; a Pending leaves nothing
         // behind (the caller offers the same slices again).
-        this.scratch.clear();
-        for b in bufs {
-            let room = GATHER_MAX - this.scratch.len();
-            this.scratch.extend_from_slice(&b[..b.len().min(room)]);
-            if this.scratch.len() == GATHER_MAX {
-                break;
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            for b in bufs {
+                let room = GATHER_MAX - scratch.len();
+                scratch.extend_from_slice(&b[..b.len().min(room)]);
+                if scratch.len() == GATHER_MAX {
+                    break;
+                }
             }
-        }
-        Pin::new(&mut this.inner).poll_write(cx, &this.scratch)
+            Pin::new(&mut this.inner).poll_write(cx, scratch)
+        })
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
