@@ -13,6 +13,10 @@ export CARGO_INCREMENTAL=0
 # (tests/glommio_loop.rs covers what the fork changed).
 # `cluster` is off by default (it brings a NATS client); its tests run here
 # against a real NATS cluster.
+# Tests that run the examples as processes (bench_tools, recovery_sigkill,
+# cluster) need their binaries: `cargo test --all-targets` builds examples
+# only as test harnesses, never as the programs themselves.
+cargo build --workspace --exclude msgtrans-glommio --examples --locked --features msgtrans/cluster
 cargo test --workspace --exclude msgtrans-glommio --all-targets --locked --features msgtrans/cluster "$@"
 cargo test --workspace --exclude msgtrans-glommio --doc --locked --features msgtrans/cluster
 # loom model tests of the lock-free parts (msgtrans-sync). --cfg loom

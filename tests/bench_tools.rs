@@ -3,8 +3,9 @@
 //! peers (tokio-tungstenite, the same over tokio-rustls, quinn) serve the
 //! load generator on both workloads, and `compare.py` sets each protocol
 //! against its peer and runs the per-core scaling on any machine. The
-//! example binaries are the ones `cargo test --all-targets` builds beside
-//! this test.
+//! example programs are the ones `scripts/test.sh` builds before the tests.
+
+mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -14,15 +15,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let debug = exe.parent().and_then(|d| d.parent()).unwrap();
-    let bin = debug.join("examples").join(name);
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build --example {name}`",
-        bin.display()
-    );
-    bin
+    common::example_binary(name)
 }
 
 fn free_port() -> u16 {

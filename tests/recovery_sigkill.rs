@@ -23,17 +23,7 @@ use msgtrans::RetryConfig;
 
 /// `examples/sharded_server` on `addr`, once it says it listens.
 fn server(addr: SocketAddr) -> Child {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .unwrap()
-        .join("examples/sharded_server");
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo build --example sharded_server",
-        bin.display()
-    );
+    let bin = common::example_binary("sharded_server");
     let mut child = Command::new(bin)
         .args([
             "--tcp",

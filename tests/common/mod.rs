@@ -25,6 +25,22 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+/// The program `examples/<name>` of the current build. `cargo test
+/// --all-targets` builds examples only as test harnesses, so
+/// `scripts/test.sh` builds the programs first (`cargo build --examples`).
+pub fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let debug = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = debug.join("examples").join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build the examples first with \
+         `cargo build --examples --features msgtrans/cluster` (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
 /// Hang guard for ordinary steps: long enough never to fire on a slow,
 /// shared debug build; only there so a hang fails instead of blocking CI.
 pub const GUARD: Duration = Duration::from_secs(20);

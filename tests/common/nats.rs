@@ -137,18 +137,6 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 
 /// The relay example, built beside this test (`cargo test --all-targets
 /// --features cluster` builds examples too).
-fn relay_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let debug = exe.parent().and_then(|d| d.parent()).unwrap();
-    let bin = debug.join("examples").join("relay");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build --example relay --features cluster`",
-        bin.display()
-    );
-    bin
-}
-
 /// One `examples/relay` process.
 pub struct Relay {
     child: Option<Child>,
@@ -161,7 +149,7 @@ impl Relay {
     /// Node `node` with these extra flags; returns once it listens (it has
     /// joined the cluster by then).
     pub fn start(node: u8, extra: &[&str]) -> Self {
-        let mut child = Command::new(relay_binary())
+        let mut child = Command::new(super::example_binary("relay"))
             .args([
                 "--tcp",
                 "127.0.0.1:0",
