@@ -2,16 +2,25 @@
 //!
 //! QUIC connections share one UDP socket per shard, so this machine's cap of
 //! 20,000 open files does not bind them the way it binds TCP. This opens
-//! `-n` connections (default 50,000) from a few client engines in this
+//! `-n` connections (default 100,000) from a few client engines in this
 //! process to a server it runs as a child process (so the server's resident
-//! memory is its own), has each connection answer one request, reports the
-//! server's resident memory per connection, then closes them all and checks
-//! that the server is back to zero sessions (`--rounds` repeats it, to show
+//! memory is its own). Each connection answers a request as it opens and
+//! again at the end of the hold; in between, a trickle of requests at a
+//! fixed rate gives the latency under the held load. It reports resident
+//! memory per connection (the server's, and the server's and clients'
+//! together), time to open, the latencies, then closes them all and checks
+//! that every close reached the server (`--rounds` repeats it, to show
 //! that memory is reused rather than leaked).
+
+#[path = "common/hold.rs"]
+mod hold;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
 
 use msgtrans::event::ServerEvent;
 use msgtrans::protocol::{QuicClientConfig, QuicServerConfig};
@@ -25,11 +34,16 @@ USAGE:
     quic_scale [OPTIONS]
 
 OPTIONS:
-    -n, --conns N      connections to open and hold     [default: 50000]
+    -n, --conns N      connections to open and hold     [default: 100000]
     --clients K        client engines (one thread each) [default: 8]
     --shards S         server shards                    [default: 2]
-    --hold S           seconds to hold them all open    [default: 5]
+    --hold S           seconds to hold them all open    [default: 30]
+    --rate R           requests per second during the hold, all clients
+                       together                         [default: 2000]
     --rounds R         open, hold and close them R times [default: 1]
+    --keep-alive S     seconds between the clients' keep-alive PINGs; under
+                       the 30 s QUIC idle timeout, since opening them all
+                       takes longer than that        [default: 10]
     --uni N            server's concurrent unidirectional streams per
                        connection                       [default: 1024]
     -h, --help         print this help
@@ -42,18 +56,22 @@ struct Args {
     clients: usize,
     shards: usize,
     hold: u64,
+    rate: f64,
     rounds: usize,
     uni: u32,
+    keep_alive: u64,
 }
 
 fn parse() -> Result<Option<Args>, String> {
     let mut a = Args {
-        conns: 50_000,
+        conns: 100_000,
         clients: 8,
         shards: 2,
-        hold: 5,
+        hold: 30,
+        rate: 2000.0,
         rounds: 1,
         uni: msgtrans::protocol::quic::DEFAULT_QUIC_MAX_UNI_STREAMS,
+        keep_alive: 10,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -61,6 +79,14 @@ fn parse() -> Result<Option<Args>, String> {
             return Ok(None);
         }
         let value = it.next().ok_or_else(|| format!("{arg} needs a value"))?;
+        if arg == "--rate" {
+            a.rate = value
+                .parse()
+                .ok()
+                .filter(|r: &f64| *r >= 0.0)
+                .ok_or(format!("--rate: {value:?}"))?;
+            continue;
+        }
         let n: usize = value.parse().map_err(|_| format!("{arg}: not a number: {value:?}"))?;
         match arg.as_str() {
             "-n" | "--conns" if n > 0 => a.conns = n,
@@ -68,6 +94,7 @@ fn parse() -> Result<Option<Args>, String> {
             "--shards" if n > 0 => a.shards = n,
             "--hold" => a.hold = n as u64,
             "--rounds" if n > 0 => a.rounds = n,
+            "--keep-alive" if (1..30).contains(&n) => a.keep_alive = n as u64,
             "--uni" => a.uni = n.try_into().map_err(|_| format!("--uni {n}: too large"))?,
             _ => return Err(format!("bad argument {arg} {value}")),
         }
@@ -129,7 +156,14 @@ async fn serve(shards: usize, conns: usize, uni: u32) -> Result<(), String> {
     while let Some(line) = rx.recv().await {
         if line.trim() == "count" {
             let closes = format!("{:?}", closes.lock().unwrap());
-            println!("sessions {} closes {closes}", server.session_count().await);
+            let t = server.stats().total;
+            println!(
+                "sessions {} closes {closes} handshake failures {} refused {} retries {}",
+                server.session_count().await,
+                t.handshake_failures,
+                t.refused,
+                t.quic_retries
+            );
         }
     }
     server.stop().await;
@@ -177,13 +211,7 @@ impl Server {
 
     /// Resident memory, from /proc.
     fn rss(&self) -> Result<u64, String> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).map_err(|e| e.to_string())?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-            .ok_or_else(|| "no VmRSS".to_string())
+        hold::rss(self.child.id())
     }
 
     fn stop(mut self) {
@@ -192,16 +220,21 @@ impl Server {
     }
 }
 
-/// One client engine holding `n` connections, each of which answers one
-/// request.
-async fn open(addr: String, pem: String, n: usize) -> Result<TransportClient, String> {
+/// One client engine holding `n` connections, each of which has answered
+/// one request (their latencies in the histogram).
+async fn open(
+    addr: String,
+    pem: String,
+    n: usize,
+    keep_alive: u64,
+) -> Result<(TransportClient, Histogram<u64>), String> {
     let cfg = QuicClientConfig::new(&addr)
         .map_err(|e| e.to_string())?
         .with_ca_cert_pem(&pem)
         .map_err(|e| e.to_string())?
         .with_connect_timeout(Duration::from_secs(20))
         // Opening them all takes longer than the 30 s idle timeout.
-        .with_keep_alive_interval(Some(Duration::from_secs(10)));
+        .with_keep_alive_interval(Some(Duration::from_secs(keep_alive)));
     let mut c = TransportClientBuilder::new()
         .with_protocol(cfg)
         .connection_pool(n)
@@ -210,18 +243,24 @@ async fn open(addr: String, pem: String, n: usize) -> Result<TransportClient, St
         .await
         .map_err(|e| e.to_string())?;
     c.connect().await.map_err(|e| e.to_string())?;
-    // The pool takes connections in turn: n requests touch each once.
-    for i in 0..n {
-        let r = c.request(&(i as u64).to_be_bytes()).await.map_err(|e| e.to_string())?;
-        if r.data.as_deref() != Some(&(i as u64).to_be_bytes()[..]) {
-            return Err(format!("request {i} answered wrongly"));
-        }
-    }
-    Ok(c)
+    let mut h = hold::histogram();
+    hold::every_connection(&c, n, &mut h).await?;
+    Ok((c, h))
+}
+
+/// The hold for one client: requests at `rate` for `secs`, then one on
+/// each of its `n` connections; their latencies.
+async fn hold_one(c: Arc<TransportClient>, n: usize, rate: f64, secs: u64) -> Result<[Histogram<u64>; 2], String> {
+    let (mut held, mut end) = (hold::histogram(), hold::histogram());
+    hold::trickle(&c, rate, Duration::from_secs(secs), &mut held).await?;
+    hold::every_connection(&c, n, &mut end).await?;
+    Ok([held, end])
 }
 
 async fn run(a: &Args) -> Result<(), String> {
     let (mut server, addr, cert) = Server::spawn(a.shards, a.conns, a.uni)?;
+    // The client engines start after this, on threads that inherit it.
+    hold::yield_to_the_server();
     let pem = std::fs::read_to_string(&cert).map_err(|e| e.to_string())?;
     let before = server.rss()?;
     let mut result = Ok(());
@@ -236,18 +275,42 @@ async fn run(a: &Args) -> Result<(), String> {
     result
 }
 
+/// How many closes in a `sessions` answer's list were the peer's own.
+fn peer_closed(closes: &str) -> u64 {
+    closes
+        .split_once("\"PeerClosed\": ")
+        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
 /// Opens, holds, checks and closes `a.conns` connections once.
 async fn one_round(a: &Args, server: &mut Server, addr: &str, pem: &str, before: u64) -> Result<(), String> {
+    let me = std::process::id();
+    let client_before = hold::rss(me)?;
     let started = Instant::now();
+    let share = |k: usize| a.conns / a.clients + usize::from(k < a.conns % a.clients);
     let mut tasks = Vec::new();
     for k in 0..a.clients {
-        let n = a.conns / a.clients + usize::from(k < a.conns % a.clients);
-        tasks.push(tokio::spawn(open(addr.to_string(), pem.to_string(), n)));
+        tasks.push(tokio::spawn(open(
+            addr.to_string(),
+            pem.to_string(),
+            share(k),
+            a.keep_alive,
+        )));
     }
     let mut clients = Vec::new();
+    let mut start = hold::histogram();
     for t in tasks {
         match t.await.map_err(|e| e.to_string())? {
-            Ok(c) => clients.push(c),
+            Ok((c, h)) => {
+                clients.push(Arc::new(c));
+                start.add(h).map_err(|e| e.to_string())?;
+            }
             Err(e) => {
                 let (n, closes) = server.sessions()?;
                 return Err(format!("{e} (server: {n} sessions, closes {closes})"));
@@ -255,22 +318,46 @@ async fn one_round(a: &Args, server: &mut Server, addr: &str, pem: &str, before:
         }
     }
     let opened = started.elapsed();
-    let held: usize = clients.iter().map(|c| c.session_ids().len()).sum();
+    let n = a.conns as u64;
     let (sessions, _) = server.sessions()?;
     let during = server.rss()?;
+    let client_rss = hold::rss(me)?.saturating_sub(client_before);
     println!(
-        "  opened {held} connections in {:.1}s, each answered a request; server holds {sessions} sessions",
-        opened.as_secs_f64()
+        "  opened {} connections in {:.1} s ({:.0} per second); the server holds {sessions} sessions",
+        a.conns,
+        opened.as_secs_f64(),
+        a.conns as f64 / opened.as_secs_f64()
     );
+    println!("  a request on each as it opened: {}", hold::summary(&start));
     println!(
-        "  server resident memory {:.1} MB at start, {:.1} MB now: {} bytes per connection",
-        before as f64 / 1e6,
-        during as f64 / 1e6,
-        (during.saturating_sub(before)) / held.max(1) as u64
+        "  resident memory: server {:.1} -> {:.1} MB ({} bytes per connection); clients {:.1} MB more; \
+         in total {} bytes per connection",
+        mb(before),
+        mb(during),
+        during.saturating_sub(before) / n,
+        mb(client_rss),
+        (during.saturating_sub(before) + client_rss) / n
     );
-    tokio::time::sleep(Duration::from_secs(a.hold)).await;
+    let rate = a.rate / a.clients as f64;
+    let holds: Vec<_> = (0..a.clients)
+        .map(|k| tokio::spawn(hold_one(Arc::clone(&clients[k]), share(k), rate, a.hold)))
+        .collect();
+    let (mut held, mut end) = (hold::histogram(), hold::histogram());
+    for t in holds {
+        let [h, e] = t.await.map_err(|e| e.to_string())??;
+        held.add(h).map_err(|e| e.to_string())?;
+        end.add(e).map_err(|e| e.to_string())?;
+    }
     let (still, closes) = server.sessions()?;
-    println!("  after holding {}s: {still} sessions; closes so far {closes}", a.hold);
+    let closed_before = peer_closed(&closes);
+    println!(
+        "  held {} s at {} requests per second: {}",
+        a.hold,
+        a.rate,
+        hold::summary(&held)
+    );
+    println!("  a request on each at the end of the hold: {}", hold::summary(&end));
+    println!("  the server holds {still} sessions; closes so far {closes}");
     for c in &clients {
         c.stop().await;
     }
@@ -282,13 +369,14 @@ async fn one_round(a: &Args, server: &mut Server, addr: &str, pem: &str, before:
         (left, closes) = server.sessions()?;
     }
     println!(
-        "  after closing: {left} sessions, resident {:.1} MB; closes since start {closes}",
-        server.rss()? as f64 / 1e6
+        "  closed: the server holds {left} sessions, resident {:.1} MB; closes since start {closes}",
+        mb(server.rss()?)
     );
-    if held != a.conns || sessions != a.conns || still != a.conns || left != 0 {
+    let peer_closes = peer_closed(&closes) - closed_before;
+    if sessions != a.conns || still != a.conns || left != 0 || peer_closes != n {
         return Err(format!(
-            "wanted {} held throughout and 0 after: held {held}, server {sessions}, after hold {still}, after close {left}",
-            a.conns
+            "wanted {n} held throughout, then {n} closes from the clients: server {sessions}, \
+             after the hold {still}, after close {left}, closed by the clients {peer_closes}"
         ));
     }
     Ok(())

@@ -59,6 +59,10 @@ OPTIONS:
     --events         echo through the Tokio event stream instead of the
                      inline on-shard handler
     --no-pin         do not pin shards to cores
+    --shared-port    join other sharded_server processes on the same TCP
+                     and WebSocket ports (SO_REUSEPORT) instead of refusing
+                     a port in use: several processes serve one port, each
+                     under its own open-files cap (QUIC ports stay single)
     --tcp-ring       serve plain TCP on each shard's own io_uring instead
                      of glommio's streams (opt-in; see docs/perf-notes.md)
     --metrics ADDR   serve /metrics (Prometheus), /stats.json and a live
@@ -84,6 +88,7 @@ struct Args {
     events: bool,
     pin: bool,
     tcp_ring: bool,
+    shared_port: bool,
     metrics: Option<std::net::SocketAddr>,
 }
 
@@ -106,6 +111,7 @@ fn parse() -> Result<Option<Args>, String> {
         events: false,
         pin: true,
         tcp_ring: false,
+        shared_port: false,
         metrics: None,
     };
     let mut it = std::env::args().skip(1);
@@ -143,6 +149,7 @@ fn parse() -> Result<Option<Args>, String> {
             "--client-ca" => a.client_ca = Some(value("--client-ca")?),
             "--no-pin" => a.pin = false,
             "--tcp-ring" => a.tcp_ring = true,
+            "--shared-port" => a.shared_port = true,
             "--metrics" => a.metrics = Some(value("--metrics")?.parse().map_err(|e| format!("--metrics: {e}"))?),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -272,7 +279,8 @@ async fn main() -> ExitCode {
         .max_connections(args.max_connections)
         .shards(args.shards)
         .pin_shards(args.pin)
-        .tcp_ring(args.tcp_ring);
+        .tcp_ring(args.tcp_ring)
+        .shared_port(args.shared_port);
     if !args.events {
         builder = builder.handler(echo);
     }

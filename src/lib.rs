@@ -110,7 +110,9 @@ pub use event::{ClientEvent, ServerEvent, TransportContext};
 #[cfg(feature = "metrics")]
 pub use metrics::MetricsConfig;
 pub use msgtrans_shards::accept::{AcceptHook, ConnectRequest, Decision, TlsInfo, Verdict, WsRequest};
-pub use msgtrans_shards::stats::{CloseKind, Protocol, Refusal, SessionStats, ShardSnapshot, StatsSnapshot};
+pub use msgtrans_shards::stats::{
+    AcceptFailure, CloseKind, Protocol, Refusal, SessionStats, ShardSnapshot, StatsSnapshot,
+};
 pub use msgtrans_shards::{Connected, Inline, InlineHandler, Responder, SessionHandler, SessionId, Undelivered};
 pub use packet::{CompressionType, Packet, PacketType};
 #[cfg(feature = "quic")]

@@ -218,3 +218,37 @@ async fn request_with_options_timeout_overrides_the_client_default() {
     client.stop().await;
     sink.abort();
 }
+
+/// The request sweeper visits only sessions with something pending: one
+/// whose requests were all answered leaves its list, and must rejoin it
+/// when it asks again, or that request would never time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_after_answered_ones_still_times_out() {
+    // A raw server that answers the first request, then never again.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server_addr = listener.local_addr().unwrap();
+    let sink = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        let mut s = RawClient::from_stream(s);
+        let first = s.recv().await;
+        let mut answer = msgtrans::packet::Packet::response(first.header.message_id, first.payload.to_vec());
+        answer.set_biz_type(first.header.biz_type);
+        s.send(&answer).await;
+        while s.recv_or_eof().await.is_some() {}
+    });
+    let mut client = client_to(server_addr, Duration::from_millis(300)).await;
+    within(GUARD, "connect", client.connect()).await.expect("connect");
+    let r = within(GUARD, "answered request", client.request(b"one")).await;
+    assert_eq!(
+        r.expect("the first request is answered").data.as_deref(),
+        Some(&b"one"[..])
+    );
+    // Several sweeps pass with nothing pending: the session leaves the list.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    match within(GUARD, "request that times out", client.request(b"two")).await {
+        Err(TransportError::Timeout { duration, .. }) => assert_eq!(duration, Duration::from_millis(300)),
+        other => panic!("expected Err(Timeout), got {other:?}"),
+    }
+    client.stop().await;
+    sink.abort();
+}

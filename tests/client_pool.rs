@@ -140,3 +140,36 @@ async fn a_dropped_pool_connection_is_skipped() {
     c.stop().await;
     server.stop().await;
 }
+
+/// A pool bigger than the client's connection limit opens in full: the
+/// client raises its own limit to the pool rather than refusing its own
+/// connections (it did, at 10,000, for `connection_pool(12_500)`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_larger_than_the_clients_connection_limit_opens_in_full() {
+    let (server, _seen, _events) = recording_server().await;
+    let limits = msgtrans::transport::Limits {
+        max_connections: 2,
+        max_connections_per_shard: Some(1),
+        ..Default::default()
+    };
+    let mut c = within(
+        GUARD,
+        "client build",
+        TransportClientBuilder::new()
+            .with_protocol(TcpClientConfig::new(&addr(&server).to_string()).unwrap())
+            .shards(CLIENT_SHARDS)
+            .limits(limits)
+            .connection_pool(6)
+            .build(),
+    )
+    .await
+    .expect("client build");
+    within(GUARD, "connect", c.connect()).await.expect("connect");
+    assert_eq!(c.session_ids().len(), 6);
+    for i in 0..6u8 {
+        let r = within(GUARD, "request", c.request(&[i])).await.expect("request");
+        assert_eq!(r.data.as_deref(), Some(&[i][..]));
+    }
+    c.stop().await;
+    server.stop().await;
+}

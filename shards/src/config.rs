@@ -133,6 +133,13 @@ pub struct EngineConfig {
     /// on a kernel older than 6.1, they use glommio's streams: a readiness
     /// poll, then a syscall per read and per write.
     pub tcp_ring: bool,
+    /// TCP and WebSocket listeners join other sockets already on their
+    /// port (`SO_REUSEPORT`, the same user's) instead of refusing it as in
+    /// use (default false). For several server processes on one port, each
+    /// under its own open-files cap; the kernel spreads connections over
+    /// every socket of the group. QUIC keeps its port to itself: its
+    /// connection IDs route datagrams between one process's shards only.
+    pub shared_port: bool,
     /// Payloads shorter than this are sent uncompressed even when their
     /// packet asks for compression.
     pub compression_threshold: usize,
@@ -167,6 +174,7 @@ impl Default for EngineConfig {
             io_memory: DEFAULT_IO_MEMORY,
             read_buffer: DEFAULT_READ_BUFFER,
             tcp_ring: false,
+            shared_port: false,
             compression_threshold: DEFAULT_COMPRESSION_THRESHOLD,
             pool: PoolConfig::default(),
         }

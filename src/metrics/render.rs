@@ -4,7 +4,9 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use msgtrans_shards::stats::{CloseKind, Protocol, ProtocolSnapshot, Refusal, ShardSnapshot, StatsSnapshot};
+use msgtrans_shards::stats::{
+    AcceptFailure, CloseKind, Protocol, ProtocolSnapshot, Refusal, ShardSnapshot, StatsSnapshot,
+};
 
 /// How one per-shard metric is read from a snapshot.
 type Read = fn(&ShardSnapshot) -> u64;
@@ -55,6 +57,12 @@ const SHARD_METRICS: &[(&str, &str, &str, Read)] = &[
         "gauge",
         "Bytes queued for sessions and not yet written.",
         |s| s.queued_bytes,
+    ),
+    (
+        "msgtrans_ring_reads_without_buffer_total",
+        "counter",
+        "Shard-ring reads that found no provided buffer free (ENOBUFS) and were queued again.",
+        |s| s.ring_reads_without_buffer,
     ),
     (
         "msgtrans_buffer_pool_hits_total",
@@ -184,6 +192,19 @@ pub fn prometheus(stats: &StatsSnapshot) -> String {
             let _ = writeln!(out, "{name}{{shard=\"{}\",reason=\"{}\"}} {v}", s.shard, r.label());
         }
     }
+    let name = "msgtrans_accept_failures_total";
+    family(
+        &mut out,
+        name,
+        "counter",
+        "Failed accepts on TCP and WebSocket listeners, by cause (fd_limit: EMFILE/ENFILE); each 10 ms retry counts.",
+    );
+    for s in &stats.shards {
+        for a in AcceptFailure::ALL {
+            let v = s.accept_failures_of(a);
+            let _ = writeln!(out, "{name}{{shard=\"{}\",reason=\"{}\"}} {v}", s.shard, a.label());
+        }
+    }
     let name = "msgtrans_sessions_closed_total";
     family(&mut out, name, "counter", "Sessions closed, by close reason.");
     for s in &stats.shards {
@@ -202,6 +223,7 @@ fn json_shard(out: &mut String, s: &ShardSnapshot) {
          \"msgs_in\":{},\"msgs_out\":{},\"bytes_in\":{},\"bytes_out\":{},\
          \"requests_in_flight\":{},\"request_timeouts\":{},\"queued_packets\":{},\"queued_bytes\":{},\
          \"inbox_commands\":{},\"cross_shard_in\":{},\"cross_shard_out\":{},\"wakeups\":{},\"events_abandoned\":{},\
+         \"ring_reads_without_buffer\":{},\
          \"pool\":{{\"hits\":{},\"misses\":{},\"remote_returns\":{},\"dropped\":{}}},\"protocols\":{{",
         s.shard,
         s.sessions_open,
@@ -221,6 +243,7 @@ fn json_shard(out: &mut String, s: &ShardSnapshot) {
         s.cross_shard_out,
         s.wakeups,
         s.events_abandoned,
+        s.ring_reads_without_buffer,
         s.pool.hits,
         s.pool.misses,
         s.pool.remote_returns,
@@ -248,6 +271,11 @@ fn json_shard(out: &mut String, s: &ShardSnapshot) {
     for (i, r) in Refusal::ALL.iter().enumerate() {
         let sep = if i > 0 { "," } else { "" };
         let _ = write!(out, "{sep}\"{}\":{}", r.label(), s.refusals_of(*r));
+    }
+    out.push_str("},\"accept_failures\":{");
+    for (i, a) in AcceptFailure::ALL.iter().enumerate() {
+        let sep = if i > 0 { "," } else { "" };
+        let _ = write!(out, "{sep}\"{}\":{}", a.label(), s.accept_failures_of(*a));
     }
     out.push_str("}}");
 }
@@ -281,6 +309,7 @@ mod tests {
         };
         a.protocols[Protocol::Wss.index()].msgs_in = 5;
         a.closes[CloseKind::IdleTimeout.index()] = 3;
+        a.accept_failures[AcceptFailure::FdLimit.index()] = 7;
         let b = ShardSnapshot {
             shard: 1,
             ..Default::default()
@@ -303,6 +332,8 @@ mod tests {
         assert!(text.contains("msgtrans_messages_received_total{shard=\"0\",protocol=\"wss\"} 5\n"));
         assert!(text.contains("msgtrans_sessions_closed_total{shard=\"0\",reason=\"idle_timeout\"} 3\n"));
         assert!(text.contains("msgtrans_sessions_open{shard=\"1\"} 0\n"));
+        assert!(text.contains("msgtrans_accept_failures_total{shard=\"0\",reason=\"fd_limit\"} 7\n"));
+        assert!(text.contains("msgtrans_accept_failures_total{shard=\"1\",reason=\"other\"} 0\n"));
     }
 
     #[test]
@@ -312,5 +343,6 @@ mod tests {
         assert!(j.contains("\"total\":{\"shard\":2,\"sessions_open\":2,"));
         assert!(j.contains("\"wss\":{\"msgs_in\":5,"));
         assert!(j.contains("\"idle_timeout\":3"));
+        assert!(j.contains("\"accept_failures\":{\"fd_limit\":7,\"memory\":0,\"other\":0}"));
     }
 }

@@ -95,7 +95,8 @@ impl TransportClientBuilder {
     /// Opens `n` connections (default 1), connection `k` from the client's
     /// shard `k % shards`, and spreads sends and requests over them in turn
     /// (skipping any that is down). Pair it with `.shards(n)` to use as
-    /// many cores.
+    /// many cores. The client's connection limits are raised to twice
+    /// the pool where they are lower, so a pool never refuses itself.
     pub fn connection_pool(mut self, n: usize) -> Self {
         self.pool = n.max(1);
         self
@@ -160,6 +161,13 @@ impl TransportClientBuilder {
             }))?;
         let mut cfg = self.limits.engine_config(self.shards, false, "msgtrans-client");
         cfg.tcp_ring = self.tcp_ring;
+        // The client opens exactly its pool, so a connection limit below
+        // the pool (the default 10,000 against `connection_pool(12_500)`)
+        // would only refuse its own connections. Twice the pool leaves
+        // room for every slot to reopen while its old session drains.
+        let room = self.pool.saturating_mul(2);
+        cfg.max_connections = cfg.max_connections.max(room);
+        cfg.max_connections_per_shard = cfg.max_connections_per_shard.map(|n| n.max(room.div_ceil(self.shards)));
         let (tx, rx) = flume::bounded(cfg.event_capacity);
         let sink = EventSink {
             tx,

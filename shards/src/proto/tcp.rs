@@ -34,8 +34,15 @@ const BACKLOG: i32 = 1024;
 /// is bound there, that fails with [`StartError::AddrInUse`]. The claim is
 /// released just before the group binds; a server that binds the same port
 /// in that instant can still join, which no API of Linux's closes.
-pub fn bind_reuseport(addr: SocketAddr, shards: usize) -> Result<(SocketAddr, Vec<std::net::TcpListener>), StartError> {
-    let mut addr = claim(addr)?;
+///
+/// With `shared` (`EngineConfig::shared_port`) there is no claim: joining
+/// the group already on the port is the point.
+pub fn bind_reuseport(
+    addr: SocketAddr,
+    shards: usize,
+    shared: bool,
+) -> Result<(SocketAddr, Vec<std::net::TcpListener>), StartError> {
+    let mut addr = if shared { addr } else { claim(addr)? };
     let mut out = Vec::with_capacity(shards);
     for _ in 0..shards {
         let err = |source: std::io::Error| match source.kind() {
@@ -75,17 +82,39 @@ fn claim(addr: SocketAddr) -> Result<SocketAddr, StartError> {
 /// listening (its listener is shut down, so the pending accept fails).
 /// Both accept loops go through here, so neither is ever cancelled with an
 /// accept the ring may have completed.
+///
+/// A failed accept (`EMFILE` when the process is out of file descriptors,
+/// `ENOBUFS`, ...) is counted in `ShardStats::accept_failures` by its
+/// [`AcceptFailure`](crate::stats::AcceptFailure), and logged once per run
+/// of failures, not once per try.
 pub(crate) async fn next_connection(shard: &Shard, listener: &TcpListener) -> Option<TcpStream> {
+    let mut failed = 0u64;
     loop {
         match listener.accept().await {
             // Accepted as the stop shut the listener: close it at once.
             Ok(stream) if shard.is_stopping() => drop(stream),
-            Ok(stream) => return Some(stream),
+            Ok(stream) => {
+                if failed > 0 {
+                    tracing::info!(shard = shard.index, failed, "accepting again");
+                }
+                return Some(stream);
+            }
             Err(_) if shard.is_stopping() => return None,
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning; the
-                // listener stays open and accepting resumes when fds free up.
-                tracing::warn!(shard = shard.index, error = %e, "accept failed");
+                let e = std::io::Error::from(e);
+                let kind = shard.stats.count_accept_failure(&e);
+                if failed == 0 {
+                    tracing::warn!(shard = shard.index, error = %e, cause = kind.label(), "accept failed; retrying every 10 ms");
+                }
+                failed += 1;
+                // Back off, not spin, and not give up: EMFILE leaves the
+                // connection in the listen backlog, and every retry would
+                // fail at once until a session closes and frees an fd, so
+                // retrying without a pause would burn the shard's core
+                // (starving the sessions it still serves, whose closes are
+                // what frees fds). 10 ms bounds the delay a waiting
+                // connection sees once fds are back. The listener stays
+                // open: closing it would turn a delay into refusals.
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
         }

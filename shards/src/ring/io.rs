@@ -87,7 +87,12 @@ impl SessionIo for RingIo {
                 self.read = None;
                 if res == -libc::ENOBUFS {
                     // More reads completed in one turn than there are
-                    // provided buffers: try again (the slots are refilled).
+                    // provided buffers (say, a burst of sessions accepted
+                    // at once, each with input waiting), counted in
+                    // `ring_reads_without_buffer`: try again (the slots are refilled
+                    // before the ring's next enter, so this waits a turn,
+                    // not spins; the bytes stay in the socket meanwhile).
+                    self.ring.count_read_without_buffer();
                     self.read = Some(Read::Provided(self.ring.recv_provided(cx, &self.fd)));
                     return Poll::Pending;
                 }

@@ -33,6 +33,7 @@ use std::time::Duration;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use crate::pool::hot::HotBuffers;
+use crate::stats::ShardStats;
 use bufs::ProvidedBuffers;
 
 /// Submission queue depth; a fuller queue is submitted early.
@@ -137,6 +138,8 @@ pub(crate) struct ShardRing {
     /// stay filled (no zeroing) and warm. The pool's own hot stack keeps
     /// only a few, and a turn can take a buffer for every session.
     spare: RefCell<Vec<Vec<u8>>>,
+    /// The shard's counters (`ring_reads_without_buffer`).
+    stats: std::sync::Arc<ShardStats>,
 }
 
 /// The ring is a driver's per-shard state: a stop ends it once every
@@ -154,7 +157,7 @@ pub(crate) fn start(shard: &Rc<crate::shard::Shard>) {
     if !shard.cfg.tcp_ring {
         return;
     }
-    match ShardRing::new(shard.cfg.read_buffer) {
+    match ShardRing::new(shard.cfg.read_buffer, std::sync::Arc::clone(&shard.stats)) {
         Ok(ring) => {
             glommio::spawn_local(Rc::clone(&ring).run(Rc::clone(shard))).detach();
             shard.drivers.insert(ring);
@@ -170,7 +173,7 @@ impl ShardRing {
     /// `read_size` bytes. Fails on kernels without
     /// DEFER_TASKRUN (6.1) or provided-buffer rings (5.19); the shard then
     /// keeps glommio's streams.
-    pub fn new(read_size: usize) -> std::io::Result<Rc<Self>> {
+    pub fn new(read_size: usize, stats: std::sync::Arc<ShardStats>) -> std::io::Result<Rc<Self>> {
         let read_size = read_size.clamp(1, PROVIDED_SIZE);
         let mut ring = IoUring::builder()
             .setup_single_issuer()
@@ -203,6 +206,7 @@ impl ShardRing {
             eventfd: RefCell::new(Some(eventfd)),
             read_size,
             spare: RefCell::new(Vec::new()),
+            stats,
         }))
     }
 
@@ -275,6 +279,11 @@ impl ShardRing {
             .build()
             .flags(squeue::Flags::BUFFER_SELECT);
         self.start(cx, sqe, None, fd)
+    }
+
+    /// Counts a read that completed with `ENOBUFS` (and is queued again).
+    pub fn count_read_without_buffer(&self) {
+        self.stats.ring_reads_without_buffer.add(1);
     }
 
     /// Sends `buf[from..]`; the ring holds `buf` until it is done.
@@ -572,7 +581,7 @@ mod tests {
     /// A ring, or `None` on a kernel without what it needs (the shard then
     /// keeps glommio's streams, and so does this test).
     fn ring() -> Option<Rc<ShardRing>> {
-        ShardRing::new(4096).ok()
+        ShardRing::new(4096, std::sync::Arc::new(ShardStats::new(1))).ok()
     }
 
     /// Turns the ring until operation `idx` is done.

@@ -132,7 +132,7 @@ impl Engine {
         addr: SocketAddr,
         serve: impl FnOnce(&Rc<Shard>, std::net::TcpListener) + Clone + Send + 'static,
     ) -> Result<SocketAddr, StartError> {
-        let (bound, listeners) = crate::proto::tcp::bind_reuseport(addr, self.shards())?;
+        let (bound, listeners) = crate::proto::tcp::bind_reuseport(addr, self.shards(), self.cfg.shared_port)?;
         for (i, listener) in listeners.into_iter().enumerate() {
             let serve = serve.clone();
             self.command(i, Shard::task(move |shard| serve(shard, listener)))

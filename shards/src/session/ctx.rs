@@ -48,6 +48,9 @@ pub(crate) struct SessionCtx {
     pub stats: Arc<ShardStats>,
     /// Sends waiting for room in some session's queue.
     pub waiting_sends: Cell<usize>,
+    /// Sessions with requests or waiting sends whose deadlines the sweeper
+    /// must check (see `SessionState::watch_deadlines`).
+    pub deadlines: RefCell<Vec<crate::id::SessionId>>,
     sweeper: RefCell<Option<std::task::Waker>>,
     /// Lifecycle events waiting for room in the application's queue.
     pub pump: Rc<EventPump>,
@@ -79,6 +82,7 @@ impl SessionCtx {
             outgoing_remote: RefCell::new(Vec::new()),
             stats,
             waiting_sends: Cell::new(0),
+            deadlines: RefCell::new(Vec::new()),
             sweeper: RefCell::new(None),
             pump: EventPump::new(sink.tx.clone(), Rc::clone(&turn_bell)),
             turn_bell,

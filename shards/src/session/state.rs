@@ -51,6 +51,9 @@ pub(crate) struct SessionState {
     pub(super) waker: RefCell<Option<Waker>>,
     pub(super) close: RefCell<Option<CloseReason>>,
     pub pending: RefCell<HashMap<u32, PendingRequest>>,
+    /// Listed in the ctx's `deadlines` (it has, or had since the last
+    /// sweep, requests or waiting sends with a deadline).
+    pub(crate) in_deadlines: Cell<bool>,
     next_request: Cell<u32>,
     /// Whether the application was told this session opened; only then is
     /// it told that it closed.
@@ -102,6 +105,7 @@ impl SessionState {
             waker: RefCell::new(None),
             close: RefCell::new(None),
             pending: RefCell::new(HashMap::new()),
+            in_deadlines: Cell::new(false),
             next_request: Cell::new(1),
             announce: Cell::new(Announce::Silent),
             close_waiters: RefCell::new(Vec::new()),
@@ -259,6 +263,7 @@ impl SessionState {
         if wait.is_some() || !waiters.is_empty() {
             waiters.push_back(Waiter { packet, wait, reserved });
             ctx.waiting_sends.set(ctx.waiting_sends.get() + 1);
+            self.watch_deadlines(ctx);
             ctx.wake_sweeper();
             return Ok(());
         }
@@ -282,6 +287,16 @@ impl SessionState {
             if let Some((_, reply)) = w.wait {
                 let _ = reply.send(r);
             }
+        }
+    }
+
+    /// Lists this session for the deadline sweeper, once: it now has a
+    /// request or a waiting send with a deadline. The sweeper visits only
+    /// listed sessions, so its cost follows the sessions with something
+    /// pending, not every session the shard holds.
+    pub fn watch_deadlines(&self, ctx: &SessionCtx) {
+        if !self.in_deadlines.replace(true) {
+            ctx.deadlines.borrow_mut().push(self.id);
         }
     }
 

@@ -199,6 +199,7 @@ impl Shard {
                 deadline: Instant::now() + timeout,
             },
         );
+        s.watch_deadlines(&self.ctx);
         self.pending_requests.set(self.pending_requests.get() + 1);
         self.stats.requests_in_flight.add(1);
         self.wake_sweeper();

@@ -63,9 +63,16 @@ impl Shard {
             glommio::timer::sleep(REQUEST_SWEEP).await;
             let now = Instant::now();
             let mut left = 0;
-            let sessions: Vec<_> = self.slab.borrow().iter().cloned().collect();
-            for s in sessions {
-                s.expire_waiters(&self.ctx, now);
+            // Only sessions listed with something pending: walking every
+            // session each 20 ms made a client with one request in flight
+            // pay for all its idle connections (opening 100,000 QUIC
+            // connections slowed from 1,200 to 730 a second).
+            let listed = std::mem::take(&mut *self.ctx.deadlines.borrow_mut());
+            let mut still = Vec::with_capacity(listed.len());
+            for id in listed {
+                // Gone: its requests and waiters were failed as it closed.
+                let Some(s) = self.session(id) else { continue };
+                let waiting = s.expire_waiters(&self.ctx, now);
                 let mut pending = s.pending.borrow_mut();
                 pending.retain(|_, p| {
                     if p.deadline <= now {
@@ -78,7 +85,19 @@ impl Shard {
                     }
                 });
                 left += pending.len();
+                if pending.is_empty() && waiting == 0 {
+                    s.in_deadlines.set(false);
+                } else {
+                    still.push(id);
+                }
             }
+            // A handler told of an expired send may have sent or asked
+            // again meanwhile, listing sessions anew: count theirs too.
+            let mut listed = self.ctx.deadlines.borrow_mut();
+            for id in listed.iter() {
+                left += self.session(*id).map_or(0, |s| s.pending.borrow().len());
+            }
+            listed.extend(still);
             self.pending_requests.set(left);
         }
     }

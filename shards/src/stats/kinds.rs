@@ -205,6 +205,50 @@ impl Refusal {
     }
 }
 
+/// Why the kernel failed an `accept` on a listening socket: what accept
+/// failure counters are split by. The connection is not lost: it stays in
+/// the listen backlog, and the shard tries again after a short back-off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AcceptFailure {
+    /// `EMFILE` or `ENFILE`: the process's (`RLIMIT_NOFILE`) or the
+    /// system's open-files limit is reached.
+    FdLimit,
+    /// `ENOBUFS` or `ENOMEM`: the kernel had no memory for the socket.
+    Memory,
+    /// Anything else (a connection reset before it was accepted, say).
+    Other,
+}
+
+impl AcceptFailure {
+    /// Number of kinds, the length of per-kind arrays.
+    pub const COUNT: usize = 3;
+    /// Every kind, in index order.
+    pub const ALL: [AcceptFailure; Self::COUNT] = [AcceptFailure::FdLimit, AcceptFailure::Memory, AcceptFailure::Other];
+
+    /// The kind of `e`, an error `accept` returned.
+    pub fn of(e: &std::io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE) => AcceptFailure::FdLimit,
+            Some(libc::ENOBUFS | libc::ENOMEM) => AcceptFailure::Memory,
+            _ => AcceptFailure::Other,
+        }
+    }
+
+    /// Index into per-kind arrays.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The name used in metrics labels and JSON.
+    pub const fn label(self) -> &'static str {
+        match self {
+            AcceptFailure::FdLimit => "fd_limit",
+            AcceptFailure::Memory => "memory",
+            AcceptFailure::Other => "other",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +263,9 @@ mod tests {
         }
         for (i, r) in Refusal::ALL.iter().enumerate() {
             assert_eq!(r.index(), i, "{r:?}");
+        }
+        for (i, a) in AcceptFailure::ALL.iter().enumerate() {
+            assert_eq!(a.index(), i, "{a:?}");
         }
     }
 
@@ -236,6 +283,22 @@ mod tests {
         r.sort_unstable();
         r.dedup();
         assert_eq!(r.len(), Refusal::COUNT);
+        let mut a: Vec<_> = AcceptFailure::ALL.iter().map(|k| k.label()).collect();
+        a.sort_unstable();
+        a.dedup();
+        assert_eq!(a.len(), AcceptFailure::COUNT);
+    }
+
+    #[test]
+    fn accept_failures_are_split_by_errno() {
+        let of = |n| AcceptFailure::of(&std::io::Error::from_raw_os_error(n));
+        assert_eq!(of(libc::EMFILE), AcceptFailure::FdLimit);
+        assert_eq!(of(libc::ENFILE), AcceptFailure::FdLimit);
+        assert_eq!(of(libc::ENOBUFS), AcceptFailure::Memory);
+        assert_eq!(of(libc::ENOMEM), AcceptFailure::Memory);
+        assert_eq!(of(libc::ECONNABORTED), AcceptFailure::Other);
+        let no_errno = std::io::Error::other("no errno");
+        assert_eq!(AcceptFailure::of(&no_errno), AcceptFailure::Other);
     }
 
     #[test]

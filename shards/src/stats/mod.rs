@@ -14,7 +14,7 @@ mod session;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use kinds::{CloseKind, Protocol, Refusal};
+pub use kinds::{AcceptFailure, CloseKind, Protocol, Refusal};
 pub(crate) use session::SessionCounters;
 pub use session::SessionStats;
 
@@ -84,6 +84,14 @@ pub struct ShardStats {
     pub refusals: [Counter; Refusal::COUNT],
     /// Handshakes refused or timed out.
     pub handshake_failures: Counter,
+    /// Failed `accept` calls on this shard's TCP and WebSocket listeners,
+    /// by [`AcceptFailure::index`]. Each try counts: while the process is
+    /// out of file descriptors, a shard retries every 10 ms, so this grows
+    /// by about 100 a second per shard for as long as the shortage lasts.
+    pub accept_failures: [Counter; AcceptFailure::COUNT],
+    /// Reads on the shard ring that found none of its provided buffers
+    /// free (`ENOBUFS`) and were queued again for the next turn.
+    pub ring_reads_without_buffer: Counter,
     /// QUIC datagrams this shard's socket received for another shard's
     /// connection and relayed to it.
     pub quic_forwarded: Counter,
@@ -131,6 +139,13 @@ impl ShardStats {
         self.refusals[why.index()].add(1);
     }
 
+    /// Counts a failed `accept` that returned `e`.
+    pub fn count_accept_failure(&self, e: &std::io::Error) -> AcceptFailure {
+        let kind = AcceptFailure::of(e);
+        self.accept_failures[kind.index()].add(1);
+        kind
+    }
+
     /// Counts a session closed for `reason`.
     pub fn count_close(&self, reason: &crate::error::CloseReason) {
         self.closes[CloseKind::of(reason).index()].add(1);
@@ -145,6 +160,8 @@ impl ShardStats {
             refused: self.refused.get(),
             refusals: std::array::from_fn(|i| self.refusals[i].get()),
             handshake_failures: self.handshake_failures.get(),
+            accept_failures: std::array::from_fn(|i| self.accept_failures[i].get()),
+            ring_reads_without_buffer: self.ring_reads_without_buffer.get(),
             quic_forwarded: self.quic_forwarded.get(),
             quic_retries: self.quic_retries.get(),
             requests_in_flight: self.requests_in_flight.get(),
@@ -201,6 +218,12 @@ pub struct ShardSnapshot {
     pub refusals: [u64; Refusal::COUNT],
     /// Handshakes refused or timed out.
     pub handshake_failures: u64,
+    /// Failed `accept` calls (each retry counts), by
+    /// [`AcceptFailure::index`]; see [`ShardSnapshot::accept_failures_of`].
+    pub accept_failures: [u64; AcceptFailure::COUNT],
+    /// Shard-ring reads that found no provided buffer free (`ENOBUFS`) and
+    /// were queued again.
+    pub ring_reads_without_buffer: u64,
     /// QUIC datagrams relayed to the shard that owns their connection.
     pub quic_forwarded: u64,
     /// QUIC Initials answered with a Retry.
@@ -251,6 +274,11 @@ impl ShardSnapshot {
         self.refusals[why.index()]
     }
 
+    /// Failed `accept` calls of this kind.
+    pub fn accept_failures_of(&self, kind: AcceptFailure) -> u64 {
+        self.accept_failures[kind.index()]
+    }
+
     /// Sessions closed for reasons of this kind.
     pub fn closes_of(&self, kind: CloseKind) -> u64 {
         self.closes[kind.index()]
@@ -279,6 +307,10 @@ impl ShardSnapshot {
             *a += b;
         }
         self.handshake_failures += o.handshake_failures;
+        for (a, b) in self.accept_failures.iter_mut().zip(&o.accept_failures) {
+            *a += b;
+        }
+        self.ring_reads_without_buffer += o.ring_reads_without_buffer;
         self.quic_forwarded += o.quic_forwarded;
         self.quic_retries += o.quic_retries;
         for (a, b) in self.protocols.iter_mut().zip(&o.protocols) {
@@ -353,6 +385,9 @@ mod tests {
         s.queued_bytes.add(-40);
         s.count_close(&crate::error::CloseReason::IdleTimeout);
         s.cross_shard_out[1].add(5);
+        let emfile = std::io::Error::from_raw_os_error(libc::EMFILE);
+        assert_eq!(s.count_accept_failure(&emfile), AcceptFailure::FdLimit);
+        s.ring_reads_without_buffer.add(2);
         let snap = s.snapshot();
         assert_eq!(snap.protocol(Protocol::Wss).msgs_in, 3);
         assert_eq!(snap.msgs_in, 3);
@@ -360,6 +395,9 @@ mod tests {
         assert_eq!(snap.closes_of(CloseKind::IdleTimeout), 1);
         assert_eq!(snap.closes_total(), 1);
         assert_eq!(snap.cross_shard_out, 5);
+        assert_eq!(snap.accept_failures_of(AcceptFailure::FdLimit), 1);
+        assert_eq!(snap.accept_failures_of(AcceptFailure::Other), 0);
+        assert_eq!(snap.ring_reads_without_buffer, 2);
     }
 
     #[test]
@@ -376,6 +414,9 @@ mod tests {
         a.protocol(Protocol::Tcp).bytes_out.add(10);
         b.protocol(Protocol::WebSocket).bytes_out.add(5);
         b.count_close(&crate::error::CloseReason::PeerClosed);
+        a.count_accept_failure(&std::io::Error::from_raw_os_error(libc::ENFILE));
+        b.count_accept_failure(&std::io::Error::from_raw_os_error(libc::EMFILE));
+        b.ring_reads_without_buffer.add(3);
         let mut sa = a.snapshot();
         sa.sessions_open = 2;
         let mut sb = b.snapshot();
@@ -387,6 +428,8 @@ mod tests {
         assert_eq!(all.total.bytes_out, 15);
         assert_eq!(all.total.protocol(Protocol::Tcp).bytes_out, 10);
         assert_eq!(all.total.closes_of(CloseKind::PeerClosed), 1);
+        assert_eq!(all.total.accept_failures_of(AcceptFailure::FdLimit), 2);
+        assert_eq!(all.total.ring_reads_without_buffer, 3);
         assert_eq!(all.iter().count(), 2);
     }
 }

@@ -26,6 +26,7 @@ pub struct TransportServerBuilder {
     shards: usize,
     pin: bool,
     tcp_ring: bool,
+    shared_port: bool,
     limits: Limits,
     handler: Option<Arc<dyn InlineHandler>>,
     accept_hook: Option<Arc<dyn AcceptHook>>,
@@ -49,6 +50,7 @@ impl TransportServerBuilder {
             shards: 0,
             pin: true,
             tcp_ring: false,
+            shared_port: false,
             limits: Limits::default(),
             handler: None,
             accept_hook: None,
@@ -107,6 +109,17 @@ impl TransportServerBuilder {
     /// per write. TLS and WebSocket sessions use glommio's streams either way.
     pub fn tcp_ring(mut self, on: bool) -> Self {
         self.tcp_ring = on;
+        self
+    }
+    /// Let TCP and WebSocket listeners join other server processes (of the
+    /// same user) already listening on their port, instead of failing with
+    /// `AddrInUse` (default false). The kernel then spreads new connections
+    /// over every process's sockets (`SO_REUSEPORT`): the way to serve one
+    /// port from several processes, each under its own open-files cap.
+    /// QUIC listeners still refuse a port in use: their connection IDs
+    /// route datagrams between one process's shards only.
+    pub fn shared_port(mut self, on: bool) -> Self {
+        self.shared_port = on;
         self
     }
     /// Open sessions allowed in total; further connections are refused.
@@ -258,6 +271,7 @@ impl TransportServerBuilder {
     pub async fn build(self) -> Result<TransportServer> {
         let mut cfg = self.limits.engine_config(self.shards, self.pin, "msgtrans-shard");
         cfg.tcp_ring = self.tcp_ring;
+        cfg.shared_port = self.shared_port;
         #[cfg(feature = "cluster")]
         if let Some(c) = &self.cluster {
             cfg.node = c.node();

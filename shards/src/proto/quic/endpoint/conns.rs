@@ -187,7 +187,7 @@ impl Endpoint {
         if c.q.is_drained() {
             let c = inner.conns.remove(&ch).expect("present");
             drop(guard);
-            self.lost(shard, c);
+            self.lost(shard, *c);
             return;
         }
         let next = [c.timeout, c.deadline].into_iter().flatten().min();
@@ -418,7 +418,7 @@ impl Inner {
             asked: false,
         };
         mark(&mut self.dirty, &mut c, ch.0);
-        self.conns.insert(ch.0, c);
+        self.conns.insert(ch.0, Box::new(c));
     }
 }
 
