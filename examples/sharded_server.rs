@@ -59,6 +59,8 @@ OPTIONS:
     --events         echo through the Tokio event stream instead of the
                      inline on-shard handler
     --no-pin         do not pin shards to cores
+    --read-buffer BYTES  bytes each session reads at a time, held to
+                     4096..=262144           [default: 65536]
     --shared-port    join other sharded_server processes on the same TCP
                      and WebSocket ports (SO_REUSEPORT) instead of refusing
                      a port in use: several processes serve one port, each
@@ -89,6 +91,7 @@ struct Args {
     pin: bool,
     tcp_ring: bool,
     shared_port: bool,
+    read_buffer: Option<usize>,
     metrics: Option<std::net::SocketAddr>,
 }
 
@@ -112,6 +115,7 @@ fn parse() -> Result<Option<Args>, String> {
         pin: true,
         tcp_ring: false,
         shared_port: false,
+        read_buffer: None,
         metrics: None,
     };
     let mut it = std::env::args().skip(1);
@@ -150,6 +154,10 @@ fn parse() -> Result<Option<Args>, String> {
             "--no-pin" => a.pin = false,
             "--tcp-ring" => a.tcp_ring = true,
             "--shared-port" => a.shared_port = true,
+            "--read-buffer" => {
+                let v = value("--read-buffer")?;
+                a.read_buffer = Some(v.parse().map_err(|e| format!("--read-buffer: {e}"))?)
+            }
             "--metrics" => a.metrics = Some(value("--metrics")?.parse().map_err(|e| format!("--metrics: {e}"))?),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -281,6 +289,9 @@ async fn main() -> ExitCode {
         .pin_shards(args.pin)
         .tcp_ring(args.tcp_ring)
         .shared_port(args.shared_port);
+    if let Some(n) = args.read_buffer {
+        builder = builder.read_buffer(n);
+    }
     if !args.events {
         builder = builder.handler(echo);
     }

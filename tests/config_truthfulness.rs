@@ -30,6 +30,8 @@
 //! | `send_timeout`, `write_timeout` | `outbound_queue_is_bounded.rs` (both tests) |
 //! | `limits` | here: `limits_sets_every_limit_at_once_on_server_and_client` |
 //! | `handler` | `inline_handler_sends.rs`, `shard_threads.rs` |
+//! | `shared_port` | `shared_port.rs` (both tests) |
+//! | `read_buffer` | here: `a_small_read_buffer_still_reads_big_frames_whole` |
 //! | `compression_threshold` | `compression.rs::payloads_under_the_threshold_or_that_would_not_shrink_go_out_plain`, `::the_threshold_is_configurable` |
 //! | `max_empty_packets_per_sec`, `max_unanswered_requests` | `abuse_policy.rs` (all tests, TCP and WebSocket) |
 //! | `session_handler` | `session_handler.rs` (all tests) |
@@ -510,4 +512,26 @@ async fn start_inline_echo_with(
     within(GUARD, "server build", b.handler(h).build())
         .await
         .expect("server build")
+}
+
+/// `read_buffer` is how much a read asks for, not a frame limit: at its
+/// 4 KiB floor (1 byte asks for that) a 200 KiB packet still arrives whole,
+/// between small ones, all in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_read_buffer_still_reads_big_frames_whole() {
+    let server = start_inline_echo_with(builder().read_buffer(1), inline_echo).await;
+    let mut c = RawClient::connect(addr(&server)).await;
+    let big: Vec<u8> = (0..200 * 1024).map(|i| (i % 251) as u8).collect();
+    let sent = [
+        one_way(1, 0, b"", b"small".to_vec()),
+        one_way(2, 0, b"ext", big),
+        one_way(3, 0, b"", b"after".to_vec()),
+    ];
+    for p in &sent {
+        c.send(p).await;
+    }
+    for p in &sent {
+        assert_eq!(&c.recv().await, p);
+    }
+    server.stop().await;
 }

@@ -27,6 +27,7 @@ pub struct TransportServerBuilder {
     pin: bool,
     tcp_ring: bool,
     shared_port: bool,
+    read_buffer: Option<usize>,
     limits: Limits,
     handler: Option<Arc<dyn InlineHandler>>,
     accept_hook: Option<Arc<dyn AcceptHook>>,
@@ -51,6 +52,7 @@ impl TransportServerBuilder {
             pin: true,
             tcp_ring: false,
             shared_port: false,
+            read_buffer: None,
             limits: Limits::default(),
             handler: None,
             accept_hook: None,
@@ -109,6 +111,19 @@ impl TransportServerBuilder {
     /// per write. TLS and WebSocket sessions use glommio's streams either way.
     pub fn tcp_ring(mut self, on: bool) -> Self {
         self.tcp_ring = on;
+        self
+    }
+    /// Bytes a session asks the socket for per read (default 64 KiB),
+    /// held to 4 KiB..=256 KiB. A frame larger than this is still read
+    /// whole: the buffer grows to fit it. Measured (docs/perf-notes.md):
+    /// 16 KiB cost up to 1.7x the CPU per 1 KiB message, 256 KiB was level
+    /// with 64 KiB, and past 256 KiB (the buffer pool's largest tier)
+    /// every read buffer is allocated and zeroed afresh: 1 MiB cost 4-5x.
+    /// Reading fewer bytes saves nothing on small messages, since the
+    /// kernel copies only what has arrived, so the size is not adapted at
+    /// run time.
+    pub fn read_buffer(mut self, bytes: usize) -> Self {
+        self.read_buffer = Some(bytes.clamp(4096, msgtrans_shards::pool::buffer::LARGE));
         self
     }
     /// Let TCP and WebSocket listeners join other server processes (of the
@@ -272,6 +287,9 @@ impl TransportServerBuilder {
         let mut cfg = self.limits.engine_config(self.shards, self.pin, "msgtrans-shard");
         cfg.tcp_ring = self.tcp_ring;
         cfg.shared_port = self.shared_port;
+        if let Some(n) = self.read_buffer {
+            cfg.read_buffer = n;
+        }
         #[cfg(feature = "cluster")]
         if let Some(c) = &self.cluster {
             cfg.node = c.node();
