@@ -83,20 +83,13 @@ async fn stopped_servers_leave_no_file_descriptor_open() {
         round().await;
     }
     let after = fd_kinds();
-    // glommio itself keeps one eventfd per executor it ran (its sleep
-    // notifier is never freed): one per shard per server, not ours to fix
-    // here. A leaked shard ring would add its own eventfd per shard too,
-    // and its ring fd, sockets or anything else would show as well.
-    let glommio_leak = SERVERS * SHARDS;
+    // Nothing may stay: not a shard ring's eventfd, ring fd or sockets, and
+    // not glommio's own eventfd per executor either (the fork no longer
+    // keeps it alive from task headers; `client_leaves_no_files.rs`).
     for (kind, n) in &after {
         let was = before.get(kind).copied().unwrap_or(0);
-        let allowed = if kind == "anon_inode:[eventfd]" {
-            glommio_leak
-        } else {
-            0
-        };
         assert!(
-            *n <= was + allowed,
+            *n <= was,
             "{kind}: {was} open before {SERVERS} servers, {n} after ({before:?} then {after:?})"
         );
     }

@@ -129,7 +129,7 @@ where
 
             // Write the header as the first field of the task.
             (raw.header as *mut Header).write(Header {
-                notifier: sys::get_sleep_notifier_for(executor_id).unwrap(),
+                executor_id,
                 state: SCHEDULED | HANDLE,
                 latency_matters,
                 references: AtomicI16::new(0),
@@ -162,11 +162,12 @@ where
     }
 
     unsafe fn my_id(&self) -> usize {
-        self.notifier().id()
+        (*self.header).executor_id
     }
 
-    unsafe fn notifier(&self) -> &sys::SleepNotifier {
-        &(*self.header).notifier
+    /// The owning executor's notifier, while the executor lives.
+    unsafe fn notifier(&self) -> Option<std::sync::Arc<sys::SleepNotifier>> {
+        sys::get_sleep_notifier_for(self.my_id())
     }
 
     fn thread_id() -> Option<usize> {
@@ -224,11 +225,13 @@ where
         let raw = Self::from_ptr(ptr);
         if Self::thread_id() != Some(raw.my_id()) {
             dbg_context!(ptr, "foreign", {
-                let notifier = raw.notifier();
-                notifier.queue_waker(
-                    Waker::from_raw(Self::clone_waker(ptr)),
-                    (*raw.header).latency_matters,
-                );
+                // An executor that is gone runs nothing more: nothing to wake.
+                if let Some(notifier) = raw.notifier() {
+                    notifier.queue_waker(
+                        Waker::from_raw(Self::clone_waker(ptr)),
+                        (*raw.header).latency_matters,
+                    );
+                }
             });
         } else {
             let state = (*raw.header).state;
@@ -304,11 +307,12 @@ where
                     // is dropped, schedule it once more to ensure the task
                     // will be destroyed
                     if Self::decrement_references(&*(raw.header as *mut Header)) == 0 {
-                        let notifier = raw.notifier();
-                        notifier.queue_waker(
-                            Waker::from_raw(Self::clone_waker(ptr)),
-                            (*raw.header).latency_matters,
-                        );
+                        if let Some(notifier) = raw.notifier() {
+                            notifier.queue_waker(
+                                Waker::from_raw(Self::clone_waker(ptr)),
+                                (*raw.header).latency_matters,
+                            );
+                        }
                     }
                     return;
                 });
