@@ -268,3 +268,49 @@ fn compare_scaling_runs_the_points_this_machine_has_and_says_why_it_stops() {
     assert!(dir.join("scaling.svg").exists());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The connection-scale runs at a small scale: every connection answers at
+/// open and after the hold, every close reaches the server, and TCP is
+/// served by two `sharded_server --shared-port` processes on one port.
+#[test]
+fn the_scale_runs_hold_connections_and_count_every_close() {
+    let runs: [(&str, &[&str]); 2] = [
+        (
+            "tcp_scale",
+            &[
+                "-n",
+                "60",
+                "--servers",
+                "2",
+                "--clients",
+                "2",
+                "--hold",
+                "1",
+                "--rate",
+                "40",
+            ],
+        ),
+        (
+            "quic_scale",
+            &["-n", "40", "--clients", "2", "--hold", "1", "--rate", "40"],
+        ),
+    ];
+    for (name, args) in runs {
+        let out = Command::new(example(name)).args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{name}: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for want in ["opened", "a request on each at the end of the hold", "closed"] {
+            assert!(stdout.contains(want), "{name} did not report {want:?}: {stdout}");
+        }
+    }
+    // A wrong argument is a usage error, not a run.
+    let out = Command::new(example("tcp_scale"))
+        .args(["--servers", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
