@@ -167,7 +167,9 @@ impl TransportClientBuilder {
         // room for every slot to reopen while its old session drains.
         let room = self.pool.saturating_mul(2);
         cfg.max_connections = cfg.max_connections.max(room);
-        cfg.max_connections_per_shard = cfg.max_connections_per_shard.map(|n| n.max(room.div_ceil(self.shards)));
+        cfg.max_connections_per_shard = cfg
+            .max_connections_per_shard
+            .map(|n| n.max(2 * self.pool.div_ceil(self.shards)));
         let (tx, rx) = flume::bounded(cfg.event_capacity);
         let sink = EventSink {
             tx,

@@ -137,7 +137,13 @@ impl<T: BufferHalf + Clone> Future for Connector<T> {
             }
             // usize::MAX (the disconnected) always has a placeholder notifier that never
             // returns its fd. So if the other side disconnected it will unblock us here
-            id => Poll::Ready(sys::get_sleep_notifier_for(id).unwrap()),
+            // A peer executor that has ended is disconnected too: its
+            // notifier is no longer kept alive by task headers (change 9).
+            id => Poll::Ready(
+                sys::get_sleep_notifier_for(id)
+                    .or_else(|| sys::get_sleep_notifier_for(usize::MAX))
+                    .expect("the disconnected notifier always exists"),
+            ),
         }
     }
 }
