@@ -284,10 +284,6 @@ fn peer_closed(closes: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn mb(bytes: u64) -> f64 {
-    bytes as f64 / 1e6
-}
-
 /// Opens, holds, checks and closes `a.conns` connections once.
 async fn one_round(a: &Args, server: &mut Server, addr: &str, pem: &str, before: u64) -> Result<(), String> {
     let me = std::process::id();
@@ -322,22 +318,16 @@ async fn one_round(a: &Args, server: &mut Server, addr: &str, pem: &str, before:
     let (sessions, _) = server.sessions()?;
     let during = server.rss()?;
     let client_rss = hold::rss(me)?.saturating_sub(client_before);
-    println!(
-        "  opened {} connections in {:.1} s ({:.0} per second); the server holds {sessions} sessions",
-        a.conns,
-        opened.as_secs_f64(),
-        a.conns as f64 / opened.as_secs_f64()
-    );
-    println!("  a request on each as it opened: {}", hold::summary(&start));
-    println!(
-        "  resident memory: server {:.1} -> {:.1} MB ({} bytes per connection); clients {:.1} MB more; \
-         in total {} bytes per connection",
-        mb(before),
-        mb(during),
-        during.saturating_sub(before) / n,
-        mb(client_rss),
-        (during.saturating_sub(before) + client_rss) / n
-    );
+    hold::Opened {
+        conns: a.conns,
+        took: opened,
+        held: sessions,
+        start: &start,
+        server_before: before,
+        server_now: during,
+        client_growth: client_rss,
+    }
+    .print();
     let rate = a.rate / a.clients as f64;
     let holds: Vec<_> = (0..a.clients)
         .map(|k| tokio::spawn(hold_one(Arc::clone(&clients[k]), share(k), rate, a.hold)))
@@ -370,7 +360,7 @@ async fn one_round(a: &Args, server: &mut Server, addr: &str, pem: &str, before:
     }
     println!(
         "  closed: the server holds {left} sessions, resident {:.1} MB; closes since start {closes}",
-        mb(server.rss()?)
+        hold::mb(server.rss()?)
     );
     let peer_closes = peer_closed(&closes) - closed_before;
     if sessions != a.conns || still != a.conns || left != 0 || peer_closes != n {

@@ -233,10 +233,6 @@ impl Client {
     }
 }
 
-fn mb(bytes: u64) -> f64 {
-    bytes as f64 / 1e6
-}
-
 fn run(a: &Args) -> Result<(), String> {
     let (first, port) = Server::spawn(0, a.shards)?;
     let mut servers = vec![first];
@@ -276,22 +272,16 @@ fn run(a: &Args) -> Result<(), String> {
         .sum::<Result<u64, _>>()?;
     let client_rss = client_rss.saturating_sub(client_base);
     let n = a.conns as u64;
-    println!(
-        "opened {} connections in {:.1} s ({:.0} per second); the servers hold {open} sessions",
-        a.conns,
-        opened.as_secs_f64(),
-        a.conns as f64 / opened.as_secs_f64()
-    );
-    println!("  a request on each as it opened: {}", hold::summary(&start));
-    println!(
-        "  resident memory: servers {:.1} -> {:.1} MB ({} bytes per connection); clients {:.1} MB \
-         more; in total {} bytes per connection",
-        mb(before),
-        mb(during),
-        during.saturating_sub(before) / n,
-        mb(client_rss),
-        (during.saturating_sub(before) + client_rss) / n
-    );
+    hold::Opened {
+        conns: a.conns,
+        took: opened,
+        held: open as usize,
+        start: &start,
+        server_before: before,
+        server_now: during,
+        client_growth: client_rss,
+    }
+    .print();
 
     let share = a.rate / a.clients as f64;
     for c in &mut clients {
@@ -326,7 +316,7 @@ fn run(a: &Args) -> Result<(), String> {
     }
     println!(
         "closed: servers hold {left} sessions, resident {:.1} MB; closes {closes:?}",
-        mb(server_rss(&servers)?)
+        hold::mb(server_rss(&servers)?)
     );
     let peer_closed = closes.get("peer_closed").copied().unwrap_or(0);
     if open != n || still != n || left != 0 || peer_closed != n || closes.values().sum::<u64>() != n {

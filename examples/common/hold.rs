@@ -101,6 +101,50 @@ pub fn yield_to_the_server() {
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
 }
 
+/// Megabytes, for the reports.
+pub fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+/// What a scale run reports once every connection is open: how fast they
+/// opened, the requests made as each opened, and resident memory per
+/// connection (the servers' growth, and with the clients' added).
+pub struct Opened<'a> {
+    pub conns: usize,
+    pub took: Duration,
+    /// Sessions the server side says it holds.
+    pub held: usize,
+    pub start: &'a Histogram<u64>,
+    pub server_before: u64,
+    pub server_now: u64,
+    /// What the clients' processes grew by.
+    pub client_growth: u64,
+}
+
+impl Opened<'_> {
+    pub fn print(&self) {
+        let n = self.conns.max(1) as u64;
+        let server_growth = self.server_now.saturating_sub(self.server_before);
+        println!(
+            "opened {} connections in {:.1} s ({:.0} per second); the server side holds {} sessions",
+            self.conns,
+            self.took.as_secs_f64(),
+            self.conns as f64 / self.took.as_secs_f64(),
+            self.held
+        );
+        println!("  a request on each as it opened: {}", summary(self.start));
+        println!(
+            "  resident memory: servers {:.1} -> {:.1} MB ({} bytes per connection); clients {:.1} MB \
+             more; in total {} bytes per connection",
+            mb(self.server_before),
+            mb(self.server_now),
+            server_growth / n,
+            mb(self.client_growth),
+            (server_growth + self.client_growth) / n
+        );
+    }
+}
+
 /// Resident memory of process `pid`, in bytes, from /proc.
 pub fn rss(pid: u32) -> Result<u64, String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("/proc/{pid}: {e}"))?;
