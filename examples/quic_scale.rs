@@ -80,11 +80,7 @@ fn parse() -> Result<Option<Args>, String> {
         }
         let value = it.next().ok_or_else(|| format!("{arg} needs a value"))?;
         if arg == "--rate" {
-            a.rate = value
-                .parse()
-                .ok()
-                .filter(|r: &f64| *r >= 0.0)
-                .ok_or(format!("--rate: {value:?}"))?;
+            a.rate = value.parse().map_err(|_| format!("--rate: not a number: {value:?}"))?;
             continue;
         }
         let n: usize = value.parse().map_err(|_| format!("{arg}: not a number: {value:?}"))?;
@@ -99,6 +95,7 @@ fn parse() -> Result<Option<Args>, String> {
             _ => return Err(format!("bad argument {arg} {value}")),
         }
     }
+    hold::check_plan(a.conns, a.clients, a.rate)?;
     Ok(Some(a))
 }
 
@@ -340,12 +337,7 @@ async fn one_round(a: &Args, server: &mut Server, addr: &str, pem: &str, before:
     }
     let (still, closes) = server.sessions()?;
     let closed_before = peer_closed(&closes);
-    println!(
-        "  held {} s at {} requests per second: {}",
-        a.hold,
-        a.rate,
-        hold::summary(&held)
-    );
+    println!("  {}", hold::held_line(a.hold, a.rate, &held));
     println!("  a request on each at the end of the hold: {}", hold::summary(&end));
     println!("  the server holds {still} sessions; closes so far {closes}");
     for c in &clients {

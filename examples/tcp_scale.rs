@@ -89,6 +89,7 @@ fn parse() -> Result<Option<Args>, String> {
             _ => return Err(format!("bad argument {arg} {value}")),
         }
     }
+    hold::check_plan(a.conns, a.clients, a.rate)?;
     for (what, k) in [("server", a.servers), ("client", a.clients)] {
         if a.conns.div_ceil(k) > PER_PROCESS {
             return Err(format!(
@@ -233,6 +234,16 @@ impl Client {
     }
 }
 
+impl Drop for Client {
+    /// On the error path the driver leaves without a `close`; a client
+    /// still opening would otherwise hold its connections until done.
+    /// std's `kill` signals nothing once the child has been waited for.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn run(a: &Args) -> Result<(), String> {
     let (first, port) = Server::spawn(0, a.shards)?;
     let mut servers = vec![first];
@@ -293,12 +304,7 @@ fn run(a: &Args) -> Result<(), String> {
         hold::merge_line(&mut end, &c.expect("ended")?)?;
     }
     let (still, _) = all_stats(&servers)?;
-    println!(
-        "held {} s at {} requests per second: {}",
-        a.hold,
-        a.rate,
-        hold::summary(&held)
-    );
+    println!("{}", hold::held_line(a.hold, a.rate, &held));
     println!("  a request on each at the end of the hold: {}", hold::summary(&end));
 
     for c in &mut clients {

@@ -269,6 +269,44 @@ fn compare_scaling_runs_the_points_this_machine_has_and_says_why_it_stops() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Runs `cmd` to its end like `Command::output`, but kills it and fails
+/// the test if it takes longer than `limit`: a scale run that hangs (a
+/// connection that never answers, a close that never arrives) must fail
+/// here, not stall the suite.
+fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} still ran after {limit:?}; it printed: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.join().unwrap()),
+                String::from_utf8_lossy(&err.join().unwrap())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
 /// The connection-scale runs at a small scale: every connection answers at
 /// open and after the hold, every close reaches the server, and TCP is
 /// served by two `sharded_server --shared-port` processes on one port.
@@ -296,7 +334,7 @@ fn the_scale_runs_hold_connections_and_count_every_close() {
         ),
     ];
     for (name, args) in runs {
-        let out = Command::new(example(name)).args(args).output().unwrap();
+        let out = output_within(Command::new(example(name)).args(args), Duration::from_secs(120));
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -306,11 +344,28 @@ fn the_scale_runs_hold_connections_and_count_every_close() {
         for want in ["opened", "a request on each at the end of the hold", "closed"] {
             assert!(stdout.contains(want), "{name} did not report {want:?}: {stdout}");
         }
+        // The rate it reports is the one it made, not the one asked for.
+        let made: f64 = stdout
+            .split_once("requests per second and made ")
+            .and_then(|(_, rest)| rest.split(':').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{name} reported no rate made: {stdout}"));
+        assert!(
+            made > 0.0 && made <= 40.0 * 1.5,
+            "{name} made {made} requests per second of 40"
+        );
     }
-    // A wrong argument is a usage error, not a run.
-    let out = Command::new(example("tcp_scale"))
-        .args(["--servers", "0"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    // A wrong argument is a usage error, not a run: a tool that cannot do
+    // what it is asked says so before it opens anything.
+    let bad: [(&str, &[&str]); 5] = [
+        ("tcp_scale", &["--servers", "0"]),
+        ("tcp_scale", &["-n", "3", "--clients", "4"]),
+        ("tcp_scale", &["--rate", "1e12"]),
+        ("quic_scale", &["-n", "3", "--clients", "4"]),
+        ("quic_scale", &["--rate", "NaN"]),
+    ];
+    for (name, args) in bad {
+        let out = output_within(Command::new(example(name)).args(args), Duration::from_secs(30));
+        assert_eq!(out.status.code(), Some(2), "{name} {args:?}: {out:?}");
+    }
 }

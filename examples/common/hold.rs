@@ -55,6 +55,38 @@ async fn why_closed(c: &TransportClient) -> String {
     format!("the client saw them close with {reasons:?}")
 }
 
+/// The most requests per second a run may ask for, all clients together:
+/// each client asks one at a time, so a rate above what its latency
+/// allows is only approached, and far above it the tick would round to
+/// nothing.
+pub const MAX_RATE: f64 = 1_000_000.0;
+
+/// Rejects what a scale run cannot do as asked: a rate outside
+/// 0..=[`MAX_RATE`], or fewer connections than clients (a client with
+/// none would have nothing to hold or ask on).
+pub fn check_plan(conns: usize, clients: usize, rate: f64) -> Result<(), String> {
+    if !(0.0..=MAX_RATE).contains(&rate) {
+        return Err(format!("--rate {rate}: from 0 to {MAX_RATE}"));
+    }
+    if conns < clients {
+        return Err(format!(
+            "{conns} connections cannot be shared by {clients} clients; use fewer clients"
+        ));
+    }
+    Ok(())
+}
+
+/// The report of the hold: the rate asked for, the rate made (the
+/// requests are sequential per client, so a slow server lowers it), and
+/// their latencies.
+pub fn held_line(secs: u64, asked: f64, h: &Histogram<u64>) -> String {
+    let made = h.len() as f64 / secs.max(1) as f64;
+    format!(
+        "held {secs} s, asked for {asked} requests per second and made {made:.0}: {}",
+        summary(h)
+    )
+}
+
 /// Requests at `per_sec` for `length`, one at a time, spread over the pool
 /// in turn; their latencies go into `h`. Returns how many were answered.
 pub async fn trickle(
