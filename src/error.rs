@@ -61,9 +61,12 @@ pub enum TransportError {
     /// Local: invalid configuration.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// Local or network: a listener, shard or connection could not start.
-    #[error("{0}")]
-    Start(String),
+    /// Local or network: a listener, shard or connection could not start;
+    /// the [`StartError`] says which and why (`AddrInUse`, `Connect`, ...).
+    /// Shared, so that this error stays `Clone` while its cause (an
+    /// `io::Error`) is not: match on `err.as_ref()`.
+    #[error(transparent)]
+    Start(std::sync::Arc<StartError>),
     /// Cluster: the node that owns the session is down (silent past the
     /// node timeout, or restarted). A message reported with this was not
     /// confirmed: it may have reached the node just before it went.
@@ -103,7 +106,7 @@ impl From<StartError> for TransportError {
     fn from(e: StartError) -> Self {
         match e {
             StartError::Stopped => Self::Stopped,
-            other => Self::Start(other.to_string()),
+            other => Self::Start(std::sync::Arc::new(other)),
         }
     }
 }

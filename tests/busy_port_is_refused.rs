@@ -55,7 +55,9 @@ async fn a_second_server_on_the_same_port_fails_to_build() {
     let server = start_inline_echo(builder()).await;
     let taken = addr(&server);
     match tcp_on(taken).build().await {
-        Err(TransportError::Start(msg)) => assert!(msg.contains("already in use"), "{msg}"),
+        Err(TransportError::Start(e)) => {
+            assert!(matches!(*e, StartError::AddrInUse { addr } if addr == taken), "{e:?}")
+        }
         Err(e) => panic!("expected a start error, got {e:?}"),
         Ok(_) => panic!("a second server was built on {taken}"),
     }

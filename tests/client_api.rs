@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use msgtrans::error::{CloseReason, TransportError};
+use msgtrans::error::{CloseReason, StartError, TransportError};
 use msgtrans::event::ClientEvent;
 use msgtrans::protocol::TcpClientConfig;
 use msgtrans::transport::{ClientEventStream, TransportClient, TransportClientBuilder};
@@ -61,7 +61,10 @@ async fn connecting_to_a_closed_port_fails() {
         .unwrap();
     let mut client = client_to(port, Duration::from_secs(30)).await;
     let r = within(GUARD, "connect to closed port", client.connect()).await;
-    assert!(matches!(r, Err(TransportError::Start(_))), "{r:?}");
+    assert!(
+        matches!(&r, Err(TransportError::Start(e)) if matches!(**e, StartError::Connect { addr, .. } if addr == port)),
+        "{r:?}"
+    );
     assert!(!client.is_connected().await);
     client.stop().await;
 }

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use msgtrans::error::TransportError;
+use msgtrans::error::{StartError, TransportError};
 use msgtrans::event::{ClientEvent, ServerEvent};
 use msgtrans::protocol::{TcpClientConfig, TcpServerConfig};
 use msgtrans::transport::{
@@ -239,7 +239,10 @@ async fn without_retries_connect_fails_at_the_first_refusal() {
         .unwrap();
     let mut c = client(addr, RetryConfig::none(), false).await;
     let r = within(GUARD, "connect", c.connect()).await;
-    assert!(matches!(r, Err(TransportError::Start(_))), "{r:?}");
+    assert!(
+        matches!(&r, Err(TransportError::Start(e)) if matches!(**e, StartError::Connect { addr: a, .. } if a == addr)),
+        "{r:?}"
+    );
     c.stop().await;
 }
 

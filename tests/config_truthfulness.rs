@@ -80,7 +80,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use msgtrans::error::{CloseReason, TransportError};
+use msgtrans::error::{CloseReason, StartError, TransportError};
 use msgtrans::event::{ClientEvent, ServerEvent};
 use msgtrans::protocol::{TcpClientConfig, TcpServerConfig, WebSocketClientConfig};
 use msgtrans::transport::{
@@ -386,7 +386,8 @@ async fn the_tcp_connect_timeout_bounds_a_connect_that_gets_no_answer() {
     // default, so only the option can make this pass.
     let r = within(UNDER_DEFAULT, "connect", c.connect()).await;
     assert!(
-        matches!(&r, Err(TransportError::Start(m)) if m.contains("timed out")),
+        matches!(&r, Err(TransportError::Start(e)) if matches!(&**e, StartError::Connect { addr, source }
+            if *addr == a && source.to_string().contains("timed out"))),
         "{r:?}"
     );
     c.stop().await;

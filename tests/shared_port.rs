@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use msgtrans::error::StartError;
 use msgtrans::packet::Packet;
 use msgtrans::protocol::TcpServerConfig;
 use msgtrans::transport::{TransportServer, TransportServerBuilder};
@@ -70,7 +71,10 @@ async fn a_shared_port_is_still_refused_where_a_socket_holds_it_alone() {
     let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = plain.local_addr().unwrap().to_string();
     match tagged(&taken, 1, true).build().await {
-        Err(TransportError::Start(msg)) => assert!(msg.contains("already in use"), "{msg}"),
+        Err(TransportError::Start(e)) => assert!(
+            matches!(*e, StartError::AddrInUse { addr } if addr.to_string() == taken),
+            "{e:?}"
+        ),
         Err(e) => panic!("expected a start error, got {e:?}"),
         Ok(_) => panic!("joined a port a plain listener holds alone"),
     }

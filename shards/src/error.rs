@@ -242,6 +242,15 @@ pub enum StartError {
         /// What is wrong.
         reason: String,
     },
+    /// Local: a helper thread (the client's reconnect supervisor) could
+    /// not be started.
+    #[error("failed to start the {name} thread: {source}")]
+    Thread {
+        /// Which thread.
+        name: &'static str,
+        /// The cause.
+        source: io::Error,
+    },
     /// Local: the engine has stopped.
     #[error("transport stopped")]
     Stopped,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use msgtrans_shards::{CloseReason, Engine, EventSink, Packet, PacketType};
+use msgtrans_shards::{CloseReason, Engine, EventSink, Packet, PacketType, StartError};
 
 pub use super::client_events::ClientEventStream;
 use super::config::Limits;
@@ -201,7 +201,11 @@ impl TransportClientBuilder {
                 Ok(s) => Some(s),
                 Err(e) => {
                     shared.engine.stop().await;
-                    return Err(TransportError::Start(format!("reconnect thread: {e}")));
+                    return Err(StartError::Thread {
+                        name: "reconnect",
+                        source: e,
+                    }
+                    .into());
                 }
             }
         } else {
