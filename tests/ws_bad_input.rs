@@ -109,23 +109,29 @@ async fn neighbour_still_echoes(s: &mut TcpStream) {
     assert_eq!(body, p);
 }
 
-async fn case(build: TransportServerBuilder, bad: Vec<u8>, code: u16, reason: CloseReason) {
-    let server = start_inline_echo(build).await;
-    let mut events = pump_events(&server);
-    let mut good = upgraded(&server).await;
-    let mut evil = upgraded(&server).await;
-    let evil_id = events.established(evil.local_addr().unwrap()).await;
-    evil.write_all(&bad).await.unwrap();
-    expect_close(&mut evil, code).await;
-    assert_eq!(events.closed(evil_id).await, reason);
-    neighbour_still_echoes(&mut good).await;
-    server.stop().await;
+/// Plain WebSocket sessions run on glommio's streams or, with
+/// `tcp_ring(true)`, on the shard's ring: each case runs on both.
+const PATHS: [bool; 2] = [false, true];
+
+async fn case(build: impl Fn() -> TransportServerBuilder, bad: Vec<u8>, code: u16, reason: CloseReason) {
+    for ring in PATHS {
+        let server = start_inline_echo(build().tcp_ring(ring)).await;
+        let mut events = pump_events(&server);
+        let mut good = upgraded(&server).await;
+        let mut evil = upgraded(&server).await;
+        let evil_id = events.established(evil.local_addr().unwrap()).await;
+        evil.write_all(&bad).await.unwrap();
+        expect_close(&mut evil, code).await;
+        assert_eq!(events.closed(evil_id).await, reason, "ring {ring}");
+        neighbour_still_echoes(&mut good).await;
+        server.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unmasked_client_frame_closes_with_1002() {
     let p = wire(&one_way(1, 0, b"", b"naked".to_vec()));
-    case(ws_builder(), frame(2, &p, None), 1002, CloseReason::WebSocket(1002)).await;
+    case(ws_builder, frame(2, &p, None), 1002, CloseReason::WebSocket(1002)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,7 +141,7 @@ async fn a_message_over_the_limit_closes_with_1009_from_its_header_alone() {
     bad.truncate(8);
     // The largest message is the largest packet: 16 + 0 + 1024 bytes here.
     case(
-        ws_builder().max_payload(1024).max_ext_header(0),
+        || ws_builder().max_payload(1024).max_ext_header(0),
         bad,
         1009,
         CloseReason::WebSocket(1009),
@@ -150,7 +156,7 @@ async fn a_frame_over_the_frame_limit_closes_with_1009_even_inside_a_small_messa
     let mut bad = frame(2, &[0u8; 200], MASK);
     bad[0] &= 0x7F; // not final
     case(
-        ws_builder().max_ws_frame_size(128),
+        || ws_builder().max_ws_frame_size(128),
         bad,
         1009,
         CloseReason::WebSocket(1009),
@@ -161,7 +167,7 @@ async fn a_frame_over_the_frame_limit_closes_with_1009_even_inside_a_small_messa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_utf8_in_a_text_frame_closes_with_1007() {
     case(
-        ws_builder(),
+        ws_builder,
         frame(1, &[0xC3, 0x28], MASK),
         1007,
         CloseReason::WebSocket(1007),
@@ -174,7 +180,7 @@ async fn a_binary_message_that_is_not_a_packet_closes_with_a_protocol_error() {
     let mut p = wire(&one_way(1, 0, b"", b"v2".to_vec()));
     p[0] = 2;
     case(
-        ws_builder(),
+        ws_builder,
         frame(2, &p, MASK),
         1002,
         CloseReason::ProtocolError(CodecError::UnsupportedVersion(2)),
@@ -185,7 +191,7 @@ async fn a_binary_message_that_is_not_a_packet_closes_with_a_protocol_error() {
     p.push(0);
     let len = p.len() as u32;
     case(
-        ws_builder(),
+        ws_builder,
         frame(2, &p, MASK),
         1002,
         CloseReason::ProtocolError(CodecError::NotOnePacket { message: len }),
@@ -226,30 +232,64 @@ async fn a_client_that_says_nothing_is_dropped_after_the_handshake_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_gets_pong_and_close_is_echoed() {
-    let server = start_inline_echo(ws_builder()).await;
-    let mut events = pump_events(&server);
-    let mut s = upgraded(&server).await;
-    let id = events.established(s.local_addr().unwrap()).await;
-    s.write_all(&frame(9, b"are you there", MASK)).await.unwrap();
-    assert_eq!(read_frame(&mut s).await, (0x8A, b"are you there".to_vec()));
-    s.write_all(&frame(8, &1000u16.to_be_bytes(), MASK)).await.unwrap();
-    expect_close(&mut s, 1000).await;
-    assert_eq!(events.closed(id).await, CloseReason::PeerClosed);
-    server.stop().await;
+    for ring in PATHS {
+        let server = start_inline_echo(ws_builder().tcp_ring(ring)).await;
+        let mut events = pump_events(&server);
+        let mut s = upgraded(&server).await;
+        let id = events.established(s.local_addr().unwrap()).await;
+        s.write_all(&frame(9, b"are you there", MASK)).await.unwrap();
+        assert_eq!(read_frame(&mut s).await, (0x8A, b"are you there".to_vec()));
+        s.write_all(&frame(8, &1000u16.to_be_bytes(), MASK)).await.unwrap();
+        expect_close(&mut s, 1000).await;
+        assert_eq!(events.closed(id).await, CloseReason::PeerClosed, "ring {ring}");
+        server.stop().await;
+    }
+}
+
+/// Frames a client writes together with its upgrade request (the last one
+/// cut short) reach the session as its first input, on either path: on
+/// the ring they are the bytes the handshake read past its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_sent_with_the_upgrade_request_are_answered_on_both_paths() {
+    for ring in PATHS {
+        let server = start_inline_echo(ws_builder().tcp_ring(ring)).await;
+        let mut s = TcpStream::connect(server.ws_addr().unwrap()).await.unwrap();
+        let first = wire(&one_way(1, 0, b"", b"with the request".to_vec()));
+        let second = wire(&one_way(2, 0, b"x", vec![9u8; 3000]));
+        let second_frame = frame(2, &second, MASK);
+        let (head, tail) = second_frame.split_at(40);
+        let mut burst = UPGRADE.as_bytes().to_vec();
+        burst.extend_from_slice(&frame(2, &first, MASK));
+        burst.extend_from_slice(head);
+        s.write_all(&burst).await.unwrap();
+        let mut resp = Vec::new();
+        let mut b = [0u8; 1];
+        while !resp.ends_with(b"\r\n\r\n") {
+            within(GUARD, "response head", s.read_exact(&mut b)).await.unwrap();
+            resp.push(b[0]);
+        }
+        assert!(resp.starts_with(b"HTTP/1.1 101"), "ring {ring}");
+        assert_eq!(read_frame(&mut s).await, (0x82, first), "ring {ring}");
+        s.write_all(tail).await.unwrap();
+        assert_eq!(read_frame(&mut s).await, (0x82, second), "ring {ring}");
+        server.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fragmented_message_is_reassembled() {
-    let server = start_inline_echo(ws_builder()).await;
-    let mut s = upgraded(&server).await;
-    let p = wire(&one_way(4, 2, b"ext", vec![7u8; 300]));
-    let (a, b) = p.split_at(100);
-    let mut first = frame(2, a, MASK);
-    first[0] &= 0x7F; // not final
-    s.write_all(&first).await.unwrap();
-    s.write_all(&frame(9, b"ping between fragments", MASK)).await.unwrap();
-    s.write_all(&frame(0, b, MASK)).await.unwrap(); // continuation, final
-    assert_eq!(read_frame(&mut s).await.0, 0x8A);
-    assert_eq!(read_frame(&mut s).await, (0x82, p));
-    server.stop().await;
+    for ring in PATHS {
+        let server = start_inline_echo(ws_builder().tcp_ring(ring)).await;
+        let mut s = upgraded(&server).await;
+        let p = wire(&one_way(4, 2, b"ext", vec![7u8; 300]));
+        let (a, b) = p.split_at(100);
+        let mut first = frame(2, a, MASK);
+        first[0] &= 0x7F; // not final
+        s.write_all(&first).await.unwrap();
+        s.write_all(&frame(9, b"ping between fragments", MASK)).await.unwrap();
+        s.write_all(&frame(0, b, MASK)).await.unwrap(); // continuation, final
+        assert_eq!(read_frame(&mut s).await.0, 0x8A);
+        assert_eq!(read_frame(&mut s).await, (0x82, p), "ring {ring}");
+        server.stop().await;
+    }
 }

@@ -32,6 +32,29 @@ async fn a_websocket_client_sends_requests_and_gets_echoes() {
     server.stop().await;
 }
 
+/// The same over the shard ring on both ends: a plain WebSocket session's
+/// socket moves onto the ring after the upgrade, on the server and on the
+/// client, and big messages (several reads each) arrive whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_client_and_server_on_the_shard_ring_exchange_requests_whole() {
+    let server = start_inline_echo(ws_builder().tcp_ring(true)).await;
+    let url = format!("ws://{}/ws", server.ws_addr().unwrap());
+    let mut client = TransportClientBuilder::new()
+        .with_protocol(WebSocketClientConfig::new(&url).unwrap())
+        .tcp_ring(true)
+        .build()
+        .await
+        .unwrap();
+    within(GUARD, "ws connect", client.connect()).await.unwrap();
+    for i in 0..50u32 {
+        let body: Vec<u8> = (0..(i as usize * 997) % 70_000).map(|k| (k as u32 ^ i) as u8).collect();
+        let r = within(GUARD, "request", client.request(&body)).await.unwrap();
+        assert_eq!(r.data.as_deref(), Some(&body[..]), "request {i}");
+    }
+    client.stop().await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_requests_a_websocket_client_and_broadcasts_to_every_transport() {
     let server = within(GUARD, "build", ws_builder().build()).await.unwrap();

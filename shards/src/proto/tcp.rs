@@ -229,19 +229,34 @@ where
     shard.start_session(st, Stream(stream), initial, opening, |_| {})
 }
 
-/// A plain TCP session: on the shard's ring when it has one, else on the
-/// glommio stream.
-fn drive_plain(shard: &Rc<Shard>, st: Rc<SessionState>, stream: TcpStream, ends: Ends) {
-    if let Some(io) = shard
-        .drivers
-        .get::<ShardRing>()
-        .and_then(|ring| onto_ring(&ring, &stream))
-    {
-        // The ring has its own handle on the socket; glommio's goes.
-        drop(stream);
-        return shard.start_session(st, io, &[], ends.opening(Vec::new()), |_| {});
+/// How an admitted session runs on its stream once its handshakes are
+/// done (`initial`: bytes a handshake read past its end). A plain socket,
+/// under plain TCP or WebSocket framing, moves onto the shard's ring when
+/// the shard has one; a stream layered on it (TLS) stays a stream.
+pub(crate) trait Drive: AsyncRead + AsyncWrite + Unpin + Sized + 'static {
+    fn drive(self, shard: &Rc<Shard>, st: Rc<SessionState>, initial: &[u8], opening: Opening) {
+        drive(shard, st, self, initial, opening)
     }
-    drive(shard, st, stream, &[], ends.opening(Vec::new()))
+}
+
+impl Drive for TcpStream {
+    fn drive(self, shard: &Rc<Shard>, st: Rc<SessionState>, initial: &[u8], opening: Opening) {
+        if let Some(io) = shard
+            .drivers
+            .get::<ShardRing>()
+            .and_then(|ring| onto_ring(&ring, &self))
+        {
+            // The ring has its own handle on the socket; glommio's goes.
+            drop(self);
+            return shard.start_session(st, io, initial, opening, |_| {});
+        }
+        drive(shard, st, self, initial, opening)
+    }
+}
+
+/// A plain TCP session.
+fn drive_plain(shard: &Rc<Shard>, st: Rc<SessionState>, stream: TcpStream, ends: Ends) {
+    stream.drive(shard, st, &[], ends.opening(Vec::new()))
 }
 
 /// A handle on `stream`'s socket for the ring, or `None` (the session then

@@ -7,10 +7,10 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use super::super::tcp::{drive, next_connection, Ends};
+use super::super::tcp::{next_connection, Drive, Ends};
 use super::super::tls::ClientTls;
 
 use super::upgrade::{read_request, Verdict};
@@ -107,7 +107,7 @@ async fn upgrade<S>(
     tls: bool,
 ) -> Result<crate::id::SessionId, StartError>
 where
-    S: AsyncRead + AsyncWrite + Unpin + 'static,
+    S: Drive,
 {
     let err = |e: std::io::Error| StartError::Connect { addr, source: e };
     let refused = |why: String| err(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, why));
@@ -135,7 +135,7 @@ where
         .admit_over(Wire::WsClient, tls)
         .ok_or_else(|| StartError::connection_limit(addr))?;
     let id = st.id;
-    drive(shard, st, stream, &buf[len..], ends.opening(Vec::new()));
+    stream.drive(shard, st, &buf[len..], ends.opening(Vec::new()));
     Ok(id)
 }
 
@@ -189,7 +189,7 @@ async fn serve<S>(
     tls: Option<TlsInfo>,
     held: Reservation,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + 'static,
+    S: Drive,
 {
     let timeout = shard.cfg.handshake_timeout;
     let mut buf = Vec::with_capacity(1024);
@@ -247,7 +247,7 @@ async fn serve<S>(
     }
     // Bytes the client sent right after its request are its first frames.
     let certificates = tls.map(|t| t.peer_certificates).unwrap_or_default();
-    drive(&shard, st, stream, &buf[len..], ends.opening(certificates));
+    stream.drive(&shard, st, &buf[len..], ends.opening(certificates));
 }
 
 /// How long a connection refused at accept may take to finish sending its
