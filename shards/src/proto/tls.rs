@@ -175,6 +175,11 @@ where
     }
 }
 
+// TLS sessions stay on their stream: rustls needs a byte stream to read
+// records from, not the ring's lent buffers.
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static> super::tcp::Drive for futures_rustls::server::TlsStream<Gather<S>> {}
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static> super::tcp::Drive for futures_rustls::client::TlsStream<Gather<S>> {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,8 +233,3 @@ mod tests {
         assert!(matches!(write(&mut g, &[b"", b""]), Poll::Ready(Ok(0))));
     }
 }
-
-// TLS sessions stay on their stream: rustls needs a byte stream to read
-// records from, not the ring's lent buffers.
-impl<S: AsyncRead + AsyncWrite + Unpin + 'static> super::tcp::Drive for futures_rustls::server::TlsStream<Gather<S>> {}
-impl<S: AsyncRead + AsyncWrite + Unpin + 'static> super::tcp::Drive for futures_rustls::client::TlsStream<Gather<S>> {}
