@@ -65,8 +65,10 @@ OPTIONS:
                      and WebSocket ports (SO_REUSEPORT) instead of refusing
                      a port in use: several processes serve one port, each
                      under its own open-files cap (QUIC ports stay single)
-    --tcp-ring       serve plain TCP on each shard's own io_uring instead
-                     of glommio's streams (opt-in; see docs/perf-notes.md)
+    --tcp-ring       serve plain TCP and WebSocket on each shard's own
+                     io_uring instead of glommio's streams (opt-in:
+                     cheaper under load, dearer at 1 x 1; see
+                     docs/perf-notes.md)
     --metrics ADDR   serve /metrics (Prometheus), /stats.json and a live
                      dashboard at / on ADDR, e.g. 127.0.0.1:9100 [default: off]
     -h, --help       print this help

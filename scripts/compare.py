@@ -76,6 +76,10 @@ PROTO_SERVERS = [
      ["--tcp", "127.0.0.1:0", "--ws", "{addr}", "--no-quic", "--shards", "{shards}"],
      "msgtrans sharded_server over WebSocket (load: raw io_uring, masked frames)",
      "ws", "listening websocket "),
+    ("msgtrans_ws_ring", "sharded_server",
+     ["--tcp", "127.0.0.1:0", "--ws", "{addr}", "--no-quic", "--shards", "{shards}", "--tcp-ring"],
+     "msgtrans_ws on the shard's own ring (--tcp-ring, opt-in)",
+     "ws", "listening websocket "),
     ("msgtrans_wss", "sharded_server",
      ["--tcp", "127.0.0.1:0", "--ws", "{addr}", "--no-quic", "--self-signed", "--shards", "{shards}"],
      "msgtrans sharded_server over WebSocket+TLS (load: our engine on its own core)",
@@ -110,6 +114,7 @@ PEER_OF = {
     "msgtrans_inline_ring": REFERENCE,
     "msgtrans_events": REFERENCE,
     "msgtrans_ws": "baseline_tungstenite_16k",
+    "msgtrans_ws_ring": "baseline_tungstenite_16k",
     "msgtrans_wss": "baseline_tungstenite_tls",
     "msgtrans_quic": "baseline_quinn",
     "msgtrans_quic_nogso": "baseline_quinn",
@@ -1275,6 +1280,7 @@ servers (rows):
   baseline_glommio_ring  experiment: glommio tasks, I/O on a second ring
   msgtrans_inline   sharded_server
   msgtrans_inline_ring  sharded_server --tcp-ring (the shard's own ring)
+  msgtrans_ws_ring  msgtrans_ws on the shard's own ring (--tcp-ring)
   msgtrans_events   sharded_server --events
   msgtrans_ws       sharded_server over WebSocket (load: raw io_uring frames)
   msgtrans_wss      sharded_server over WebSocket+TLS (load: our engine)

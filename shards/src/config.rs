@@ -126,11 +126,11 @@ pub struct EngineConfig {
     pub io_memory: usize,
     /// Read size per socket read.
     pub read_buffer: usize,
-    /// Serve plain TCP sessions (no TLS, no WebSocket) on each shard's own
-    /// io_uring, where one `io_uring_enter` per executor loop submits every
-    /// session's reads and writes (default false: opt-in until its idle
-    /// path stops doubling 1 x 1 latency, see docs/perf-notes.md). Off, or
-    /// on a kernel older than 6.1, they use glommio's streams: a readiness
+    /// Serve plain TCP and plain WebSocket sessions (not TLS) on each
+    /// shard's own io_uring, where one `io_uring_enter` per executor loop
+    /// submits every session's reads and writes (default false: cheaper
+    /// under load, dearer at 1 x 1, see docs/perf-notes.md). Off, or on a
+    /// kernel older than 5.19, they use glommio's streams: a readiness
     /// poll, then a syscall per read and per write.
     pub tcp_ring: bool,
     /// TCP and WebSocket listeners join other sockets already on their

@@ -68,8 +68,8 @@ impl TransportClientBuilder {
         self.shards = n.max(1);
         self
     }
-    /// Run plain TCP connections on the shard's own io_uring (default
-    /// false); see `TransportServerBuilder::tcp_ring`.
+    /// Run plain TCP and WebSocket connections on the shard's own io_uring
+    /// (default false); see `TransportServerBuilder::tcp_ring`.
     pub fn tcp_ring(mut self, on: bool) -> Self {
         self.tcp_ring = on;
         self
