@@ -6,6 +6,7 @@
 //! uninhabited, so an `Option<ServerTls>` can only be `None` and the plain
 //! paths need no feature gates of their own.
 
+pub(crate) mod drive;
 #[cfg(feature = "quic")]
 pub mod quic;
 pub mod tcp;

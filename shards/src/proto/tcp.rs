@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Socket, Type};
 
+use super::drive::{drive, Drive};
 use super::tls::{self, ClientTls, ServerTls};
 use crate::accept::{ConnectRequest, TlsInfo, Verdict};
 use crate::error::StartError;
@@ -17,7 +17,6 @@ use crate::id::SessionId;
 use crate::ring::io::RingIo;
 use crate::ring::ShardRing;
 use crate::session::SessionState;
-use crate::session_io::Stream;
 use crate::shard::{Opening, Reservation, Shard};
 use crate::stats::Protocol;
 use crate::wire::Wire;
@@ -216,26 +215,6 @@ impl Ends {
             peer: stream.peer_addr().unwrap_or_else(|_| unknown()),
             local: stream.local_addr().unwrap_or_else(|_| unknown()),
         }
-    }
-}
-
-/// Runs an admitted session over `stream` (a TCP or TLS stream) until it
-/// ends. `initial` holds bytes already read from the stream (after a
-/// handshake).
-pub(crate) fn drive<S>(shard: &Rc<Shard>, st: Rc<SessionState>, stream: S, initial: &[u8], opening: Opening)
-where
-    S: AsyncRead + AsyncWrite + Unpin + 'static,
-{
-    shard.start_session(st, Stream(stream), initial, opening, |_| {})
-}
-
-/// How an admitted session runs on its stream once its handshakes are
-/// done (`initial`: bytes a handshake read past its end). A plain socket,
-/// under plain TCP or WebSocket framing, moves onto the shard's ring when
-/// the shard has one; a stream layered on it (TLS) stays a stream.
-pub(crate) trait Drive: AsyncRead + AsyncWrite + Unpin + Sized + 'static {
-    fn drive(self, shard: &Rc<Shard>, st: Rc<SessionState>, initial: &[u8], opening: Opening) {
-        drive(shard, st, self, initial, opening)
     }
 }
 

@@ -177,8 +177,8 @@ where
 
 // TLS sessions stay on their stream: rustls needs a byte stream to read
 // records from, not the ring's lent buffers.
-impl<S: AsyncRead + AsyncWrite + Unpin + 'static> super::tcp::Drive for futures_rustls::server::TlsStream<Gather<S>> {}
-impl<S: AsyncRead + AsyncWrite + Unpin + 'static> super::tcp::Drive for futures_rustls::client::TlsStream<Gather<S>> {}
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static> super::drive::Drive for futures_rustls::server::TlsStream<Gather<S>> {}
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static> super::drive::Drive for futures_rustls::client::TlsStream<Gather<S>> {}
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,8 @@ use std::time::Duration;
 use futures_lite::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use super::super::tcp::{next_connection, Drive, Ends};
+use super::super::drive::Drive;
+use super::super::tcp::{next_connection, Ends};
 use super::super::tls::ClientTls;
 
 use super::upgrade::{read_request, Verdict};
