@@ -67,7 +67,8 @@ OPTIONS:
                      under its own open-files cap (QUIC ports stay single)
     --tcp-ring       serve plain TCP and WebSocket on each shard's own
                      io_uring instead of glommio's streams (opt-in:
-                     cheaper under load, dearer at 1 x 1; see
+                     cheaper for small messages under load, dearer
+                     at 1 KiB and up and at 1 x 1; see
                      docs/perf-notes.md)
     --metrics ADDR   serve /metrics (Prometheus), /stats.json and a live
                      dashboard at / on ADDR, e.g. 127.0.0.1:9100 [default: off]
