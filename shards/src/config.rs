@@ -130,9 +130,9 @@ pub struct EngineConfig {
     /// shard's own io_uring, where one `io_uring_enter` per executor loop
     /// submits every session's reads and writes (default false: cheaper
     /// for small messages under load, dearer at 1 KiB and up and at 1 x 1,
-    /// see docs/perf-notes.md). Off, or on a
-    /// kernel older than 5.19, they use glommio's streams: a readiness
-    /// poll, then a syscall per read and per write.
+    /// see docs/perf-notes.md). Off, or on a kernel older than 5.19, they
+    /// use glommio's streams: a readiness poll, then a syscall per read
+    /// and per write.
     pub tcp_ring: bool,
     /// TCP and WebSocket listeners join other sockets already on their
     /// port (`SO_REUSEPORT`, the same user's) instead of refusing it as in

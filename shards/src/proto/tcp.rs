@@ -172,7 +172,7 @@ async fn accept_tls(shard: Rc<Shard>, stream: TcpStream, tls: ServerTls, ends: E
         return;
     }
     if let Some(st) = held.admit(Wire::Tcp, true) {
-        drive(&shard, st, stream, &[], ends.opening(info.peer_certificates));
+        stream.drive(&shard, st, &[], ends.opening(info.peer_certificates));
     }
 }
 
@@ -298,7 +298,7 @@ pub(crate) async fn connect(
                 .admit_over(Wire::Tcp, true)
                 .ok_or_else(|| StartError::connection_limit(addr))?;
             let id = st.id;
-            drive(shard, st, stream, &[], ends.opening(Vec::new()));
+            stream.drive(shard, st, &[], ends.opening(Vec::new()));
             Ok(id)
         }
     }

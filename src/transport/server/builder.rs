@@ -104,13 +104,12 @@ impl TransportServerBuilder {
     }
     /// Serve plain TCP and plain WebSocket sessions on each shard's own
     /// io_uring (default false, opt-in): one `io_uring_enter` per shard
-    /// loop submits every session's reads and writes. For small messages
-    /// under load: measured on a quiet 2-vCPU VM at 64 B, 64 x 16, it
-    /// costs 0.86x the CPU per message of glommio's streams on TCP and
-    /// 0.82x on WebSocket, but 1.4-2.0x at 1 KiB and 64 KiB (its provided
-    /// read buffers hold 16 KiB) and 1.2x at 1 x 1, where every message
-    /// wakes an idle shard through the ring's eventfd
-    /// (`docs/perf-notes.md`). Off (or on a kernel older than
+    /// loop submits every session's reads and writes. It is for small
+    /// messages under load, where it costs less CPU per message than
+    /// glommio's streams; at 1 KiB and up (its provided read buffers hold
+    /// 16 KiB) and at 1 x 1 (every message wakes an idle shard through the
+    /// ring's eventfd) it costs more. The figures are in the README and
+    /// `docs/perf-notes.md`. Off (or on a kernel older than
     /// 5.19) they use glommio's streams: a readiness poll, then a syscall
     /// per read and per write. TLS sessions use glommio's streams either
     /// way.
