@@ -94,3 +94,40 @@ async fn stopped_servers_leave_no_file_descriptor_open() {
         );
     }
 }
+
+/// A frame larger than the buffer its first bytes were read into (always
+/// so on the ring, whose reads land in 16 KiB buffers) continues in a
+/// pooled buffer that goes back to the pool afterwards. It used to be
+/// grown in place to the frame's odd size, which no pool tier keeps, so
+/// every such frame was freed after use and the next took fresh heap
+/// pages: 1.8 page faults per 64 KiB message, 1.7× the streams' CPU.
+async fn large_frames_reuse_pooled_buffers(ring: bool) {
+    const MESSAGES: usize = 200;
+    let server = start_inline_echo(builder().shards(1).tcp_ring(ring)).await;
+    let mut c = RawClient::connect(addr(&server)).await;
+    let before = server.stats().total.pool;
+    for m in 0..MESSAGES {
+        let p = one_way(m as u32, 0, b"", vec![m as u8; 64 * 1024]);
+        c.send(&p).await;
+        assert_eq!(c.recv().await, p, "message {m}");
+    }
+    let after = server.stats().total.pool;
+    let dropped = after.dropped - before.dropped;
+    // A handful while the tiers fill (write batches too); not one per
+    // message.
+    assert!(
+        dropped < (MESSAGES / 10) as u64,
+        "ring {ring}: {dropped} buffers freed for {MESSAGES} large frames: {after:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_frames_on_the_ring_reuse_pooled_buffers() {
+    large_frames_reuse_pooled_buffers(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_frames_on_glommio_streams_reuse_pooled_buffers() {
+    large_frames_reuse_pooled_buffers(false).await;
+}
