@@ -53,7 +53,7 @@ const ENTRIES: u32 = 1024;
 const PROVIDED: u16 = 128;
 /// Largest provided buffer: enough for every read of a small-message load
 /// (a read then holds a few KiB); a frame larger than what one read brought
-/// continues in a buffer of its own size. 128 of them pin 2 MiB per shard.
+/// continues in a pooled buffer it fits. 128 of them pin 2 MiB per shard.
 const PROVIDED_SIZE: usize = 16 * 1024;
 /// How many 10 ms waits a closing ring gives the kernel to finish.
 const CLOSE_WAITS: usize = 500;

@@ -106,9 +106,9 @@ impl TransportServerBuilder {
     /// io_uring (default false, opt-in): one `io_uring_enter` per shard
     /// loop submits every session's reads and writes. It is for small
     /// messages under load, where it costs less CPU per message than
-    /// glommio's streams; at 1 KiB and up (its provided read buffers hold
-    /// 16 KiB) and at 1 x 1 (every message wakes an idle shard through the
-    /// ring's eventfd) it costs more. The figures are in the README and
+    /// glommio's streams; at 1 KiB and up (its reads take what has arrived
+    /// so far, in smaller batches) and at 1 x 1 (every message wakes an
+    /// idle shard through the ring's eventfd) it costs more. The figures are in the README and
     /// `docs/perf-notes.md`. Off (or on a kernel older than
     /// 5.19) they use glommio's streams: a readiness poll, then a syscall
     /// per read and per write. TLS sessions use glommio's streams either
