@@ -108,10 +108,10 @@ impl TransportServerBuilder {
     /// messages under load, where it costs less CPU per message than
     /// glommio's streams; at 1 KiB and up (its reads take what has arrived
     /// so far, in smaller batches) and at 1 x 1 (every message wakes an
-    /// idle shard through the ring's eventfd) it costs more. The figures are in the README and
-    /// `docs/perf-notes.md`. Off (or on a kernel older than
-    /// 5.19) they use glommio's streams: a readiness poll, then a syscall
-    /// per read and per write. TLS sessions use glommio's streams either
+    /// idle shard through the ring's eventfd) it costs more. The figures
+    /// are in the README and `docs/perf-notes.md`. Off (or on a kernel
+    /// older than 5.19) they use glommio's streams: a readiness poll, then
+    /// a syscall per read and per write. TLS sessions use glommio's streams either
     /// way.
     pub fn tcp_ring(mut self, on: bool) -> Self {
         self.tcp_ring = on;
