@@ -25,9 +25,12 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::task::{Context, Poll, Waker};
 
+use std::sync::Arc;
+
 use quinn_proto::{Connection, Dir, ReadError, Side, StreamId, WriteError};
 
 use crate::codec::HEADER_LEN;
+use crate::pool::buffer::{BufferPool, LARGE};
 use crate::wire::QUIC_PREFIX;
 
 /// Where output goes.
@@ -279,12 +282,14 @@ impl StreamIo {
         (Poll::Pending, Touched { transmit })
     }
 
-    /// Writes prefixed packets from `buf` to wherever output goes.
+    /// Writes prefixed packets from `buf` to wherever output goes; large
+    /// writes go to quinn in buffers from `pool` (see [`write_bidi`]).
     pub(crate) fn poll_write(
         &mut self,
         q: &mut Connection,
         cx: &Context<'_>,
         buf: &[u8],
+        pool: &Arc<BufferPool>,
     ) -> (Poll<io::Result<usize>>, Touched) {
         if self.lost {
             return (
@@ -311,7 +316,7 @@ impl StreamIo {
             }
         }
         let r = match &mut self.out {
-            Out::Bidi(id) => match q.send_stream(*id).write(buf) {
+            Out::Bidi(id) => match write_bidi(q, *id, buf, pool) {
                 Ok(n) => Ok(n),
                 Err(WriteError::Blocked) => return self.pending_write(cx),
                 Err(_) => Err(io::ErrorKind::BrokenPipe.into()),
@@ -440,6 +445,47 @@ fn read_some(q: &mut Connection, id: StreamId, r: &mut Recv, buf: &mut [u8], tra
         *transmit = true;
     }
     result
+}
+
+/// Writes of at least this many bytes go to quinn in pooled buffers.
+/// Below it quinn's own copy is a small allocation the allocator serves
+/// from its caches, and a pooled buffer (at least `MEDIUM`, 16 KiB) held
+/// until the peer acknowledges it would pin far more memory than it holds.
+const POOLED_WRITE: usize = LARGE / 4;
+
+/// Writes `buf` to a bidirectional stream, returning how much quinn took.
+///
+/// quinn copies what `write` gives it into a fresh buffer of that exact
+/// size and frees it once the peer acknowledges it. For large batches
+/// those frees gave memory back to the OS and the next batch faulted it in
+/// again: 4.5 page faults per 64 KiB message, 25% of the server's kernel
+/// time. Large pieces go in instead as `Bytes` over a buffer of the
+/// shard's pool, which comes back to the pool when quinn lets go of it;
+/// quinn keeps `Bytes` as they are (`write_chunks`), so it is still one
+/// copy. Pieces are at most the pool's largest tier, so each fits one.
+fn write_bidi(q: &mut Connection, id: StreamId, buf: &[u8], pool: &Arc<BufferPool>) -> Result<usize, WriteError> {
+    let mut s = q.send_stream(id);
+    let mut done = 0;
+    while done < buf.len() {
+        let piece = &buf[done..buf.len().min(done + LARGE)];
+        let r = if piece.len() >= POOLED_WRITE {
+            s.write_chunks(&mut [pool.copy_to_bytes(piece)]).map(|w| w.bytes)
+        } else {
+            s.write(piece)
+        };
+        match r {
+            Ok(k) => {
+                done += k;
+                if k < piece.len() {
+                    break;
+                }
+            }
+            // What was taken is written; the rest waits for credit.
+            Err(WriteError::Blocked) if done > 0 => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 /// Writes prefixed packets from `buf` each on a stream of its own.

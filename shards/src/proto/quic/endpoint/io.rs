@@ -43,7 +43,8 @@ impl AsyncRead for QuicStream {
 impl AsyncWrite for QuicStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let gone = Poll::Ready(Err(std::io::ErrorKind::NotConnected.into()));
-        self.with(gone, |io, q| io.poll_write(q, cx, buf))
+        let pool = &self.ep.pool;
+        self.with(gone, |io, q| io.poll_write(q, cx, buf, pool))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

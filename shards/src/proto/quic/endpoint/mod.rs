@@ -34,6 +34,7 @@ use super::ServerSide;
 use crate::accept::{ConnectRequest, TlsInfo};
 use crate::error::StartError;
 use crate::id::SessionId;
+use crate::pool::buffer::BufferPool;
 use crate::session::SessionState;
 use crate::shard::{Opening, Shard};
 
@@ -143,6 +144,8 @@ pub(crate) struct Endpoint {
     /// CONNECTION_CLOSE is never sent again (a burst of closes lost a third
     /// of them that way, each then ending only at the peer's idle timeout).
     held: RefCell<Option<(quinn_proto::Transmit, Vec<u8>)>>,
+    /// The shard's buffer pool, which large stream writes borrow from.
+    pool: Arc<BufferPool>,
 }
 
 struct Starting {
@@ -208,6 +211,7 @@ impl Endpoint {
             asking: RefCell::new(Vec::new()),
             closed: Cell::new(false),
             held: RefCell::new(None),
+            pool: Arc::clone(shard.buffers.pool()),
         }))
     }
 
