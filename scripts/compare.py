@@ -120,6 +120,12 @@ PEER_OF = {
     "msgtrans_quic_nogso": "baseline_quinn",
     "msgtrans_quic_nogso_both": "baseline_quinn",
 }
+# The peer of an --extra server speaking another protocol than TCP, and
+# the line that says it is ready (msgtrans's sharded_server prints these).
+EXTRA_PEER = {"ws": "baseline_tungstenite_16k", "wss": "baseline_tungstenite_tls",
+              "quic": "baseline_quinn"}
+EXTRA_READY = {"ws": "listening websocket ", "wss": "listening wss ",
+               "quic": "listening quic "}
 # Servers that answer requests (the `-req` workloads): msgtrans, baseline 1
 # and the peers. The other baselines only echo, so they sit those out.
 ANSWERS_REQUESTS = {"baseline_tokio", "baseline_tungstenite", "baseline_tungstenite_16k",
@@ -540,7 +546,10 @@ def one_run(cfg, server: Server, run: Run) -> Run:
         pump = OutputPump(proc.stdout)
         pump.start()
         ready, msg, reported, cert = wait_ready(proc, pump, ("127.0.0.1", port),
-                                                cfg.ready_timeout, probe=server.extra,
+                                                cfg.ready_timeout,
+                                                # A TLS or QUIC server must first print its
+                                                # certificate, and UDP cannot be probed.
+                                                probe=server.extra and server.proto in ("tcp", "ws"),
                                                 ready_line=server.ready)
         if not ready:
             run.error = f"server {msg}{pump.tail_text()}"
@@ -814,7 +823,7 @@ def peer_table(summary: dict, servers: list[Server], workloads: list[Workload],
         for wl in workloads:
             for sv in servers:
                 s = summary.get((shards, wl.name, sv.name))
-                if not s or not s.get("peer") or not sv.name.startswith("msgtrans"):
+                if not s or not s.get("peer") or not (sv.name.startswith("msgtrans") or sv.extra):
                     continue
                 p = summary[(shards, wl.name, s["peer"])]
                 lines.append(f"| **{sv.name}** | {shards} | {wl.name} | {s['peer']} | "
@@ -1292,7 +1301,7 @@ servers (rows):
   baseline_tungstenite_16k  peer: the same with a 16 KiB read buffer (ws)
   baseline_tungstenite_tls  peer: the same over tokio-rustls (wss)
   baseline_quinn    peer: quinn 0.11 with msgtrans's framing (quic)
-  NAME              from --extra NAME=CMD
+  NAME              from --extra NAME[@PROTO]=CMD
 The main table's ratios are against baseline_tokio (a TCP echo) for every
 row; a second table sets each protocol against its own peer. Only TCP rows
 are part of the sweep.
@@ -1313,6 +1322,8 @@ examples:
   python3 scripts/compare.py --quick
   python3 scripts/compare.py --build --rounds 3 --shards 1,2 --check
   python3 scripts/compare.py --extra 'msgtrans1=/path/to/v1_server --addr {{addr}}'
+  python3 scripts/compare.py --servers msgtrans_quic,baseline_quinn --workloads 64K-8x4 \
+      --extra 'before@quic=/tmp/old_server --tcp 127.0.0.1:0 --no-ws --quic {{addr}} --shards 1'
   python3 scripts/compare.py --servers msgtrans_quic,msgtrans_quic_nogso,msgtrans_quic_nogso_both \\
       --workloads 64B-64x16,64K-8x4 --rounds 3 --sweep '' --no-history
 """
@@ -1332,11 +1343,14 @@ def parse_args(argv):
                                        f"{','.join(DEFAULT_WORKLOADS)})")
     p.add_argument("--servers", help="comma-separated subset of the built-in servers to run (default: all); "
                         "--extra servers always run")
-    p.add_argument("--extra", action="append", default=[], metavar="NAME=CMD",
+    p.add_argument("--extra", action="append", default=[], metavar="NAME[@PROTO]=CMD",
                    help="extra server; CMD is split like a shell line, {addr} {host} {port} "
                         "{shards} are substituted. It must exec the server itself (no `sh -c`), "
                         "because its pid is the one whose CPU is measured. Ready when it prints "
-                        f"{READY!r} or its port accepts a connection. Repeatable.")
+                        f"{READY!r} or its port accepts a connection. PROTO (default tcp) is load's "
+                        "--proto: ws, wss or quic, ready when it prints sharded_server's "
+                        "`listening PROTO` line (and, for TLS and QUIC, the certificate line "
+                        "before it); its peer ratios are against that protocol's peer. Repeatable.")
     p.add_argument("--shards", default="1", help="comma-separated shard counts (default: 1)")
     p.add_argument("--rounds", type=int, help="interleaved rounds per workload (default: 3)")
     p.add_argument("--duration", type=float, help="measured seconds per run (default: 5)")
@@ -1423,13 +1437,19 @@ def main(argv=None) -> int:
         if "=" not in spec:
             raise Fatal(f"--extra {spec!r}: expected NAME=CMD")
         name, cmd = spec.split("=", 1)
-        name = name.strip()
+        name, _, proto = name.strip().partition("@")
+        proto = proto or "tcp"
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or any(s.name == name for s in servers):
             raise Fatal(f"--extra: bad or duplicate server name {name!r}")
+        if proto != "tcp" and proto not in EXTRA_READY:
+            raise Fatal(f"--extra {name}: unknown protocol {proto!r}; one of tcp, {', '.join(EXTRA_READY)}")
         argv_t = shlex.split(cmd)
         if not argv_t:
             raise Fatal(f"--extra {name}: empty command")
-        servers.append(Server(name, argv_t, f"extra: {cmd}", extra=True))
+        servers.append(Server(name, argv_t, f"extra: {cmd}", extra=True, proto=proto,
+                              ready=EXTRA_READY.get(proto, READY)))
+        if proto in EXTRA_PEER:
+            PEER_OF[name] = EXTRA_PEER[proto]
     if cfg.servers:
         want = [s.strip() for s in cfg.servers.split(",") if s.strip()]
         unknown = [w for w in want if w not in {s.name for s in servers}]
