@@ -23,9 +23,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::task::{Context, Poll, Waker};
-
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use quinn_proto::{Connection, Dir, ReadError, Side, StreamId, WriteError};
 
