@@ -1,7 +1,7 @@
 //! Experiment: the shape the shard's network I/O could take next. A
 //! glommio executor runs one task per connection, as the shard does, but
 //! the connections' reads and writes go through a second io_uring that the
-//! executor's thread owns (SINGLE_ISSUER + DEFER_TASKRUN), not through
+//! executor's thread owns (SINGLE_ISSUER + COOP_TASKRUN), not through
 //! glommio's poll-then-syscall streams. Each task awaits a RECV or a SEND
 //! completion; one pump task submits every task's operations and reaps
 //! every completion with one `io_uring_enter` per turn, then yields so the
@@ -31,8 +31,7 @@ use io_uring::{opcode, squeue, types, IoUring};
 
 const BUF: usize = 64 * 1024;
 const ACCEPT: u64 = u64::MAX;
-/// `IORING_ENTER_GETEVENTS`: with DEFER_TASKRUN, completions are only
-/// posted inside an enter that asks for events.
+/// `IORING_ENTER_GETEVENTS`: the pump's enter also reaps what completed.
 const GETEVENTS: u32 = 1;
 
 #[derive(Default)]
@@ -173,7 +172,7 @@ async fn serve(ring: Rc<Ring>, fd: RawFd) {
 fn main() {
     let (addr, shards) = common::args(
         "baseline_glommio_ring",
-        "glommio tasks with their I/O on a second DEFER_TASKRUN ring (experiment)",
+        "glommio tasks with their I/O on a second COOP_TASKRUN ring (experiment)",
     );
     let cores = common::allowed_cpus();
     let handles: Vec<_> = (0..shards)
@@ -198,7 +197,12 @@ async fn run(listener: std::net::TcpListener) {
         ring: RefCell::new(
             IoUring::builder()
                 .setup_single_issuer()
-                .setup_defer_taskrun()
+                // Not DEFER_TASKRUN: under it the kernel signals the ring's
+                // eventfd for waiting task work through an RCU callback, so
+                // the pump asleep in glommio's ring heard of completions
+                // 10-30 ms late (59 msg/s at 1 x 1; the shard ring's fix,
+                // docs/perf-notes.md, "slept an RCU grace period").
+                .setup_coop_taskrun()
                 .build(4096)
                 .expect("io_uring"),
         ),
