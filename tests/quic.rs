@@ -7,36 +7,14 @@ mod common;
 
 use std::time::Duration;
 
+use common::quic::{client_config, quic_builder, quic_client};
 use common::*;
 use msgtrans::error::CloseReason;
 use msgtrans::event::{ClientEvent, ServerEvent};
 use msgtrans::packet::Packet;
 use msgtrans::protocol::{QuicClientConfig, QuicServerConfig};
-use msgtrans::transport::{TransportClient, TransportClientBuilder, TransportServer, TransportServerBuilder};
+use msgtrans::transport::{TransportClient, TransportClientBuilder, TransportServerBuilder};
 use msgtrans::TlsServerConfig;
-
-fn quic_builder() -> (TransportServerBuilder, String) {
-    let (tls, pem) = TlsServerConfig::self_signed(&["localhost"]).unwrap();
-    let b = TransportServerBuilder::new()
-        .shards(SHARDS)
-        .pin_shards(false)
-        .with_protocol(QuicServerConfig::new("127.0.0.1:0").unwrap().with_tls(tls));
-    (b, pem)
-}
-
-fn client_config(server: &TransportServer, pem: &str) -> QuicClientConfig {
-    let port = server.quic_addr().unwrap().port();
-    QuicClientConfig::new(&format!("localhost:{port}"))
-        .unwrap()
-        .with_ca_cert_pem(pem)
-        .unwrap()
-}
-
-async fn quic_client(cfg: QuicClientConfig) -> TransportClient {
-    let mut c = TransportClientBuilder::new().with_protocol(cfg).build().await.unwrap();
-    within(GUARD, "quic connect", c.connect()).await.expect("connect");
-    c
-}
 
 /// Answers every request on `client` with "re: " + its payload; forwards
 /// one-way payloads to the returned channel.

@@ -15,10 +15,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use common::quic::{client_config, quic_builder, quic_client};
 use common::*;
-use msgtrans::protocol::{QuicClientConfig, QuicServerConfig};
-use msgtrans::transport::{TransportClientBuilder, TransportServerBuilder};
-use msgtrans::{Inline, TlsServerConfig};
+use msgtrans::Inline;
 
 /// Allocations this large are what the allocator serves from fresh pages.
 const LARGE_ALLOC: usize = 128 * 1024;
@@ -76,20 +75,11 @@ async fn large_echoes_reuse_pooled_buffers_instead_of_fresh_allocations() {
     // copy of each write would be counted.
     const SIZE: usize = 192 * 1024;
     const MESSAGES: u64 = 100;
-    let (tls, pem) = TlsServerConfig::self_signed(&["localhost"]).unwrap();
-    let b = TransportServerBuilder::new()
-        .shards(1)
-        .pin_shards(false)
-        .with_protocol(QuicServerConfig::new("127.0.0.1:0").unwrap().with_tls(tls))
-        .handler(watched_echo);
-    let server = within(GUARD, "server build", b.build()).await.expect("server build");
-    let port = server.quic_addr().unwrap().port();
-    let cfg = QuicClientConfig::new(&format!("localhost:{port}"))
-        .unwrap()
-        .with_ca_cert_pem(&pem)
-        .unwrap();
-    let mut client = TransportClientBuilder::new().with_protocol(cfg).build().await.unwrap();
-    within(GUARD, "quic connect", client.connect()).await.expect("connect");
+    let (b, pem) = quic_builder();
+    let server = within(GUARD, "server build", b.shards(1).handler(watched_echo).build())
+        .await
+        .expect("server build");
+    let client = quic_client(client_config(&server, &pem)).await;
     let payload = vec![7u8; SIZE];
     let echo = |m: u64| {
         let client = &client;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod nats;
+pub mod quic;
 pub mod ws_raw;
 
 use std::collections::{HashSet, VecDeque};
