@@ -66,10 +66,13 @@ OPTIONS:
                      a port in use: several processes serve one port, each
                      under its own open-files cap (QUIC ports stay single)
     --tcp-ring       serve plain TCP and WebSocket on each shard's own
-                     io_uring instead of glommio's streams (opt-in:
+                     io_uring instead of the shard's epoll (opt-in:
                      cheaper for small messages under load, dearer
                      at 1 KiB and up and at 1 x 1; see
                      docs/perf-notes.md)
+    --no-epoll       wait for TCP and WebSocket sockets with glommio's
+                     streams (a ring poll per short read) instead of the
+                     shard's epoll instance, to compare
     --metrics ADDR   serve /metrics (Prometheus), /stats.json and a live
                      dashboard at / on ADDR, e.g. 127.0.0.1:9100 [default: off]
     -h, --help       print this help
@@ -93,6 +96,7 @@ struct Args {
     events: bool,
     pin: bool,
     tcp_ring: bool,
+    no_epoll: bool,
     shared_port: bool,
     read_buffer: Option<usize>,
     metrics: Option<std::net::SocketAddr>,
@@ -117,6 +121,7 @@ fn parse() -> Result<Option<Args>, String> {
         events: false,
         pin: true,
         tcp_ring: false,
+        no_epoll: false,
         shared_port: false,
         read_buffer: None,
         metrics: None,
@@ -156,6 +161,7 @@ fn parse() -> Result<Option<Args>, String> {
             "--client-ca" => a.client_ca = Some(value("--client-ca")?),
             "--no-pin" => a.pin = false,
             "--tcp-ring" => a.tcp_ring = true,
+            "--no-epoll" => a.no_epoll = true,
             "--shared-port" => a.shared_port = true,
             "--read-buffer" => {
                 let v = value("--read-buffer")?;
@@ -291,6 +297,7 @@ async fn main() -> ExitCode {
         .shards(args.shards)
         .pin_shards(args.pin)
         .tcp_ring(args.tcp_ring)
+        .tcp_epoll(!args.no_epoll)
         .shared_port(args.shared_port);
     if let Some(n) = args.read_buffer {
         builder = builder.read_buffer(n);

@@ -1,7 +1,8 @@
 //! Proves that 10,000 one-way packets arriving in one write (many frames per
 //! read) all come back in order and byte-exact, on the inline path and on
-//! the events path, on glommio's streams (the default) and on the shard's
-//! own ring (`tcp_ring(true)`).
+//! the events path, on the shard's epoll table (the default), on glommio's
+//! streams (`tcp_epoll(false)`) and on the shard's own ring
+//! (`tcp_ring(true)`).
 
 mod common;
 
@@ -63,6 +64,13 @@ async fn inline_echo_on_the_shard_ring_returns_ten_thousand_packets_in_order_byt
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_echo_on_glommio_streams_returns_ten_thousand_packets_in_order_byte_exact() {
+    let server = start_inline_echo(builder().tcp_epoll(false)).await;
+    batch_comes_back_exact(addr(&server)).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_echo_returns_ten_thousand_packets_from_one_write_in_order_byte_exact() {
     let (server, _events) = start_events_echo(builder()).await;
     batch_comes_back_exact(addr(&server)).await;
@@ -97,19 +105,27 @@ async fn events_echo_answers_a_batch_of_requests_each_with_its_own_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_half_closes_after_its_batch_still_gets_every_echo_then_eof() {
-    for ring in [true, false] {
-        half_close_after_batch(ring).await;
+    // The shard ring, the epoll table (default), glommio's streams.
+    for (ring, epoll) in [(true, true), (false, true), (false, false)] {
+        half_close_after_batch(ring, epoll).await;
     }
 }
 
-async fn half_close_after_batch(ring: bool) {
-    let server = start_inline_echo(builder().tcp_ring(ring)).await;
+async fn half_close_after_batch(ring: bool, epoll: bool) {
+    let server = start_inline_echo(builder().tcp_ring(ring).tcp_epoll(epoll)).await;
     let sent = batch();
     let mut c = RawClient::connect(addr(&server)).await;
     c.stream.write_all(&sent).await.unwrap();
     c.stream.shutdown().await.unwrap();
     let got = c.expect_closed().await;
-    assert_eq!(got.len(), sent.len(), "echoed bytes before EOF (tcp_ring {ring})");
-    assert!(got == sent, "echo differs from what was sent (tcp_ring {ring})");
+    assert_eq!(
+        got.len(),
+        sent.len(),
+        "echoed bytes before EOF (tcp_ring {ring}, tcp_epoll {epoll})"
+    );
+    assert!(
+        got == sent,
+        "echo differs from what was sent (tcp_ring {ring}, tcp_epoll {epoll})"
+    );
     server.stop().await;
 }

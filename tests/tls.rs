@@ -33,21 +33,41 @@ fn tls_builder() -> (TransportServerBuilder, String) {
 }
 
 async fn tls_client(server: &TransportServer, pem: &str) -> TransportClient {
+    tls_client_on(server, pem, true).await
+}
+
+/// `epoll`: the client's sockets on its shard's epoll table (the default)
+/// or on glommio's streams.
+async fn tls_client_on(server: &TransportServer, pem: &str, epoll: bool) -> TransportClient {
     let port = server.addr_of("tcp+tls").unwrap().port();
     let cfg = TcpClientConfig::new(&format!("localhost:{port}"))
         .unwrap()
         .with_tls(TlsClientConfig::new().with_ca_pem(pem.as_bytes()).unwrap());
-    let mut c = TransportClientBuilder::new().with_protocol(cfg).build().await.unwrap();
+    let mut c = TransportClientBuilder::new()
+        .with_protocol(cfg)
+        .tcp_epoll(epoll)
+        .build()
+        .await
+        .unwrap();
     within(GUARD, "tls connect", c.connect()).await.expect("connect");
     c
 }
 
 async fn wss_client(server: &TransportServer, pem: &str) -> TransportClient {
+    wss_client_on(server, pem, true).await
+}
+
+async fn wss_client_on(server: &TransportServer, pem: &str, epoll: bool) -> TransportClient {
     let port = server.addr_of("wss").unwrap().port();
     let cfg = WebSocketClientConfig::new(&format!("wss://localhost:{port}/ws"))
         .unwrap()
         .with_tls(TlsClientConfig::new().with_ca_pem(pem.as_bytes()).unwrap());
-    let mut c = TransportClientBuilder::new().with_protocol(cfg).build().await.unwrap();
+    let mut c = TransportClientBuilder::new()
+        .with_protocol(cfg)
+        .tcp_epoll(epoll)
+        .build()
+        .await
+        .unwrap();
     within(GUARD, "wss connect", c.connect()).await.expect("connect");
     c
 }
@@ -223,20 +243,27 @@ async fn plaintext_and_silent_clients_on_a_tls_port_are_closed_not_hung() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_responses_over_tls_arrive_whole() {
     // The last TLS records of a big write must be flushed even when the
-    // socket was busy at that moment (a stall we once had).
+    // socket was busy at that moment (a stall we once had). On the epoll
+    // table (the default) and on glommio's streams, both ends.
+    for epoll in [true, false] {
+        large_responses_arrive_whole(epoll).await;
+    }
+}
+
+async fn large_responses_arrive_whole(epoll: bool) {
     let (b, pem) = tls_builder();
-    let server = start_inline_echo(b).await;
-    let tcp = tls_client(&server, &pem).await;
-    let wss = wss_client(&server, &pem).await;
+    let server = start_inline_echo(b.tcp_epoll(epoll)).await;
+    let tcp = tls_client_on(&server, &pem, epoll).await;
+    let wss = wss_client_on(&server, &pem, epoll).await;
     let big: Vec<u8> = (0..4 * 1024 * 1024).map(|k| (k % 251) as u8).collect();
     let mut echoes = [answer(&tcp), answer(&wss)];
     for round in 0..5 {
         for (c, rx) in [&tcp, &wss].into_iter().zip(echoes.iter_mut()) {
             let r = within(GUARD, "4 MiB request", c.request(&big)).await.unwrap();
-            assert!(r.data.as_deref() == Some(&big[..]), "round {round}");
+            assert!(r.data.as_deref() == Some(&big[..]), "round {round}, tcp_epoll {epoll}");
             c.send(&big).await.unwrap();
             let echo = within(GUARD, "4 MiB echo", rx.recv()).await.unwrap();
-            assert!(echo[..] == big[..], "round {round}");
+            assert!(echo[..] == big[..], "round {round}, tcp_epoll {epoll}");
         }
     }
     tcp.stop().await;

@@ -131,9 +131,17 @@ pub struct EngineConfig {
     /// submits every session's reads and writes (default false: cheaper
     /// for small messages under load, dearer at 1 KiB and up and at 1 x 1,
     /// see docs/perf-notes.md). Off, or on a kernel older than 5.19, they
-    /// use glommio's streams: a readiness poll, then a syscall per read
-    /// and per write.
+    /// wait on the shard's epoll instance (`tcp_epoll`), then make a
+    /// syscall per read and per write.
     pub tcp_ring: bool,
+    /// TCP and WebSocket sessions, plain or under TLS, wait for their
+    /// sockets on one edge-triggered epoll instance per shard, which the
+    /// shard's ring watches as a whole (default true). Off, each session
+    /// uses glommio's stream, which arms a poll request on the ring after
+    /// every short read: at 64 B x (64 x 16) that cost 1.45x baseline 1's
+    /// CPU per message against 1.22x (docs/perf-notes.md). Plain sessions
+    /// under `tcp_ring` use the ring instead.
+    pub tcp_epoll: bool,
     /// TCP and WebSocket listeners join other sockets already on their
     /// port (`SO_REUSEPORT`, the same user's) instead of refusing it as in
     /// use (default false). For several server processes on one port, each
@@ -175,6 +183,7 @@ impl Default for EngineConfig {
             io_memory: DEFAULT_IO_MEMORY,
             read_buffer: DEFAULT_READ_BUFFER,
             tcp_ring: false,
+            tcp_epoll: true,
             shared_port: false,
             compression_threshold: DEFAULT_COMPRESSION_THRESHOLD,
             pool: PoolConfig::default(),

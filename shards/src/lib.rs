@@ -24,8 +24,9 @@
 //! 3. **The shard context**: `shard` — the table of sessions, admission
 //!    under the limits, routing, listeners, the inbox loop and a stop, and
 //!    a registry for what drivers keep per shard. It knows no protocol.
-//! 4. **Drivers**: [`proto`] (tcp, tls, ws, quic) and `ring` (the shard's
-//!    own io_uring for plain TCP). Each knows only its protocol, and turns
+//! 4. **Drivers**: [`proto`] (tcp, tls, ws, quic), `epoll` (the shard's
+//!    readiness table for TCP sockets) and `ring` (the shard's own
+//!    io_uring for plain TCP). Each knows only its protocol, and turns
 //!    connections into sessions through the shard.
 //! 5. **Runtime**: [`runtime`] — [`Engine`]: N shards pinned one per
 //!    core; listen and connect reach the shards as tasks for the drivers.
@@ -52,6 +53,7 @@ mod channel;
 pub mod codec;
 pub mod compress;
 pub mod config;
+mod epoll;
 pub mod error;
 pub mod event;
 pub mod header;

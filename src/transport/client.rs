@@ -31,6 +31,7 @@ pub struct TransportClientBuilder {
     target: Option<TargetConfig>,
     shards: usize,
     tcp_ring: bool,
+    tcp_epoll: bool,
     limits: Limits,
     retry: RetryConfig,
     auto_reconnect: bool,
@@ -52,6 +53,7 @@ impl TransportClientBuilder {
             target: None,
             shards: 1,
             tcp_ring: false,
+            tcp_epoll: true,
             limits: Limits::default(),
             retry: RetryConfig::default(),
             auto_reconnect: false,
@@ -72,6 +74,12 @@ impl TransportClientBuilder {
     /// (default false); see `TransportServerBuilder::tcp_ring`.
     pub fn tcp_ring(mut self, on: bool) -> Self {
         self.tcp_ring = on;
+        self
+    }
+    /// Wait for TCP and WebSocket sockets on the shard's epoll instance
+    /// (default true); see `TransportServerBuilder::tcp_epoll`.
+    pub fn tcp_epoll(mut self, on: bool) -> Self {
+        self.tcp_epoll = on;
         self
     }
     /// How `connect()` retries a failed attempt, and how a dropped
@@ -161,6 +169,7 @@ impl TransportClientBuilder {
             }))?;
         let mut cfg = self.limits.engine_config(self.shards, false, "msgtrans-client");
         cfg.tcp_ring = self.tcp_ring;
+        cfg.tcp_epoll = self.tcp_epoll;
         // The client opens exactly its pool, so a connection limit below
         // the pool (the default 10,000 against `connection_pool(12_500)`)
         // would only refuse its own connections. Twice the pool leaves

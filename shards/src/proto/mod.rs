@@ -9,6 +9,7 @@
 pub(crate) mod drive;
 #[cfg(feature = "quic")]
 pub mod quic;
+pub(crate) mod socket;
 pub mod tcp;
 #[cfg_attr(not(feature = "tls"), path = "tls_absent.rs")]
 pub mod tls;

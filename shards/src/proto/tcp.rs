@@ -10,6 +10,7 @@ use glommio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Socket, Type};
 
 use super::drive::{drive, Drive};
+use super::socket::TcpConn;
 use super::tls::{self, ClientTls, ServerTls};
 use crate::accept::{ConnectRequest, TlsInfo, Verdict};
 use crate::error::StartError;
@@ -163,6 +164,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, tls: Option<Server
 /// The TLS handshake of an accepted connection, holding its place under
 /// the limits meanwhile (given back if it fails).
 async fn accept_tls(shard: Rc<Shard>, stream: TcpStream, tls: ServerTls, ends: Ends, held: Reservation) {
+    let stream = TcpConn::on(&shard, stream);
     let Some(stream) = tls::accept(&tls, stream, shard.cfg.handshake_timeout).await else {
         shard.stats.handshake_failures.add(1);
         return;
@@ -229,7 +231,7 @@ impl Drive for TcpStream {
             drop(self);
             return shard.start_session(st, io, initial, opening, |_| {});
         }
-        drive(shard, st, self, initial, opening)
+        drive(shard, st, TcpConn::on(shard, self), initial, opening)
     }
 }
 
@@ -293,7 +295,7 @@ pub(crate) async fn connect(
             Ok(id)
         }
         Some(tls) => {
-            let stream = tls::connect(&tls, stream, addr, timeout).await?;
+            let stream = tls::connect(&tls, TcpConn::on(shard, stream), addr, timeout).await?;
             let st = shard
                 .admit_over(Wire::Tcp, true)
                 .ok_or_else(|| StartError::connection_limit(addr))?;

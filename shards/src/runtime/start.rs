@@ -122,6 +122,7 @@ impl Engine {
                             let ctx = SessionCtx::new(i, cfg2, pool2, mesh2, sink2, stats2);
                             let shard = Shard::new(ctx, handler2, hook2);
                             crate::ring::start(&shard);
+                            crate::epoll::start(&shard);
                             shard::run(shard, inbox).await;
                         })
                     }));

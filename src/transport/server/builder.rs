@@ -26,6 +26,7 @@ pub struct TransportServerBuilder {
     shards: usize,
     pin: bool,
     tcp_ring: bool,
+    tcp_epoll: bool,
     shared_port: bool,
     read_buffer: Option<usize>,
     limits: Limits,
@@ -51,6 +52,7 @@ impl TransportServerBuilder {
             shards: 0,
             pin: true,
             tcp_ring: false,
+            tcp_epoll: true,
             shared_port: false,
             read_buffer: None,
             limits: Limits::default(),
@@ -110,11 +112,22 @@ impl TransportServerBuilder {
     /// so far, in smaller batches) and at 1 x 1 (every message wakes an
     /// idle shard through the ring's eventfd) it costs more. The figures
     /// are in the README and `docs/perf-notes.md`. Off (or on a kernel
-    /// older than 5.19) they use glommio's streams: a readiness poll, then
-    /// a syscall per read and per write. TLS sessions use glommio's streams either
-    /// way.
+    /// older than 5.19) they wait on the shard's epoll instance
+    /// ([`TransportServerBuilder::tcp_epoll`]), then make a syscall per
+    /// read and per write. TLS sessions do that either way.
     pub fn tcp_ring(mut self, on: bool) -> Self {
         self.tcp_ring = on;
+        self
+    }
+    /// Wait for TCP and WebSocket sockets (plain or under TLS) on one
+    /// edge-triggered epoll instance per shard (default true), registered
+    /// once per connection, instead of glommio's streams, which ask the
+    /// shard's ring for a fresh readiness poll after every short read. It
+    /// is the cheaper path at every size measured (`docs/perf-notes.md`);
+    /// off is there to compare, or for a kernel without epoll. Plain
+    /// sessions under [`TransportServerBuilder::tcp_ring`] use the ring.
+    pub fn tcp_epoll(mut self, on: bool) -> Self {
+        self.tcp_epoll = on;
         self
     }
     /// Bytes a session asks the socket for per read (default 64 KiB),
@@ -290,6 +303,7 @@ impl TransportServerBuilder {
     pub async fn build(self) -> Result<TransportServer> {
         let mut cfg = self.limits.engine_config(self.shards, self.pin, "msgtrans-shard");
         cfg.tcp_ring = self.tcp_ring;
+        cfg.tcp_epoll = self.tcp_epoll;
         cfg.shared_port = self.shared_port;
         if let Some(n) = self.read_buffer {
             cfg.read_buffer = n;

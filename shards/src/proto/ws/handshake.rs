@@ -11,6 +11,7 @@ use futures_lite::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::super::drive::Drive;
+use super::super::socket::TcpConn;
 use super::super::tcp::{next_connection, Ends};
 use super::super::tls::ClientTls;
 
@@ -53,6 +54,7 @@ pub(crate) async fn connect(
     match tls {
         None => upgrade(shard, stream, addr, timeout, &target, ends, false).await,
         Some(tls) => {
+            let stream = TcpConn::on(shard, stream);
             let stream = super::super::tls::connect(&tls, stream, addr, timeout).await?;
             upgrade(shard, stream, addr, timeout, &target, ends, true).await
         }
@@ -169,13 +171,16 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, cfg: Rc<WsListenCo
         glommio::spawn_local(async move {
             match &cfg.tls {
                 None => serve(shard, stream, &cfg, ends, None, held).await,
-                Some(tls) => match super::super::tls::accept(tls, stream, shard.cfg.handshake_timeout).await {
-                    Some(stream) => {
-                        let info = super::super::tls::server_info(&stream);
-                        serve(shard, stream, &cfg, ends, Some(info), held).await
+                Some(tls) => {
+                    match super::super::tls::accept(tls, TcpConn::on(&shard, stream), shard.cfg.handshake_timeout).await
+                    {
+                        Some(stream) => {
+                            let info = super::super::tls::server_info(&stream);
+                            serve(shard, stream, &cfg, ends, Some(info), held).await
+                        }
+                        None => shard.stats.handshake_failures.add(1),
                     }
-                    None => shard.stats.handshake_failures.add(1),
-                },
+                }
             }
         })
         .detach();

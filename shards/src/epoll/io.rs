@@ -1,0 +1,148 @@
+//! A socket on the shard's readiness table: its own non-blocking `recv`
+//! and `send` (a `sendmsg` for vectored writes), and a wait only when the
+//! socket said it has nothing, or no room.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use futures_lite::{AsyncRead, AsyncWrite};
+
+use super::{Readiness, ShardEpoll};
+
+pub(crate) struct EpollStream {
+    epoll: Rc<ShardEpoll>,
+    fd: OwnedFd,
+    ready: Rc<Readiness>,
+}
+
+impl EpollStream {
+    /// Registers a connected socket with `epoll`; it is made non-blocking.
+    pub fn new(epoll: Rc<ShardEpoll>, fd: OwnedFd) -> io::Result<Self> {
+        let raw = fd.as_raw_fd();
+        // SAFETY: fcntl on an fd we own.
+        unsafe {
+            let flags = libc::fcntl(raw, libc::F_GETFL);
+            if flags < 0 || libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let ready = Rc::new(Readiness::ready());
+        epoll.add(raw, &ready)?;
+        Ok(Self { epoll, fd, ready })
+    }
+
+    /// Runs `op` (one non-blocking syscall) while the socket is `ready`
+    /// in that direction; parks the task on `waiter` once it is not.
+    /// `drained` says whether a result means the socket has nothing more
+    /// for now (a short read), which clears `ready` without the syscall
+    /// that would only say `EAGAIN`, unless the direction is `closed`.
+    fn attempt(
+        ready: &std::cell::Cell<bool>,
+        closed: &std::cell::Cell<bool>,
+        waiter: &std::cell::RefCell<Option<std::task::Waker>>,
+        cx: &Context<'_>,
+        mut op: impl FnMut() -> isize,
+        drained: impl Fn(usize) -> bool,
+    ) -> Poll<io::Result<usize>> {
+        while ready.get() {
+            let n = op();
+            if n >= 0 {
+                let n = n as usize;
+                if drained(n) && !closed.get() {
+                    ready.set(false);
+                }
+                return Poll::Ready(Ok(n));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock if !closed.get() => ready.set(false),
+                io::ErrorKind::WouldBlock => return Poll::Ready(Err(e)),
+                _ => return Poll::Ready(Err(e)),
+            }
+        }
+        Readiness::park(waiter, cx.waker());
+        Poll::Pending
+    }
+}
+
+impl AsyncRead for EpollStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let fd = self.fd.as_raw_fd();
+        let len = buf.len();
+        // A read shorter than the buffer emptied the socket: the next
+        // arrival is an edge the pump reports (tokio's rule).
+        Self::attempt(
+            &self.ready.readable,
+            &self.ready.read_closed,
+            &self.ready.reader,
+            cx,
+            // SAFETY: `buf` is writable for its length; the fd is open.
+            || unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), len, 0) },
+            |n| n > 0 && n < len,
+        )
+    }
+}
+
+impl AsyncWrite for EpollStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let fd = self.fd.as_raw_fd();
+        Self::attempt(
+            &self.ready.writable,
+            &self.ready.write_closed,
+            &self.ready.writer,
+            cx,
+            // SAFETY: `buf` is readable for its length; the fd is open.
+            || unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) },
+            |_| false,
+        )
+    }
+
+    /// One `sendmsg` for every slice (a TLS stream's records).
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let fd = self.fd.as_raw_fd();
+        Self::attempt(
+            &self.ready.writable,
+            &self.ready.write_closed,
+            &self.ready.writer,
+            cx,
+            || {
+                // SAFETY: an all-zero msghdr is valid; `IoSlice` is
+                // ABI-compatible with `iovec`, and the slices outlive the
+                // call.
+                let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+                msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+                msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+                unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) }
+            },
+            |_| false,
+        )
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // SAFETY: shutdown on an fd we own.
+        if unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) } < 0 {
+            return Poll::Ready(Err(io::Error::last_os_error()));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for EpollStream {
+    fn drop(&mut self) {
+        // Before the readiness is freed and the fd closed (the socket may
+        // have another fd, so closing alone would not unregister it).
+        self.epoll.remove(self.fd.as_raw_fd());
+    }
+}
