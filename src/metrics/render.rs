@@ -65,6 +65,12 @@ const SHARD_METRICS: &[(&str, &str, &str, Read)] = &[
         |s| s.ring_reads_without_buffer,
     ),
     (
+        "msgtrans_socket_fallbacks_total",
+        "counter",
+        "TCP and WebSocket sessions left on glommio's stream because their socket could not move onto the shard's epoll table or ring (out of fds).",
+        |s| s.socket_fallbacks,
+    ),
+    (
         "msgtrans_buffer_pool_hits_total",
         "counter",
         "Buffers served from the shard's pool.",
@@ -223,7 +229,7 @@ fn json_shard(out: &mut String, s: &ShardSnapshot) {
          \"msgs_in\":{},\"msgs_out\":{},\"bytes_in\":{},\"bytes_out\":{},\
          \"requests_in_flight\":{},\"request_timeouts\":{},\"queued_packets\":{},\"queued_bytes\":{},\
          \"inbox_commands\":{},\"cross_shard_in\":{},\"cross_shard_out\":{},\"wakeups\":{},\"events_abandoned\":{},\
-         \"ring_reads_without_buffer\":{},\
+         \"ring_reads_without_buffer\":{},\"socket_fallbacks\":{},\
          \"pool\":{{\"hits\":{},\"misses\":{},\"remote_returns\":{},\"dropped\":{}}},\"protocols\":{{",
         s.shard,
         s.sessions_open,
@@ -244,6 +250,7 @@ fn json_shard(out: &mut String, s: &ShardSnapshot) {
         s.wakeups,
         s.events_abandoned,
         s.ring_reads_without_buffer,
+        s.socket_fallbacks,
         s.pool.hits,
         s.pool.misses,
         s.pool.remote_returns,

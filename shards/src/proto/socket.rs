@@ -24,10 +24,16 @@ pub(crate) enum TcpConn {
 impl TcpConn {
     /// `stream` on `shard`'s readiness table if it has one.
     pub fn on(shard: &Shard, stream: TcpStream) -> Self {
-        match shard.drivers.get::<ShardEpoll>().and_then(|ep| onto_epoll(ep, &stream)) {
+        let Some(ep) = shard.drivers.get::<ShardEpoll>() else {
+            return Self::Glommio(stream);
+        };
+        match onto_epoll(ep, &stream) {
             // The table has its own handle on the socket; glommio's goes.
             Some(s) => Self::Epoll(s),
-            None => Self::Glommio(stream),
+            None => {
+                shard.stats.socket_fallbacks.add(1);
+                Self::Glommio(stream)
+            }
         }
     }
 }

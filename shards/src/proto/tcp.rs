@@ -222,11 +222,11 @@ impl Ends {
 
 impl Drive for TcpStream {
     fn drive(self, shard: &Rc<Shard>, st: Rc<SessionState>, initial: &[u8], opening: Opening) {
-        if let Some(io) = shard
-            .drivers
-            .get::<ShardRing>()
-            .and_then(|ring| onto_ring(&ring, &self))
-        {
+        if let Some(ring) = shard.drivers.get::<ShardRing>() {
+            let Some(io) = onto_ring(&ring, &self) else {
+                shard.stats.socket_fallbacks.add(1);
+                return drive(shard, st, self, initial, opening);
+            };
             // The ring has its own handle on the socket; glommio's goes.
             drop(self);
             return shard.start_session(st, io, initial, opening, |_| {});
@@ -247,7 +247,7 @@ fn onto_ring(ring: &Rc<ShardRing>, stream: &TcpStream) -> Option<RingIo> {
     // SAFETY: duplicates an fd `stream` owns; the copy is checked, then owned.
     let fd = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
     if fd < 0 {
-        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot move a session onto the shard ring");
+        tracing::debug!(error = %std::io::Error::last_os_error(), "a session stays on glommio's stream");
         return None;
     }
     // SAFETY: a fresh fd nobody else owns.
@@ -255,7 +255,7 @@ fn onto_ring(ring: &Rc<ShardRing>, stream: &TcpStream) -> Option<RingIo> {
     match RingIo::new(Rc::clone(ring), fd) {
         Ok(io) => Some(io),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot move a session onto the shard ring");
+            tracing::debug!(error = %e, "a session stays on glommio's stream");
             None
         }
     }

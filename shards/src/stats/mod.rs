@@ -92,6 +92,11 @@ pub struct ShardStats {
     /// Reads on the shard ring that found none of its provided buffers
     /// free (`ENOBUFS`) and were queued again for the next turn.
     pub ring_reads_without_buffer: Counter,
+    /// TCP and WebSocket sessions left on glommio's stream because their
+    /// socket could not move onto the shard's epoll table or ring (its fd
+    /// could not be duplicated, say with the process out of fds). They
+    /// are served all the same, on the slower path.
+    pub socket_fallbacks: Counter,
     /// QUIC datagrams this shard's socket received for another shard's
     /// connection and relayed to it.
     pub quic_forwarded: Counter,
@@ -162,6 +167,7 @@ impl ShardStats {
             handshake_failures: self.handshake_failures.get(),
             accept_failures: std::array::from_fn(|i| self.accept_failures[i].get()),
             ring_reads_without_buffer: self.ring_reads_without_buffer.get(),
+            socket_fallbacks: self.socket_fallbacks.get(),
             quic_forwarded: self.quic_forwarded.get(),
             quic_retries: self.quic_retries.get(),
             requests_in_flight: self.requests_in_flight.get(),
@@ -224,6 +230,9 @@ pub struct ShardSnapshot {
     /// Shard-ring reads that found no provided buffer free (`ENOBUFS`) and
     /// were queued again.
     pub ring_reads_without_buffer: u64,
+    /// Sessions left on glommio's stream: their socket could not move onto
+    /// the epoll table or the shard ring.
+    pub socket_fallbacks: u64,
     /// QUIC datagrams relayed to the shard that owns their connection.
     pub quic_forwarded: u64,
     /// QUIC Initials answered with a Retry.
@@ -311,6 +320,7 @@ impl ShardSnapshot {
             *a += b;
         }
         self.ring_reads_without_buffer += o.ring_reads_without_buffer;
+        self.socket_fallbacks += o.socket_fallbacks;
         self.quic_forwarded += o.quic_forwarded;
         self.quic_retries += o.quic_retries;
         for (a, b) in self.protocols.iter_mut().zip(&o.protocols) {
@@ -388,6 +398,7 @@ mod tests {
         let emfile = std::io::Error::from_raw_os_error(libc::EMFILE);
         assert_eq!(s.count_accept_failure(&emfile), AcceptFailure::FdLimit);
         s.ring_reads_without_buffer.add(2);
+        s.socket_fallbacks.add(1);
         let snap = s.snapshot();
         assert_eq!(snap.protocol(Protocol::Wss).msgs_in, 3);
         assert_eq!(snap.msgs_in, 3);
@@ -398,6 +409,7 @@ mod tests {
         assert_eq!(snap.accept_failures_of(AcceptFailure::FdLimit), 1);
         assert_eq!(snap.accept_failures_of(AcceptFailure::Other), 0);
         assert_eq!(snap.ring_reads_without_buffer, 2);
+        assert_eq!(snap.socket_fallbacks, 1);
     }
 
     #[test]
@@ -417,6 +429,8 @@ mod tests {
         a.count_accept_failure(&std::io::Error::from_raw_os_error(libc::ENFILE));
         b.count_accept_failure(&std::io::Error::from_raw_os_error(libc::EMFILE));
         b.ring_reads_without_buffer.add(3);
+        a.socket_fallbacks.add(1);
+        b.socket_fallbacks.add(1);
         let mut sa = a.snapshot();
         sa.sessions_open = 2;
         let mut sb = b.snapshot();
@@ -430,6 +444,7 @@ mod tests {
         assert_eq!(all.total.closes_of(CloseKind::PeerClosed), 1);
         assert_eq!(all.total.accept_failures_of(AcceptFailure::FdLimit), 2);
         assert_eq!(all.total.ring_reads_without_buffer, 3);
+        assert_eq!(all.total.socket_fallbacks, 2);
         assert_eq!(all.iter().count(), 2);
     }
 }
