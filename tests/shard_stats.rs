@@ -315,3 +315,36 @@ async fn outbound_queue_depth_rises_while_the_peer_stalls_and_falls_as_it_reads(
     server.stop().await;
     reader.abort();
 }
+
+/// Connections that come and go (each sends a packet, reads its echo and
+/// hangs up, or hangs up at once) leave their buffers to the next ones: a
+/// session that ends holding its read buffer gives it back to the pool.
+/// Before, each such session freed it, and the next one took a fresh
+/// buffer (a pool miss, zeroed to 256 KiB), so misses grew with the
+/// connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lived_sessions_give_their_buffers_back() {
+    let server = start_inline_echo(builder().shards(1)).await;
+    const N: u64 = 200;
+    for i in 0..N {
+        let mut c = RawClient::connect(addr(&server)).await;
+        if i % 2 == 0 {
+            let p = one_way(i as u32, 0, b"", format!("hello {i}"));
+            c.send(&p).await;
+            assert_eq!(c.recv().await, p);
+        }
+        drop(c);
+        // One at a time: each session is gone before the next one opens.
+        eventually(&server, "session closed", |s| {
+            s.total.sessions_total == i + 1 && s.total.sessions_open == 0
+        })
+        .await;
+    }
+    let pool = server.stats().total.pool;
+    assert!(
+        pool.misses < 20,
+        "{N} sessions in turn missed the pool {} times: {pool:?}",
+        pool.misses
+    );
+    server.stop().await;
+}

@@ -167,6 +167,24 @@ impl<S: SessionIo> Driver<S> {
     }
 }
 
+/// A session that ends holding its buffers gives them back to the shard's
+/// pool. One whose first read brought the end of stream (a client that
+/// connects and hangs up at once) ends holding its read buffer; dropped
+/// instead, every such connection cost the next one a fresh buffer,
+/// zeroed to its full 256 KiB before its first read.
+impl<S> Drop for Driver<S> {
+    fn drop(&mut self) {
+        let rbuf = std::mem::take(&mut self.rbuf);
+        if rbuf.capacity() > 0 {
+            self.ctx.buffers.put_read(rbuf);
+        }
+        let wbuf = std::mem::take(&mut self.wbuf);
+        if wbuf.capacity() > 0 {
+            self.ctx.buffers.put(wbuf);
+        }
+    }
+}
+
 impl<S: SessionIo + Unpin> Future for Driver<S> {
     type Output = CloseReason;
 
