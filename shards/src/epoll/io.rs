@@ -60,7 +60,8 @@ impl EpollStream {
             match e.kind() {
                 io::ErrorKind::Interrupted => {}
                 io::ErrorKind::WouldBlock if !closed.get() => ready.set(false),
-                io::ErrorKind::WouldBlock => return Poll::Ready(Err(e)),
+                // A closed direction answers at once (0, EPIPE, the
+                // error); EAGAIN there would mean a wait no edge ends.
                 _ => return Poll::Ready(Err(e)),
             }
         }

@@ -1,6 +1,7 @@
 //! The shard's readiness table: one edge-triggered epoll instance per
-//! shard for its plain TCP and plain WebSocket sessions, read once per
-//! wake-up of the whole set instead of one io_uring poll per socket.
+//! shard for its TCP and WebSocket sessions (plain or under TLS), read
+//! once per wake-up of the whole set instead of one io_uring poll per
+//! socket.
 //!
 //! glommio's streams arm a one-shot `POLL_ADD` on the shard's ring after
 //! every short read, so each batch a session reads pays for a poll
@@ -82,9 +83,9 @@ impl crate::shard::DriverState for ShardEpoll {
     }
 }
 
-/// Gives `shard` a readiness table for its plain sessions, unless it
-/// uses the shard ring or its configuration turns the table off; if the
-/// kernel refuses one, plain TCP stays on glommio's streams.
+/// Gives `shard` a readiness table for its TCP and WebSocket sessions,
+/// unless it uses the shard ring or its configuration turns the table
+/// off; if the kernel refuses one, they stay on glommio's streams.
 pub(crate) fn start(shard: &Rc<crate::shard::Shard>) {
     if !shard.cfg.tcp_epoll || shard.cfg.tcp_ring {
         return;
@@ -94,7 +95,7 @@ pub(crate) fn start(shard: &Rc<crate::shard::Shard>) {
             glommio::spawn_local(Rc::clone(&ep).run()).detach();
             shard.drivers.insert(ep);
         }
-        Err(e) => tracing::info!(shard = shard.index, error = %e, "no epoll; plain TCP uses glommio's streams"),
+        Err(e) => tracing::info!(shard = shard.index, error = %e, "no epoll; TCP and WebSocket use glommio's streams"),
     }
 }
 
