@@ -252,15 +252,17 @@ async fn plaintext_and_silent_clients_on_a_tls_port_are_closed_not_hung() {
 async fn large_responses_over_tls_arrive_whole() {
     // The last TLS records of a big write must be flushed even when the
     // socket was busy at that moment (a stall we once had). On the epoll
-    // table (the default) and on glommio's streams, both ends.
-    for epoll in [true, false] {
-        large_responses_arrive_whole(epoll).await;
+    // table (the default) and on glommio's streams, both ends; and with
+    // the shard ring on, which takes plain sessions only (TLS ones stay
+    // on the table).
+    for (ring, epoll) in [(false, true), (false, false), (true, true)] {
+        large_responses_arrive_whole(ring, epoll).await;
     }
 }
 
-async fn large_responses_arrive_whole(epoll: bool) {
+async fn large_responses_arrive_whole(ring: bool, epoll: bool) {
     let (b, pem) = tls_builder();
-    let server = start_inline_echo(b.tcp_epoll(epoll)).await;
+    let server = start_inline_echo(b.tcp_ring(ring).tcp_epoll(epoll)).await;
     let tcp = tls_client_on(&server, &pem, epoll).await;
     let wss = wss_client_on(&server, &pem, epoll).await;
     let big: Vec<u8> = (0..4 * 1024 * 1024).map(|k| (k % 251) as u8).collect();
@@ -268,10 +270,13 @@ async fn large_responses_arrive_whole(epoll: bool) {
     for round in 0..5 {
         for (c, rx) in [&tcp, &wss].into_iter().zip(echoes.iter_mut()) {
             let r = within(GUARD, "4 MiB request", c.request(&big)).await.unwrap();
-            assert!(r.data.as_deref() == Some(&big[..]), "round {round}, tcp_epoll {epoll}");
+            assert!(
+                r.data.as_deref() == Some(&big[..]),
+                "round {round}, tcp_ring {ring}, tcp_epoll {epoll}"
+            );
             c.send(&big).await.unwrap();
             let echo = within(GUARD, "4 MiB echo", rx.recv()).await.unwrap();
-            assert!(echo[..] == big[..], "round {round}, tcp_epoll {epoll}");
+            assert!(echo[..] == big[..], "round {round}, tcp_ring {ring}, tcp_epoll {epoll}");
         }
     }
     tcp.stop().await;

@@ -84,10 +84,11 @@ impl crate::shard::DriverState for ShardEpoll {
 }
 
 /// Gives `shard` a readiness table for its TCP and WebSocket sessions,
-/// unless it uses the shard ring or its configuration turns the table
-/// off; if the kernel refuses one, they stay on glommio's streams.
+/// unless its configuration turns the table off; if the kernel refuses
+/// one, they stay on glommio's streams. With the shard ring too, plain
+/// sessions go to the ring and TLS ones here.
 pub(crate) fn start(shard: &Rc<crate::shard::Shard>) {
-    if !shard.cfg.tcp_epoll || shard.cfg.tcp_ring {
+    if !shard.cfg.tcp_epoll {
         return;
     }
     match ShardEpoll::new() {
