@@ -12,7 +12,9 @@ use std::time::Duration;
 use common::*;
 use msgtrans::event::{ClientEvent, ServerEvent};
 use msgtrans::packet::Packet;
-use msgtrans::protocol::{TcpClientConfig, TcpServerConfig, WebSocketClientConfig, WebSocketServerConfig};
+use msgtrans::protocol::{
+    ClientProtocolConfig, TcpClientConfig, TcpServerConfig, WebSocketClientConfig, WebSocketServerConfig,
+};
 use msgtrans::transport::{TransportClient, TransportClientBuilder, TransportServer, TransportServerBuilder};
 use msgtrans::{TlsClientConfig, TlsServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,13 +45,18 @@ async fn tls_client_on(server: &TransportServer, pem: &str, epoll: bool) -> Tran
     let cfg = TcpClientConfig::new(&format!("localhost:{port}"))
         .unwrap()
         .with_tls(TlsClientConfig::new().with_ca_pem(pem.as_bytes()).unwrap());
+    connected(cfg, epoll, "tls connect").await
+}
+
+/// A client of `cfg`, connected.
+async fn connected(cfg: impl ClientProtocolConfig, epoll: bool, what: &str) -> TransportClient {
     let mut c = TransportClientBuilder::new()
         .with_protocol(cfg)
         .tcp_epoll(epoll)
         .build()
         .await
         .unwrap();
-    within(GUARD, "tls connect", c.connect()).await.expect("connect");
+    within(GUARD, what, c.connect()).await.expect("connect");
     c
 }
 
@@ -62,14 +69,7 @@ async fn wss_client_on(server: &TransportServer, pem: &str, epoll: bool) -> Tran
     let cfg = WebSocketClientConfig::new(&format!("wss://localhost:{port}/ws"))
         .unwrap()
         .with_tls(TlsClientConfig::new().with_ca_pem(pem.as_bytes()).unwrap());
-    let mut c = TransportClientBuilder::new()
-        .with_protocol(cfg)
-        .tcp_epoll(epoll)
-        .build()
-        .await
-        .unwrap();
-    within(GUARD, "wss connect", c.connect()).await.expect("connect");
-    c
+    connected(cfg, epoll, "wss connect").await
 }
 
 /// Answers every request on `client` with "re: " + its payload; forwards

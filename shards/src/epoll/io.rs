@@ -88,18 +88,21 @@ impl AsyncRead for EpollStream {
     }
 }
 
+impl EpollStream {
+    /// [`EpollStream::attempt`] for a write: only `EAGAIN` clears it.
+    fn write_with(&self, cx: &Context<'_>, op: impl FnMut() -> isize) -> Poll<io::Result<usize>> {
+        let r = &self.ready;
+        Self::attempt(&r.writable, &r.write_closed, &r.writer, cx, op, |_| false)
+    }
+}
+
 impl AsyncWrite for EpollStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let fd = self.fd.as_raw_fd();
-        Self::attempt(
-            &self.ready.writable,
-            &self.ready.write_closed,
-            &self.ready.writer,
-            cx,
-            // SAFETY: `buf` is readable for its length; the fd is open.
-            || unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) },
-            |_| false,
-        )
+        // SAFETY: `buf` is readable for its length; the fd is open.
+        self.write_with(cx, || unsafe {
+            libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL)
+        })
     }
 
     /// One `sendmsg` for every slice (a TLS stream's records).
@@ -109,22 +112,15 @@ impl AsyncWrite for EpollStream {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let fd = self.fd.as_raw_fd();
-        Self::attempt(
-            &self.ready.writable,
-            &self.ready.write_closed,
-            &self.ready.writer,
-            cx,
-            || {
-                // SAFETY: an all-zero msghdr is valid; `IoSlice` is
-                // ABI-compatible with `iovec`, and the slices outlive the
-                // call.
-                let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-                msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-                msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
-                unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) }
-            },
-            |_| false,
-        )
+        self.write_with(cx, || {
+            // SAFETY: an all-zero msghdr is valid; `IoSlice` is
+            // ABI-compatible with `iovec`, and the slices outlive the
+            // call.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+            unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) }
+        })
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -42,6 +42,15 @@ impl TcpConn {
 /// session then stays on the glommio stream) if the fd cannot be
 /// duplicated (the process is out of fds) or registered.
 fn onto_epoll(ep: Rc<ShardEpoll>, stream: &TcpStream) -> Option<EpollStream> {
+    EpollStream::new(ep, duplicate(stream)?)
+        .map_err(|e| tracing::debug!(error = %e, "a session stays on glommio's stream"))
+        .ok()
+}
+
+/// A second fd for `stream`'s socket, for a driver of our own (the epoll
+/// table, the shard ring) while glommio's stream is dropped: glommio has
+/// no way to give its fd up. `None` when the process is out of fds.
+pub(crate) fn duplicate(stream: &TcpStream) -> Option<std::os::fd::OwnedFd> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     // SAFETY: duplicates an fd `stream` owns; the copy is checked, then owned.
     let fd = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
@@ -50,10 +59,7 @@ fn onto_epoll(ep: Rc<ShardEpoll>, stream: &TcpStream) -> Option<EpollStream> {
         return None;
     }
     // SAFETY: a fresh fd nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    EpollStream::new(ep, fd)
-        .map_err(|e| tracing::debug!(error = %e, "a session stays on glommio's stream"))
-        .ok()
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 impl AsyncRead for TcpConn {

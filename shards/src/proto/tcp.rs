@@ -10,7 +10,7 @@ use glommio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Socket, Type};
 
 use super::drive::{drive, Drive};
-use super::socket::TcpConn;
+use super::socket::{self, TcpConn};
 use super::tls::{self, ClientTls, ServerTls};
 use crate::accept::{ConnectRequest, TlsInfo, Verdict};
 use crate::error::StartError;
@@ -243,22 +243,9 @@ fn drive_plain(shard: &Rc<Shard>, st: Rc<SessionState>, stream: TcpStream, ends:
 /// A handle on `stream`'s socket for the ring, or `None` (the session then
 /// stays on the glommio stream) if the fd cannot be duplicated.
 fn onto_ring(ring: &Rc<ShardRing>, stream: &TcpStream) -> Option<RingIo> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    // SAFETY: duplicates an fd `stream` owns; the copy is checked, then owned.
-    let fd = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
-    if fd < 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "a session stays on glommio's stream");
-        return None;
-    }
-    // SAFETY: a fresh fd nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    match RingIo::new(Rc::clone(ring), fd) {
-        Ok(io) => Some(io),
-        Err(e) => {
-            tracing::debug!(error = %e, "a session stays on glommio's stream");
-            None
-        }
-    }
+    RingIo::new(Rc::clone(ring), socket::duplicate(stream)?)
+        .map_err(|e| tracing::debug!(error = %e, "a session stays on glommio's stream"))
+        .ok()
 }
 
 /// Turns on TCP keepalive: first probe after `idle`, then every `idle / 4`,
