@@ -125,7 +125,8 @@ pub struct TransportContext {
     pub ext_header: Option<Bytes>,
     /// Its payload.
     pub data: Bytes,
-    /// When it was handed to the application.
+    /// When the shard read it from the connection (MsgTrans 1.0's
+    /// reception time). Packets read in one batch share one reading.
     pub timestamp: Instant,
     packet_type: PacketType,
     compression: CompressionType,
@@ -145,7 +146,7 @@ impl std::fmt::Debug for TransportContext {
 }
 
 impl TransportContext {
-    pub(crate) fn new(id: SessionId, packet: Packet, engine: &Arc<Engine>) -> Self {
+    pub(crate) fn new(id: SessionId, packet: Packet, received: Instant, engine: &Arc<Engine>) -> Self {
         let is_request = packet.header.packet_type == PacketType::Request;
         Self {
             peer: Some(id),
@@ -153,7 +154,7 @@ impl TransportContext {
             biz_type: packet.header.biz_type,
             ext_header: (!packet.ext_header.is_empty()).then_some(packet.ext_header),
             data: packet.payload,
-            timestamp: Instant::now(),
+            timestamp: received,
             packet_type: packet.header.packet_type,
             compression: packet.header.compression,
             engine: is_request.then(|| Arc::clone(engine)),

@@ -95,3 +95,42 @@ async fn a_consumer_that_gives_up_waiting_does_not_strand_the_other() {
     server.stop().await;
     within(GUARD, "the consumer sees the end", stayer).await.unwrap();
 }
+
+/// A message's `timestamp` is when the shard read it: after the client
+/// sent it, before the application took it, and fresh for every read (the
+/// shard reads the clock once per read batch, not once per message, so a
+/// reading kept past its batch would show here as two equal stamps).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_is_stamped_when_its_shard_read_it() {
+    let server = within(GUARD, "server build", builder().build()).await.unwrap();
+    let mut events = server.subscribe_events();
+    let mut client = RawClient::connect(addr(&server)).await;
+    let mut stamps = Vec::new();
+    for id in 1..=2u32 {
+        let sent = std::time::Instant::now();
+        client.send(&one_way(id, 0, b"", b"stamp".to_vec())).await;
+        let context = within(GUARD, "message", async {
+            loop {
+                if let Ok(ServerEvent::MessageReceived { context, .. }) = events.recv().await {
+                    return context;
+                }
+            }
+        })
+        .await;
+        let taken = std::time::Instant::now();
+        assert!(
+            sent <= context.timestamp && context.timestamp <= taken,
+            "stamped {:?} after sending, {:?} before it was taken",
+            context.timestamp.checked_duration_since(sent),
+            taken.checked_duration_since(context.timestamp)
+        );
+        stamps.push(context.timestamp);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        stamps[1] - stamps[0] >= Duration::from_millis(20),
+        "the second read has its own stamp: {:?}",
+        stamps[1] - stamps[0]
+    );
+    server.stop().await;
+}

@@ -1,7 +1,7 @@
 //! What the shards tell the application, and what it asks of them.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{CloseReason, SendError};
 use crate::id::SessionId;
@@ -37,6 +37,8 @@ pub enum EngineEvent {
         id: SessionId,
         /// The packet.
         packet: Packet,
+        /// When the shard read it (one clock reading per read batch).
+        received: Instant,
     },
     /// A listener started (sent by the API layer, after binding).
     Listening {

@@ -48,8 +48,8 @@ impl ClientEventStream {
                 },
             },
             EngineEvent::Closed { reason, .. } => ClientEvent::Disconnected { reason },
-            EngineEvent::Message { id, packet } => {
-                ClientEvent::MessageReceived(TransportContext::new(id, packet, &self.shared.engine))
+            EngineEvent::Message { id, packet, received } => {
+                ClientEvent::MessageReceived(TransportContext::new(id, packet, received, &self.shared.engine))
             }
             EngineEvent::SendFailed { error, .. } => ClientEvent::Error { error: error.into() },
             EngineEvent::BroadcastIncomplete { error, .. } => ClientEvent::Error { error: error.into() },

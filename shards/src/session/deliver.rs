@@ -120,5 +120,6 @@ fn dispatch(
     Some(EngineEvent::Message {
         id: st.id,
         packet: ctx.to_packet(frame),
+        received: ctx.received_at(),
     })
 }

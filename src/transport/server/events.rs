@@ -58,9 +58,9 @@ impl ServerEventStream {
                 },
             },
             EngineEvent::Closed { id, reason } => ServerEvent::ConnectionClosed { session_id: id, reason },
-            EngineEvent::Message { id, packet } => ServerEvent::MessageReceived {
+            EngineEvent::Message { id, packet, received } => ServerEvent::MessageReceived {
                 session_id: id,
-                context: TransportContext::new(id, packet, engine),
+                context: TransportContext::new(id, packet, received, engine),
             },
             EngineEvent::SendFailed { id, error, .. } => ServerEvent::TransportError {
                 session_id: Some(id),

@@ -107,6 +107,7 @@ impl<S: SessionIo> Driver<S> {
     /// Decodes and dispatches every complete frame in the read buffer.
     pub(super) fn process(&mut self) -> Result<usize, CloseReason> {
         let ctx = Rc::clone(&self.ctx);
+        ctx.new_read_batch();
         let frames = match self.st.wire {
             Wire::Tcp => self.process_tcp(&ctx),
             #[cfg(feature = "quic")]
