@@ -188,21 +188,30 @@ pub(crate) const OP_PONG: u8 = 0x8A;
 /// RFC 6455 §5.2 frame header: FIN+opcode byte, then the length in 7, 16
 /// or 64 bits, then the mask key if any.
 #[cfg(feature = "websocket")]
+#[inline]
 fn ws_header(out: &mut Vec<u8>, fin_opcode: u8, len: u64, mask: Option<[u8; 4]>) {
+    // Built on the stack and appended once: byte by byte, each push
+    // checked the buffer's capacity again.
     let mask_bit = if mask.is_some() { 0x80 } else { 0 };
-    out.put_u8(fin_opcode);
-    if len < 126 {
-        out.put_u8(mask_bit | len as u8);
+    let mut h = [0u8; 14];
+    h[0] = fin_opcode;
+    let mut n = if len < 126 {
+        h[1] = mask_bit | len as u8;
+        2
     } else if len <= u16::MAX as u64 {
-        out.put_u8(mask_bit | 126);
-        out.put_u16(len as u16);
+        h[1] = mask_bit | 126;
+        h[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
     } else {
-        out.put_u8(mask_bit | 127);
-        out.put_u64(len);
-    }
+        h[1] = mask_bit | 127;
+        h[2..10].copy_from_slice(&len.to_be_bytes());
+        10
+    };
     if let Some(m) = mask {
-        out.put_slice(&m);
+        h[n..n + 4].copy_from_slice(&m);
+        n += 4;
     }
+    out.extend_from_slice(&h[..n]);
 }
 
 /// XORs `buf` with `mask`, as if `buf` started `offset` bytes into the
