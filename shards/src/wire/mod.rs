@@ -3,9 +3,6 @@
 //! Writing is a pure function over the session's output buffer; reading
 //! WebSocket frames is in `ws`.
 
-#[cfg(any(feature = "quic", feature = "websocket"))]
-use bytes::BufMut;
-
 #[cfg(feature = "websocket")]
 pub(crate) mod ws;
 
@@ -80,7 +77,7 @@ impl Wire {
                     len: u32::MAX,
                     max: u32::MAX - codec::HEADER_LEN as u32,
                 })?;
-                out.put_u32(len);
+                out.extend_from_slice(&len.to_be_bytes());
                 codec::encode_vec(header, ext, payload, out)
             }
             #[cfg(feature = "websocket")]
