@@ -6,9 +6,9 @@
 //! its `FrameHeader::parse` reads through an `io::Cursor` and returns its
 //! whole error type, 22 ns a message of a 64 B echo's 150 ns of user time;
 //! this one is a few compares on the bytes, and a test holds it to
-//! tungstenite's answers. The payloads are unmasked and decoded in place in
-//! the session's read buffer, so a small message costs no allocation. Only fragmented messages are
-//! copied, to be reassembled. A text message is delivered as a one-way
+//! tungstenite's answers. The payloads are unmasked and decoded in place
+//! in the session's read buffer, so a small message costs no allocation.
+//! Only fragmented messages are copied, to be reassembled. A text message is delivered as a one-way
 //! packet whose payload is the text, as MsgTrans 1.0 does.
 
 use crate::codec::{self, FrameLimits, FrameRef};
