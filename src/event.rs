@@ -125,8 +125,11 @@ pub struct TransportContext {
     pub ext_header: Option<Bytes>,
     /// Its payload.
     pub data: Bytes,
-    /// When the shard read it from the connection (MsgTrans 1.0's
-    /// reception time). Packets read in one batch share one reading.
+    /// When it was received (MsgTrans 1.0's reception time): when its shard
+    /// took it from the connection's read buffer, normally just after
+    /// reading it; under backpressure (a full event queue or outbound
+    /// queue) when the session resumed. Packets taken in one batch share
+    /// one reading.
     pub timestamp: Instant,
     packet_type: PacketType,
     compression: CompressionType,

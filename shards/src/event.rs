@@ -37,7 +37,8 @@ pub enum EngineEvent {
         id: SessionId,
         /// The packet.
         packet: Packet,
-        /// When the shard read it (one clock reading per read batch).
+        /// When the shard took it from the session's read buffer (one
+        /// clock reading per batch; see `TransportContext::timestamp`).
         received: Instant,
     },
     /// A listener started (sent by the API layer, after binding).

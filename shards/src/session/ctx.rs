@@ -26,11 +26,15 @@ use crate::stats::ShardStats;
 use crate::turn_bell::TurnBell;
 use crate::uplink::{self, Outbound};
 
-/// Frames up to this size are copied out for delivery into a plain
-/// allocation, not a pooled buffer: for a small payload the pool's round
-/// trip (two queue operations, counters, the shared owner's own
-/// allocation and its atomic release) costs more than malloc and free,
-/// which glibc serves from a per-thread cache at these sizes.
+/// A payload (or extension header) up to this size is copied out for
+/// delivery into a plain allocation, not a pooled buffer: for a small
+/// payload the pool's round trip (two queue operations, counters, the
+/// shared owner's own allocation and its atomic release) cost ~80 ns at
+/// 64 B, malloc and free ~30, which glibc serves from a per-thread cache
+/// at these sizes. A payload the application drops on its own thread is
+/// freed into that thread's cache; past the cache's few entries per size,
+/// glibc takes the shard arena's lock, which a busy application thread
+/// could contend with the shard (not seen with one application thread).
 const PLAIN_COPY: usize = 1024;
 
 /// Sending to a session of this shard: the shard's table of sessions is
@@ -122,7 +126,9 @@ impl SessionCtx {
     }
 
     /// An owned copy of a frame, for delivery off the fast path (events,
-    /// replies), in pooled buffers that return to this shard when dropped.
+    /// replies). An extension header or payload over [`PLAIN_COPY`] bytes
+    /// goes into a pooled buffer that returns to this shard when dropped;
+    /// a smaller one into a plain allocation.
     pub fn to_packet(&self, frame: &FrameRef<'_>) -> Packet {
         let pool = self.buffers.pool();
         let copy = |b: &[u8]| {
@@ -214,16 +220,19 @@ impl SessionCtx {
         self.outgoing.borrow_mut()[dest].push(cmd);
     }
 
-    /// A read batch is about to be decoded: its events get a fresh
-    /// reception time.
+    /// A batch is about to be taken from a session's read buffer: its
+    /// events get a fresh reception time.
     pub fn new_read_batch(&self) {
         self.received.set(None);
     }
 
-    /// When the current read batch arrived, as events report it. One clock
-    /// reading serves every event of the batch: at 64 B a read brings a
-    /// dozen packets or more, and a reading per event cost the application
-    /// side 26 ns a message (a third of its share) on this project's VMs.
+    /// When the current batch was taken from a session's read buffer, as
+    /// events report it: normally just after it was read; under
+    /// backpressure (a full event queue or outbound queue), when the
+    /// session resumed. One clock reading serves every event of the
+    /// batch: at 64 B a read brings a dozen packets or more, and a reading
+    /// per event cost the application side 26 ns a message (a third of its
+    /// share) on this project's VMs.
     pub fn received_at(&self) -> Instant {
         match self.received.get() {
             Some(t) => t,

@@ -299,18 +299,22 @@ mod tests {
 
     #[test]
     fn client_frames_are_masked_and_unmask_to_the_packet() {
-        let p = Packet::request(8, b"masked".to_vec());
-        let mut out = Vec::new();
-        Wire::WsClient
-            .write(&mut out, &p.header, &p.ext_header, &p.payload)
-            .unwrap();
-        let mut cur = std::io::Cursor::new(&out[..]);
-        let (h, _) = tungstenite::protocol::frame::FrameHeader::parse(&mut cur)
-            .unwrap()
-            .unwrap();
-        let mask = h.mask.expect("client frames are masked");
-        let mut body = out[cur.position() as usize..].to_vec();
-        apply_mask(&mut body, mask, 0);
-        assert_eq!(body, &p.to_bytes().unwrap()[..]);
+        // Each length form: 7-bit, 16-bit and 64-bit, each with its mask.
+        for size in [6usize, 200, 70_000] {
+            let p = Packet::request(8, vec![0x5a; size]);
+            let mut out = Vec::new();
+            Wire::WsClient
+                .write(&mut out, &p.header, &p.ext_header, &p.payload)
+                .unwrap();
+            let mut cur = std::io::Cursor::new(&out[..]);
+            let (h, len) = tungstenite::protocol::frame::FrameHeader::parse(&mut cur)
+                .unwrap()
+                .unwrap();
+            assert_eq!(len as usize, 16 + size);
+            let mask = h.mask.expect("client frames are masked");
+            let mut body = out[cur.position() as usize..].to_vec();
+            apply_mask(&mut body, mask, 0);
+            assert_eq!(body, &p.to_bytes().unwrap()[..], "size {size}");
+        }
     }
 }

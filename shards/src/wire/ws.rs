@@ -8,8 +8,9 @@
 //! this one is a few compares on the bytes, and a test holds it to
 //! tungstenite's answers. The payloads are unmasked and decoded in place
 //! in the session's read buffer, so a small message costs no allocation.
-//! Only fragmented messages are copied, to be reassembled. A text message is delivered as a one-way
-//! packet whose payload is the text, as MsgTrans 1.0 does.
+//! Only fragmented messages are copied, to be reassembled. A text message
+//! is delivered as a one-way packet whose payload is the text, as MsgTrans
+//! 1.0 does.
 
 use crate::codec::{self, FrameLimits, FrameRef};
 use crate::config::EngineConfig;
@@ -70,8 +71,10 @@ impl FrameHeader {
 
 /// Parses the frame header at the start of `buf`: the header, its length
 /// and the payload's. `Ok(None)`: more bytes needed. Reserved bits (no
-/// extension is negotiated) and undefined opcodes are protocol errors, as
-/// soon as the first byte shows them.
+/// extension is negotiated) and undefined opcodes are protocol errors as
+/// soon as the first two bytes are in, and so is a 64-bit length with its
+/// top bit set (§5.2; tungstenite let it through to the size limit, which
+/// closed with 1009 instead).
 pub(crate) fn parse_header(buf: &[u8]) -> Result<Option<(FrameHeader, usize, u64)>, u16> {
     let Some(&[b0, b1]) = buf.first_chunk::<2>() else {
         return Ok(None);
@@ -86,6 +89,7 @@ pub(crate) fn parse_header(buf: &[u8]) -> Result<Option<(FrameHeader, usize, u64
             None => return Ok(None),
         },
         127 => match buf.get(2..10).and_then(|b| b.first_chunk::<8>()) {
+            Some(b) if b[0] & 0x80 != 0 => return Err(close_code::PROTOCOL),
             Some(b) => (u64::from_be_bytes(*b), 10),
             None => return Ok(None),
         },
@@ -336,5 +340,14 @@ mod tests {
         }
         // 2 × 6 defined opcodes (FIN or not) × 4 lengths × masked or not.
         assert_eq!(seen, 2 * 6 * 4 * 2);
+    }
+
+    #[test]
+    fn a_64_bit_length_with_its_top_bit_set_is_a_protocol_error() {
+        let mut buf = vec![0x82, 0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 0];
+        buf.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(parse_header(&buf), Err(close_code::PROTOCOL));
+        buf[2] = 0x7F;
+        assert!(matches!(parse_header(&buf), Ok(Some((_, 14, len))) if len == 0x7F00_0000_0000_0000));
     }
 }
