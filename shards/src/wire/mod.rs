@@ -278,21 +278,25 @@ mod tests {
         }
     }
 
+    /// `p` as `wire` writes it, read back by tungstenite: the frame
+    /// header, the payload length it gives and the bytes after it.
+    fn framed(wire: Wire, p: &Packet) -> (tungstenite::protocol::frame::FrameHeader, u64, Vec<u8>) {
+        let mut out = Vec::new();
+        wire.write(&mut out, &p.header, &p.ext_header, &p.payload).unwrap();
+        let mut cur = std::io::Cursor::new(&out[..]);
+        let (h, len) = tungstenite::protocol::frame::FrameHeader::parse(&mut cur)
+            .unwrap()
+            .unwrap();
+        (h, len, out[cur.position() as usize..].to_vec())
+    }
+
     #[test]
     fn server_frames_are_one_unmasked_binary_message_per_packet() {
         for size in [0usize, 109, 110, 65_519, 65_520, 70_000] {
             let p = Packet::one_way(3, vec![9u8; size]);
-            let mut out = Vec::new();
-            Wire::WsServer
-                .write(&mut out, &p.header, &p.ext_header, &p.payload)
-                .unwrap();
-            let mut cur = std::io::Cursor::new(&out[..]);
-            let (h, len) = tungstenite::protocol::frame::FrameHeader::parse(&mut cur)
-                .unwrap()
-                .unwrap();
+            let (h, len, body) = framed(Wire::WsServer, &p);
             assert!(h.is_final && h.mask.is_none());
             assert_eq!(len as usize, 16 + size);
-            let body = &out[cur.position() as usize..];
             assert_eq!(body, &p.to_bytes().unwrap()[..]);
         }
     }
@@ -302,17 +306,9 @@ mod tests {
         // Each length form: 7-bit, 16-bit and 64-bit, each with its mask.
         for size in [6usize, 200, 70_000] {
             let p = Packet::request(8, vec![0x5a; size]);
-            let mut out = Vec::new();
-            Wire::WsClient
-                .write(&mut out, &p.header, &p.ext_header, &p.payload)
-                .unwrap();
-            let mut cur = std::io::Cursor::new(&out[..]);
-            let (h, len) = tungstenite::protocol::frame::FrameHeader::parse(&mut cur)
-                .unwrap()
-                .unwrap();
+            let (h, len, mut body) = framed(Wire::WsClient, &p);
             assert_eq!(len as usize, 16 + size);
             let mask = h.mask.expect("client frames are masked");
-            let mut body = out[cur.position() as usize..].to_vec();
             apply_mask(&mut body, mask, 0);
             assert_eq!(body, &p.to_bytes().unwrap()[..], "size {size}");
         }
