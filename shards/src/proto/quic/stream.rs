@@ -21,12 +21,13 @@
 //! it connects. Then the server opens its own stream, so it can push
 //! before the client writes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use quinn_proto::{Connection, Dir, ReadError, Side, StreamId, WriteError};
+use rustc_hash::FxHashMap;
 
 use crate::codec::HEADER_LEN;
 use crate::pool::buffer::{BufferPool, LARGE};
@@ -117,7 +118,7 @@ pub(crate) struct StreamIo {
     push_ok: bool,
     /// The peer sends packets on unidirectional streams (1.0.0–1.0.2).
     uni_peer: bool,
-    recv: HashMap<StreamId, Recv>,
+    recv: FxHashMap<StreamId, Recv>,
     readable: VecDeque<StreamId>,
     /// The stream a packet is being read from.
     current: Option<StreamId>,
@@ -140,7 +141,7 @@ impl StreamIo {
             out: Out::Unset,
             push_ok: false,
             uni_peer: false,
-            recv: HashMap::new(),
+            recv: FxHashMap::default(),
             readable: VecDeque::new(),
             current: None,
             read_waker: None,

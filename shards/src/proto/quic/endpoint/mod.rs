@@ -7,7 +7,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use quinn_proto::{EcnCodepoint, EndpointConfig, Side};
+use rustc_hash::FxHashMap;
 
 mod admit;
 mod conns;
@@ -94,7 +95,7 @@ struct Inner {
     /// Boxed: a quinn connection is 6 KB, and a map growing past 32,768
     /// of them inline moved 200 MB and faulted in 400 MB at once, a stall
     /// that overflowed the socket's 64 MiB of queued datagrams.
-    conns: HashMap<usize, Box<Conn>>,
+    conns: FxHashMap<usize, Box<Conn>>,
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     dirty: Vec<usize>,
     forwarded: Vec<Datagram>,
@@ -193,7 +194,7 @@ impl Endpoint {
         Ok(Rc::new(Self {
             inner: RefCell::new(Inner {
                 ep: quinn_proto::Endpoint::new(Arc::new(ec), server, true, None),
-                conns: HashMap::new(),
+                conns: FxHashMap::default(),
                 timers: BinaryHeap::new(),
                 dirty: Vec::new(),
                 forwarded: Vec::new(),
