@@ -22,7 +22,9 @@ cargo test --workspace --exclude msgtrans-glommio --doc --locked --features msgt
 # loom model tests of the lock-free parts (msgtrans-sync). --cfg loom
 # reaches only that crate's few dependencies, and its own target dir
 # keeps the main build from being invalidated.
+# The release profile's LTO buys loom nothing and costs build time: off.
 RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 \
+    CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
     cargo test -p msgtrans-sync --release --locked --target-dir target/loom
 # MsgTrans 1.0.10's own client against our server: its own workspace, so
 # the main build never compiles the 1.0 dependency tree.
