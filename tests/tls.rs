@@ -1,7 +1,8 @@
 //! TLS under TCP and WebSocket (rustls, ring): our client against our
 //! server with requests both ways and broadcast; python `websockets` over
-//! wss trusting a generated certificate; an untrusting client is rejected;
-//! a plaintext or silent client on a TLS port is closed, not hung.
+//! wss trusting a generated certificate; bursts of overlapping handshakes
+//! all complete; an untrusting client is rejected; a plaintext or silent
+//! client on a TLS port is closed, not hung.
 
 mod common;
 
@@ -174,6 +175,37 @@ async fn python_websockets_over_wss_trusting_the_generated_certificate() {
         );
     }
     std::fs::remove_dir_all(&dir).ok();
+    server.stop().await;
+}
+
+/// Handshakes that overlap: every WSS and TLS client of a burst finishes
+/// its TLS and WebSocket handshakes and is answered. Each client's last
+/// handshake bytes and its first request can reach the server in one
+/// read or apart, and the server's sessions share the shards' epoll
+/// tables, so a readiness edge lost between handshake and session would
+/// leave a client waiting here until the guard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_tls_and_wss_handshakes_all_complete() {
+    let (b, pem) = tls_builder();
+    let server = start_inline_echo(b).await;
+    for round in 0..3 {
+        let clients = (0..16).map(|i| {
+            let (server, pem) = (&server, pem.as_str());
+            async move {
+                let c = if i % 2 == 0 {
+                    wss_client(server, pem).await
+                } else {
+                    tls_client(server, pem).await
+                };
+                let body = format!("round {round} client {i}");
+                let r = within(GUARD, "request", c.request(body.as_bytes())).await.unwrap();
+                assert_eq!(r.data.as_deref(), Some(body.as_bytes()));
+                c
+            }
+        });
+        let done = within(GUARD, "a burst of handshakes", futures_util::future::join_all(clients)).await;
+        assert_eq!(done.len(), 16);
+    }
     server.stop().await;
 }
 
