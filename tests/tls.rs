@@ -203,8 +203,8 @@ async fn overlapping_tls_and_wss_handshakes_all_complete() {
                 c
             }
         });
-        let done = within(GUARD, "a burst of handshakes", futures_util::future::join_all(clients)).await;
-        assert_eq!(done.len(), 16);
+        // The clients stay connected until the whole burst is answered.
+        let _clients = within(GUARD, "a burst of handshakes", futures_util::future::join_all(clients)).await;
     }
     server.stop().await;
 }

@@ -172,15 +172,18 @@ impl Wire {
     }
 }
 
+/// The FIN bit of a frame's first byte.
+#[cfg(feature = "websocket")]
+const FIN: u8 = 0x80;
 /// Binary message opcode, with FIN.
 #[cfg(feature = "websocket")]
-pub(crate) const OP_BINARY: u8 = 0x82;
+pub(crate) const OP_BINARY: u8 = FIN | ws::opcode::BINARY;
 /// Close frame opcode, with FIN.
 #[cfg(feature = "websocket")]
-pub(crate) const OP_CLOSE: u8 = 0x88;
+pub(crate) const OP_CLOSE: u8 = FIN | ws::opcode::CLOSE;
 /// Pong opcode, with FIN.
 #[cfg(feature = "websocket")]
-pub(crate) const OP_PONG: u8 = 0x8A;
+pub(crate) const OP_PONG: u8 = FIN | ws::opcode::PONG;
 
 /// RFC 6455 §5.2 frame header: FIN+opcode byte, then the length in 7, 16
 /// or 64 bits, then the mask key if any.

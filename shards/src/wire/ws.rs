@@ -41,9 +41,9 @@ pub(crate) fn max_message(cfg: &EngineConfig) -> usize {
     codec::HEADER_LEN + cfg.frame.max_ext_header as usize + cfg.frame.max_payload as usize
 }
 
-/// Opcodes as a frame header carries them (RFC 6455 §5.2), without the
-/// FIN bit that `wire`'s `OP_*` bytes include.
-mod opcode {
+/// Opcodes as a frame header carries them (RFC 6455 §5.2); `wire`'s
+/// `OP_*` bytes add the FIN bit to them.
+pub(crate) mod opcode {
     pub const CONTINUE: u8 = 0x0;
     pub const TEXT: u8 = 0x1;
     pub const BINARY: u8 = 0x2;
